@@ -1,0 +1,75 @@
+# Trendcast: `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+MAGE_VENV := .venv-mage
+TC := $(VENV)/bin/trendcast
+PYTEST := $(VENV)/bin/python -m pytest
+RUFF := $(VENV)/bin/ruff
+# uv from PATH, else from the Python that runs make (installed there by `make uv` if missing).
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+export UV_LINK_MODE ?= copy
+
+.PHONY: help setup uv lock demo up down status test test-fast lint format bench clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+
+setup: uv $(VENV)/.synced $(MAGE_VENV)/.synced  ## Create or sync both environments (no-op when current)
+
+$(VENV)/.synced: requirements/main.lock pyproject.toml
+	@test -x $(VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --compile-bytecode requirements/main.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --compile-bytecode --no-deps -e .
+	@touch $@
+
+$(MAGE_VENV)/.synced: requirements/mage.lock pyproject.toml
+	@test -x $(MAGE_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(MAGE_VENV)
+	VIRTUAL_ENV=$(MAGE_VENV) $(UV) pip sync --quiet --compile-bytecode requirements/mage.lock
+	VIRTUAL_ENV=$(MAGE_VENV) $(UV) pip install --quiet --compile-bytecode --no-deps -e .
+	@touch $@
+
+lock: uv  ## Re-resolve both lock files from pyproject.toml
+	$(UV) pip compile --quiet --python-version 3.11 --extra full --extra dev pyproject.toml -o requirements/main.lock
+	$(UV) pip compile --quiet --python-version 3.11 --extra mage pyproject.toml -o requirements/mage.lock
+
+demo: setup  ## Start the local stack, load the sample history, show what is where
+	$(TC) up
+	$(TC) load-sample
+	$(TC) bars
+	@$(TC) status
+	@echo
+	@echo "MLflow UI:        http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}"
+	@echo "State and logs:   $${TRENDCAST_HOME:-.trendcast}/ (run/*.log, pg/, mlartifacts/)"
+	@echo "Stop everything:  $(TC) down"
+
+up: setup  ## Start the local stack
+	$(TC) up
+status:  ## Show the local stack
+	$(TC) status
+down:  ## Stop what `up` started
+	$(TC) down
+
+lint: setup  ## ruff check and format check
+	$(RUFF) check .
+	$(RUFF) format --check .
+
+format: setup
+	$(RUFF) check --fix .
+	$(RUFF) format .
+
+test: lint  ## Lint and run every test (what CI runs)
+	$(PYTEST)
+
+test-fast: lint  ## Lint and run the tests that start no servers
+	$(PYTEST) -m "not slow"
+
+bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
+	$(VENV)/bin/python benchmarks/bench_load.py
+
+clean:  ## Remove environments and local state (stop the stack first)
+	-$(TC) down
+	rm -rf $(VENV) $(MAGE_VENV) .trendcast .pytest_cache .ruff_cache

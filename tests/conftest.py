@@ -1,0 +1,112 @@
+"""Shared fixtures: one real PostgreSQL per test session, a fresh database for this run.
+
+The server is an embedded pgserver in a temporary folder, or the one named by
+``TRENDCAST_TEST_DATABASE_URL``. Either way this run creates its own database, migrates it, and
+drops it at the end, so runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from trendcast import migrate
+from trendcast.config import get_settings
+from trendcast.db import normalize_url
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[URL]:
+    """URL of a running PostgreSQL server (database ``postgres``)."""
+    external = os.environ.get("TRENDCAST_TEST_DATABASE_URL")
+    if external:
+        yield normalize_url(external).set(database="postgres")
+        return
+    import pgserver
+
+    home = Path(tempfile.mkdtemp(prefix="tcpg"))
+    server = pgserver.get_server(home / "pg", cleanup_mode="stop")
+    try:
+        yield URL.create(
+            "postgresql+psycopg2",
+            username="postgres",
+            database="postgres",
+            query={"host": str(server.get_postmaster_info().socket_dir)},
+        )
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def db_url(pg_server_url: URL) -> Iterator[URL]:
+    """A migrated database that exists only for this test run."""
+    name = f"trendcast_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = pg_server_url.set(database=name)
+    migrate.upgrade(url)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+@pytest.fixture
+def env(db_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment pointing Trendcast at the test database and a private home folder."""
+    values = {
+        "TRENDCAST_DATABASE_URL": db_url.render_as_string(hide_password=False),
+        "TRENDCAST_HOME": str(tmp_path / "home"),
+        "COLUMNS": "200",  # keep rich from wrapping the lines tests read
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield {**os.environ, **values}
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def engine(db_url: URL, env) -> Iterator[sa.Engine]:
+    """Engine on the test database; market tables are emptied before each test."""
+    eng = sa.create_engine(db_url)
+    with eng.begin() as conn:
+        conn.execute(sa.text("TRUNCATE market.bars, market.quarantine, market.ingestion_runs"))
+    yield eng
+    eng.dispose()
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed ``trendcast`` command as a user would, capturing its output."""
+    exe = Path(sys.executable).with_name("trendcast")
+    return subprocess.run(
+        [str(exe), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )

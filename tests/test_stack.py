@@ -1,0 +1,129 @@
+"""End to end: the README's demo path on a fresh home (`up`, load, `status`, `down`).
+
+Starts a real embedded PostgreSQL and a real MLflow tracking server on free ports, so it is
+marked slow; `make test` runs it, `make test-fast` does not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+
+import httpx
+import psutil
+import pytest
+import sqlalchemy as sa
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def records(home) -> dict[str, dict]:
+    run_dir = home / "run"
+    return {p.stem: json.loads(p.read_text()) for p in run_dir.glob("*.json")}
+
+
+def alive(record: dict) -> bool:
+    try:
+        proc = psutil.Process(record["pid"])
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def status(env) -> tuple[int, dict[str, dict]]:
+    result = run_cli("status", "--json", env=env)
+    return result.returncode, {p["name"]: p for p in json.loads(result.stdout)}
+
+
+@pytest.fixture
+def stack_env(tmp_path):
+    home = tmp_path / "h"  # short: the embedded server's socket lives under it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRENDCAST_")}
+    env.update(TRENDCAST_HOME=str(home), TRENDCAST_MLFLOW_PORT=str(free_port()), COLUMNS="200")
+    yield env, home
+    run_cli("down", env=env)  # never leave servers behind, even when the test fails
+
+
+def test_demo_path_up_load_status_down(stack_env):
+    env, home = stack_env
+    up = run_cli("up", env=env)
+    assert up.returncode == 0, up.stderr + up.stdout
+    started = records(home)
+    assert set(started) == {"postgres", "mlflow"}
+    assert all(alive(r) for r in started.values())
+
+    code, parts = status(env)
+    assert code == 0
+    assert parts["postgres"]["state"] == "up" and "schema 0001" in parts["postgres"]["detail"]
+    assert parts["mlflow"]["state"] == "up" and parts["mlflow"]["version"].startswith("MLflow 3.")
+    mlflow_url = parts["mlflow"]["url"]
+    experiments = httpx.post(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/search", json={"max_results": 10}, timeout=10
+    )
+    assert experiments.status_code == 200  # the tracking server really serves its API
+
+    loaded = run_cli("load-sample", env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "EURUSD 1h (gym-anytrading): read 6,225, inserted 6,225" in loaded.stdout
+    assert "6,225" in run_cli("bars", env=env).stdout
+
+    again = run_cli("up", env=env)  # idempotent: reuses both processes
+    assert again.returncode == 0
+    assert records(home) == started
+
+    # MLflow stopped behind our back: status says so and exits non-zero; up restarts it.
+    os.killpg(started["mlflow"]["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while alive(started["mlflow"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    code, parts = status(env)
+    assert code == 1 and parts["mlflow"]["state"] == "down" and parts["postgres"]["state"] == "up"
+    assert run_cli("up", env=env).returncode == 0
+    assert records(home)["postgres"] == started["postgres"]
+    assert records(home)["mlflow"]["pid"] != started["mlflow"]["pid"]
+    assert "6,225" in run_cli("bars", env=env).stdout  # data survived
+
+    final = records(home)
+    down = run_cli("down", env=env)
+    assert down.returncode == 0 and "mlflow" in down.stdout and "postgres" in down.stdout
+    assert not any(alive(r) for r in final.values())
+    assert records(home) == {}
+    code, parts = status(env)
+    assert code == 1 and parts["postgres"]["state"] == "down"
+
+
+def test_external_database_is_used_as_is_and_never_stopped(stack_env, db_url, pg_server_url):
+    env, home = stack_env
+    mlflow_db = db_url.set(database=f"{db_url.database}_mlflow")
+    env = {
+        **env,
+        "TRENDCAST_DATABASE_URL": db_url.render_as_string(hide_password=False),
+        "TRENDCAST_MLFLOW_DATABASE_URL": mlflow_db.render_as_string(hide_password=False),
+    }
+    try:
+        up = run_cli("up", env=env)
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert set(records(home)) == {"mlflow"}  # no embedded server started
+        code, parts = status(env)
+        assert code == 0 and parts["postgres"]["state"] == "external"
+        down = run_cli("down", env=env)
+        assert "postgres" not in down.stdout
+        code, parts = status(env)
+        assert parts["postgres"]["state"] == "external" and parts["mlflow"]["state"] == "down"
+        assert code == 1
+    finally:
+        run_cli("down", env=env)
+        admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{mlflow_db.database}" WITH (FORCE)'))
+        admin.dispose()

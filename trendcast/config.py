@@ -1,0 +1,106 @@
+"""One typed settings object, read from ``TRENDCAST_*`` variables and ``.env``, with local defaults.
+
+Every unit (CLI, Lambda, Mage blocks, serving, dashboard) reads configuration through
+:func:`get_settings`, so a variable means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Trendcast configuration. Field ``x`` is read from ``TRENDCAST_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRENDCAST_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    home: Path = Field(
+        default=Path(".trendcast"),
+        description="Local state: embedded PostgreSQL data, MLflow artifacts, pids and logs.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL server URL for the `trendcast` database; unset = embedded.",
+    )
+    mlflow_database_url: str | None = Field(
+        default=None,
+        description="MLflow backend store URL; unset = database `mlflow` on the same server.",
+    )
+    database_name: str = "trendcast"
+    mlflow_database_name: str = "mlflow"
+
+    host: str = Field(default="127.0.0.1", description="Interface the local services bind to.")
+    mlflow_port: int = 5000
+    bentoml_port: int = 3000
+    streamlit_port: int = 8501
+    replay_port: int = 8900
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Tracking server clients use; unset = the local stack's server."
+    )
+    artifacts_uri: str | None = Field(
+        default=None,
+        description="Where MLflow stores artifacts: a path or s3://bucket/prefix; "
+        "unset = <home>/mlartifacts.",
+    )
+    mlflow_workers: int = Field(default=1, ge=1)
+    startup_timeout_s: float = Field(default=90.0, gt=0)
+
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["EURUSD"], description="Comma-separated symbols to ingest."
+    )
+    intervals: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["1h"], description="Comma-separated bar intervals to ingest."
+    )
+
+    @field_validator("symbols", "intervals", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def embedded_database(self) -> bool:
+        """True when Trendcast runs its own PostgreSQL (pgserver) under ``home``."""
+        return self.database_url is None
+
+    @property
+    def pgdata(self) -> Path:
+        return self.home / "pg"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and logs of the processes the local stack started."""
+        return self.home / "run"
+
+    @property
+    def artifacts_destination(self) -> str:
+        return self.artifacts_uri or str(self.home / "mlartifacts")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def s3_endpoint_url(self) -> str | None:
+        """S3-compatible endpoint for artifacts (MLflow's own variable name)."""
+        return os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

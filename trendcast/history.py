@@ -1,0 +1,90 @@
+"""Bulk history load: read a file, validate every bar, store good bars and quarantine the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from trendcast.bar_files import read_bar_file
+from trendcast.bar_store import LoadSummary, Rejected, store_bars
+from trendcast.bars import validate_bars
+from trendcast.schema import series_key, validate_source
+
+
+def rejected_rows(
+    raw: pd.DataFrame, positions: np.ndarray, reasons: np.ndarray, origin: str
+) -> list[Rejected]:
+    """Quarantine entries carrying the values exactly as received and the 1-based data row."""
+    records = raw.iloc[positions].astype(object).where(raw.iloc[positions].notna(), None)
+    return [
+        Rejected(reason=str(reason), payload={"origin": origin, "row": int(pos) + 1, "values": rec})
+        for pos, reason, rec in zip(
+            positions, reasons, records.to_dict(orient="records"), strict=True
+        )
+    ]
+
+
+def load_frame(
+    engine: Engine,
+    frame: pd.DataFrame,
+    *,
+    symbol: str,
+    interval: str,
+    source: str,
+    origin: str,
+    raw: pd.DataFrame | None = None,
+    kind: str = "load-history",
+    now: datetime | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> LoadSummary:
+    """Validate a typed bar frame and store it; ``raw`` (same index) feeds quarantine payloads."""
+    key = series_key(symbol, interval)
+    validate_source(source)
+    checked = validate_bars(frame, interval, now=now)
+    rejected = rejected_rows(
+        frame if raw is None else raw, checked.rejected_positions, checked.rejected_reasons, origin
+    )
+    return store_bars(
+        engine,
+        key,
+        checked.good,
+        rejected,
+        source=source,
+        kind=kind,
+        read=len(frame),
+        details={"origin": origin},
+        on_progress=on_progress,
+    )
+
+
+def load_history(
+    engine: Engine,
+    path: Path,
+    *,
+    symbol: str,
+    interval: str,
+    source: str = "file",
+    time_format: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> LoadSummary:
+    """Load one CSV/Parquet file of bars for (symbol, interval); see :func:`load_frame`."""
+    series_key(symbol, interval)  # reject bad arguments before reading a large file
+    validate_source(source)
+    parsed = read_bar_file(path, time_format=time_format)
+    summary = load_frame(
+        engine,
+        parsed.frame,
+        symbol=symbol,
+        interval=interval,
+        source=source,
+        origin=str(path),
+        raw=parsed.raw,
+        on_progress=on_progress,
+    )
+    summary.details["layout"] = parsed.layout
+    return summary

@@ -1,0 +1,1 @@
+"""The local stack: embedded PostgreSQL, the MLflow tracking server, later the services."""

@@ -1,0 +1,159 @@
+"""``trendcast up | status | down``: start, inspect and stop the local stack's parts.
+
+Each part is started detached with a pid record and a log under ``<home>/run``; ``up`` reuses
+what already runs, and ``down`` stops exactly what ``up`` recorded, nothing else.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from trendcast import migrate
+from trendcast.config import Settings
+from trendcast.db import check_connection, database_url, ensure_database, masked
+from trendcast.errors import DatabaseUnavailable, TrendcastError
+from trendcast.stack import mlflow_server, postgres, processes
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    state: str  # "up", "down" or "external" (a server Trendcast did not start)
+    url: str
+    version: str = ""
+    detail: str = ""
+
+    @property
+    def healthy(self) -> bool:
+        return self.state in {"up", "external"}
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _tail(path: str | Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_until(
+    ready: Callable[[], bool], record: processes.ProcessRecord, what: str, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not processes.is_alive(record):
+            raise TrendcastError(
+                f"{what} exited while starting; last lines of {record.log}:\n{_tail(record.log)}"
+            )
+        time.sleep(0.25)
+    raise TrendcastError(
+        f"{what} not healthy after {timeout_s:.0f} s; see {record.log}:\n{_tail(record.log)}"
+    )
+
+
+def up_database(settings: Settings) -> PartStatus:
+    """Start (or reuse) PostgreSQL, create both databases and apply migrations."""
+    detail = ""
+    if settings.embedded_database:
+        started, pid = postgres.start(settings)
+        detail = f"pid {pid}, {'started' if started else 'already running'}"
+    url = database_url("trendcast", settings)
+    created = ensure_database(url)
+    ensure_database(database_url("mlflow", settings))
+    migrate.upgrade(url)
+    if created:
+        detail = f"{detail}; created database {url.database}".lstrip("; ")
+    return _database_status(settings, detail)
+
+
+def up_mlflow(settings: Settings) -> PartStatus:
+    record = processes.read_record(settings.run_dir, mlflow_server.NAME)
+    if processes.is_alive(record) and mlflow_server.probe(settings):
+        return _mlflow_status(settings, "already running")
+    if processes.is_alive(record):  # ours but not answering (still starting, or wedged)
+        assert record is not None
+        _wait_until(
+            lambda: mlflow_server.probe(settings) is not None,
+            record,
+            "MLflow",
+            settings.startup_timeout_s,
+        )
+        return _mlflow_status(settings, "already running")
+    if _port_in_use(settings.host, settings.mlflow_port):
+        raise TrendcastError(
+            f"port {settings.mlflow_port} on {settings.host} is taken by a process Trendcast did "
+            "not start: stop it or set TRENDCAST_MLFLOW_PORT to a free port"
+        )
+    record = mlflow_server.start(settings)
+    _wait_until(
+        lambda: mlflow_server.probe(settings) is not None,
+        record,
+        "MLflow",
+        settings.startup_timeout_s,
+    )
+    return _mlflow_status(settings, f"pid {record.pid}, started")
+
+
+def up(settings: Settings, on_part: Callable[[PartStatus], None] | None = None) -> list[PartStatus]:
+    parts = []
+    for start in (up_database, up_mlflow):
+        part = start(settings)
+        parts.append(part)
+        if on_part:
+            on_part(part)
+    return parts
+
+
+def _database_status(settings: Settings, detail: str = "") -> PartStatus:
+    external = not settings.embedded_database
+    try:
+        url = database_url("trendcast", settings)
+        version = check_connection(url, timeout_s=3)
+    except DatabaseUnavailable as exc:
+        shown = masked(settings.database_url) if external else str(settings.pgdata)
+        return PartStatus("postgres", "down", shown, detail=str(exc))
+    revision = migrate.current_revision(url)
+    schema = f"schema {revision}" if revision else "schema not migrated: run `trendcast db upgrade`"
+    return PartStatus(
+        "postgres",
+        "external" if external else "up",
+        masked(url),
+        f"PostgreSQL {version}",
+        "; ".join(x for x in (detail, schema) if x),
+    )
+
+
+def _mlflow_status(settings: Settings, detail: str = "") -> PartStatus:
+    version = mlflow_server.probe(settings)
+    url = mlflow_server.url(settings)
+    if version is None:
+        return PartStatus("mlflow", "down", url, detail=detail or "not answering /health")
+    artifacts = f"artifacts {settings.artifacts_destination}"
+    return PartStatus(
+        "mlflow", "up", url, f"MLflow {version}", "; ".join(x for x in (detail, artifacts) if x)
+    )
+
+
+def status(settings: Settings) -> list[PartStatus]:
+    return [_database_status(settings), _mlflow_status(settings)]
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop what ``up`` started (MLflow first, then the embedded PostgreSQL); names stopped."""
+    stopped = []
+    if processes.stop(settings.run_dir, mlflow_server.NAME):
+        stopped.append(mlflow_server.NAME)
+    if settings.embedded_database and postgres.stop(settings):
+        stopped.append(postgres.NAME)
+    return stopped
