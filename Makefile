@@ -68,7 +68,7 @@ test-fast: lint  ## Lint and run the tests that start no servers
 	$(PYTEST) -m "not slow"
 
 bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
-	$(VENV)/bin/python benchmarks/bench_load.py
+	$(VENV)/bin/python -m benchmarks.bench_load
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down
