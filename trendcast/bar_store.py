@@ -153,9 +153,9 @@ def store_bars(
                 (summary.run_id, kind, source, key.symbol, key.interval, read, Json(details or {})),
             )
             if len(bars):
-                summary.inserted = _copy_new_bars(cur, key, bars, source, on_progress)
+                summary.inserted = copy_new_bars(cur, key, bars, source, on_progress)
             summary.duplicates = len(bars) - summary.inserted
-            summary.quarantined = _quarantine(cur, summary.run_id, key, source, rejected)
+            summary.quarantined = quarantine(cur, summary.run_id, key, source, rejected)
             cur.execute(
                 "UPDATE market.ingestion_runs SET finished_at = clock_timestamp(), "
                 "status = 'succeeded', rows_inserted = %s, rows_duplicate = %s, "
@@ -185,8 +185,11 @@ def _stored_open_times(cur, key: SeriesKey, bars: pd.DataFrame) -> np.ndarray:
     return rows["t"].astype("int64")
 
 
-def _copy_new_bars(cur, key: SeriesKey, bars: pd.DataFrame, source: str, on_progress) -> int:
-    """COPY the bars not yet stored; returns how many were inserted."""
+def copy_new_bars(cur, key: SeriesKey, bars: pd.DataFrame, source: str, on_progress=None) -> int:
+    """Inside the caller's transaction: take the series lock, COPY the bars not yet stored;
+    returns how many were inserted. ``bars`` must be validated and sorted by open_time."""
+    if bars.empty:
+        return 0
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (series_lock_key(key),))
     stored = _stored_open_times(cur, key, bars)
     if len(stored):
@@ -209,7 +212,10 @@ def _copy_new_bars(cur, key: SeriesKey, bars: pd.DataFrame, source: str, on_prog
     return len(bars)
 
 
-def _quarantine(cur, run_id: str, key: SeriesKey, source: str, rejected: list[Rejected]) -> int:
+def quarantine(
+    cur, run_id: str | None, key: SeriesKey | None, source: str, rejected: list[Rejected]
+) -> int:
+    """Insert rejected rows into market.quarantine (inside the caller's transaction)."""
     if not rejected:
         return 0
     rows = [

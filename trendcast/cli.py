@@ -43,13 +43,21 @@ def _status_table(parts) -> Table:
 
 
 @app.command()
-def up() -> None:
+def up(
+    with_parts: list[str] = typer.Option(
+        None, "--with", help="Also start an optional part: replay (the exchange replay)."
+    ),
+) -> None:
     """Start PostgreSQL (embedded unless TRENDCAST_DATABASE_URL is set), migrate, start MLflow."""
     from trendcast.stack import launcher
 
     settings = _settings()
     with err.status("starting the local stack…"):
-        parts = launcher.up(settings, on_part=lambda p: err.print(f"{p.name}: {p.state}, {p.url}"))
+        parts = launcher.up(
+            settings,
+            on_part=lambda p: err.print(f"{p.name}: {p.state}, {p.url}"),
+            with_parts=with_parts or [],
+        )
     out.print(_status_table(parts))
 
 
@@ -162,6 +170,9 @@ def load_history(
 @app.command("load-sample")
 def load_sample(
     symbols: list[str] = typer.Option(None, "--symbol", "-s", help="Only these sample symbols."),
+    until: str | None = typer.Option(
+        None, help="Load only bars opening before this time (the demo leaves the rest to replay)."
+    ),
 ) -> None:
     """Load the bundled real market history (EURUSD 1h; GOOGL, AAPL, MSFT, IBM daily)."""
     from trendcast.db import get_engine
@@ -173,8 +184,11 @@ def load_sample(
         known = ", ".join(s.symbol for s in SAMPLES)
         raise TrendcastError(f"--symbol: unknown sample symbol in {symbols}; known: {known}")
     engine = get_engine(_settings())
+    cutoff = _utc(until, "--until") if until else None
     for sample in chosen:
         frame, origin = sample.reader()
+        if cutoff is not None:
+            frame = frame[frame["open_time"] < cutoff].reset_index(drop=True)
         summary = load_frame(
             engine,
             frame,
@@ -232,6 +246,170 @@ def synth(
     frame = synth_bars(bars_count, interval=interval, start=start, seed=seed)
     write_bars(frame, output)
     out.print(f"wrote {bars_count:,} synthetic {interval} bars to {output}")
+
+
+def _utc(text: str, option: str):
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError:
+        raise TrendcastError(f"{option} {text!r}: not an ISO 8601 time") from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _ingest_lines(summary: dict) -> str:
+    lines = []
+    for r in summary["series"]:
+        last = (r["last_open_time"] or "-")[:16].replace("T", " ")
+        lines.append(
+            f"{r['symbol']} {r['interval']}: {r['status']}; fetched {r['fetched']:,}, "
+            f"inserted {r['inserted']:,}, duplicates {r['duplicates']:,}, "
+            f"quarantined {r['quarantined']:,}, gaps {r['gaps_found']:,} found / "
+            f"{r['gaps_filled']:,} filled; last bar {last}"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def ingest(
+    symbols: list[str] = typer.Option(None, "--symbol", "-s", help="Default: TRENDCAST_SYMBOLS."),
+    intervals: list[str] = typer.Option(
+        None, "--interval", "-i", help="Default: TRENDCAST_INTERVALS."
+    ),
+    start: str | None = typer.Option(None, help="Window start (ISO 8601); default: last bar."),
+    end: str | None = typer.Option(None, help="Window end (ISO 8601); default: exchange now."),
+    every: str | None = typer.Option(
+        None, help="Run on a schedule like the EventBridge rule: 'rate(1 minute)', 30s, 5m."
+    ),
+    times: int | None = typer.Option(None, min=1, help="With --every: stop after N runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print each summary as JSON."),
+) -> None:
+    """Run the ingestion Lambda's handler here, once or on a schedule."""
+    import time
+
+    from ingestion_lambda.handler import handler
+    from trendcast.schedule import period_seconds
+
+    period = period_seconds(every) if every else None
+    event: dict = {"source": "trendcast.cli"}
+    if symbols:
+        event["symbols"] = symbols
+    if intervals:
+        event["intervals"] = intervals
+    if start:
+        event["start"] = _utc(start, "--start").isoformat()
+    if end:
+        event["end"] = _utc(end, "--end").isoformat()
+    runs = 0
+    while True:
+        began = time.monotonic()
+        summary = handler(event, None)
+        runs += 1
+        if as_json:
+            out.print_json(json.dumps(summary, default=str))
+        elif summary["status"] == "rejected":
+            raise TrendcastError(summary["error"])
+        else:
+            out.print(_ingest_lines(summary), highlight=False, soft_wrap=True)
+            if summary.get("error"):
+                err.print(f"[yellow]warning:[/] {summary['error']}", highlight=False)
+        if period is None or (times is not None and runs >= times):
+            break
+        time.sleep(max(0.0, period - (time.monotonic() - began)))
+    if summary["status"] in {"failed", "rejected"}:
+        raise typer.Exit(1)
+
+
+@app.command()
+def gaps(
+    symbol: str | None = typer.Option(None, "--symbol", "-s", help="Default: every series."),
+    interval: str | None = typer.Option(None, "--interval", "-i"),
+    since: str | None = typer.Option(None, help="Only gaps after this time (ISO 8601)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Report runs of missing bars in stored series."""
+    import sqlalchemy as sa
+
+    from trendcast.db import get_engine
+    from trendcast.gaps import find_gaps
+    from trendcast.schema import series_key
+
+    engine = get_engine(_settings())
+    with engine.connect() as conn:
+        series = conn.execute(
+            sa.text(
+                "SELECT DISTINCT symbol, interval::text FROM market.bars "
+                "WHERE (CAST(:s AS text) IS NULL OR symbol = :s) "
+                "AND (CAST(:i AS text) IS NULL OR interval::text = :i) ORDER BY 1, 2"
+            ),
+            {"s": symbol, "i": interval},
+        ).all()
+        cutoff = _utc(since, "--since") if since else None
+        found = [g for s, i in series for g in find_gaps(conn, series_key(s, i), since=cutoff)]
+    if as_json:
+        rows = [
+            {
+                "symbol": g.symbol,
+                "interval": g.interval,
+                "after": g.after.isoformat(),
+                "before": g.before.isoformat(),
+                "missing": g.missing,
+            }
+            for g in found
+        ]
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(show_header=True, header_style="bold", title=f"{len(found)} gap(s)")
+    for column in ("symbol", "interval", "last bar before", "next bar", "missing bars"):
+        table.add_column(column)
+    for g in found:
+        table.add_row(g.symbol, g.interval, str(g.after), str(g.before), f"{g.missing:,}")
+    out.print(table)
+
+
+@app.command("exchange-replay")
+def exchange_replay(
+    data: Path | None = typer.Option(None, help="Bar file to serve; default: the EURUSD sample."),
+    symbols: str | None = typer.Option(None, help="Serve the data as these symbols (a,b,c)."),
+    interval: str = typer.Option("1h", "--interval", "-i", help="Interval of the data file."),
+    time_format: str | None = typer.Option(None, help="strftime format of the file's times."),
+    start: str | None = typer.Option(None, help="Data time the clock starts at."),
+    speed: float | None = typer.Option(None, min=0.0001, help="Data-seconds per wall-second."),
+    host: str | None = typer.Option(None),
+    port: int | None = typer.Option(None),
+) -> None:
+    """Serve real historical bars in Binance klines format with a moving clock (Ctrl-C stops)."""
+    from trendcast.bar_files import read_bar_file
+    from trendcast.replay import Replay, ReplayClock, serve
+    from trendcast.sample_data import SAMPLES
+    from trendcast.schema import series_key
+
+    settings = _settings()
+    if data is None:
+        sample = next(s for s in SAMPLES if s.symbol == "EURUSD")
+        frame, _ = sample.reader()
+        interval, names = sample.interval, (symbols or sample.symbol).split(",")
+    else:
+        frame = read_bar_file(data, time_format=time_format).frame
+        names = (symbols or "SYN").split(",")
+    for name in names:
+        series_key(name, interval)
+    clock = ReplayClock(
+        _utc(start or settings.replay_start, "--start"), speed or settings.replay_speed
+    )
+    replay = Replay({name: frame for name in names}, interval, clock)
+    server = serve(replay, host or settings.host, port or settings.replay_port)
+    address = f"http://{server.server_address[0]}:{server.server_address[1]}"
+    err.print(
+        f"exchange replay on {address}: {', '.join(names)} {interval}, clock "
+        f"{clock.now():%Y-%m-%d %H:%M} x{clock.speed:g}",
+        highlight=False,
+    )
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 def main() -> None:

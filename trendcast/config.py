@@ -60,6 +60,30 @@ class Settings(BaseSettings):
         default_factory=lambda: ["1h"], description="Comma-separated bar intervals to ingest."
     )
 
+    exchange_url: str = Field(
+        default="http://127.0.0.1:8900",
+        description="Binance-compatible REST API; the local default is the exchange replay. "
+        "Production sets https://api.binance.com.",
+    )
+    exchange_source: str = Field(default="exchange", description="`source` stored with bars.")
+    exchange_timeout_s: float = Field(default=5.0, gt=0)
+    ingest_budget_s: float = Field(
+        default=240.0, gt=0, description="Time budget of one ingestion invocation."
+    )
+    ingest_lookback_bars: int = Field(
+        default=1000, ge=1, description="Bars fetched for a series with nothing stored yet."
+    )
+    database_secret_arn: str | None = Field(
+        default=None,
+        description="AWS Secrets Manager secret with the database credentials (Lambda).",
+    )
+    replay_start: str = Field(
+        default="2017-10-02T00:00:00Z", description="Data time the replay clock starts at."
+    )
+    replay_speed: float = Field(
+        default=3600.0, gt=0, description="Replay data-seconds per wall-second."
+    )
+
     @field_validator("symbols", "intervals", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

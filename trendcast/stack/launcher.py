@@ -16,7 +16,7 @@ from trendcast import migrate
 from trendcast.config import Settings
 from trendcast.db import check_connection, database_url, ensure_database, masked
 from trendcast.errors import DatabaseUnavailable, TrendcastError
-from trendcast.stack import mlflow_server, postgres, processes
+from trendcast.stack import mlflow_server, postgres, processes, replay_server
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,42 @@ def up_mlflow(settings: Settings) -> PartStatus:
     return _mlflow_status(settings, f"pid {record.pid}, started")
 
 
-def up(settings: Settings, on_part: Callable[[PartStatus], None] | None = None) -> list[PartStatus]:
+def up_replay(settings: Settings) -> PartStatus:
+    record = processes.read_record(settings.run_dir, replay_server.NAME)
+    if processes.is_alive(record) and replay_server.probe(settings):
+        return _replay_status(settings, "already running")
+    if _port_in_use(settings.host, settings.replay_port):
+        raise TrendcastError(
+            f"port {settings.replay_port} on {settings.host} is taken by a process Trendcast did "
+            "not start: stop it or set TRENDCAST_REPLAY_PORT to a free port"
+        )
+    record = replay_server.start(settings)
+    _wait_until(
+        lambda: replay_server.probe(settings) is not None,
+        record,
+        "exchange replay",
+        settings.startup_timeout_s,
+    )
+    return _replay_status(settings, f"pid {record.pid}, started")
+
+
+#: Parts `up --with NAME` starts on request, beside PostgreSQL and MLflow.
+OPTIONAL_PARTS: dict[str, Callable[[Settings], PartStatus]] = {"replay": up_replay}
+
+
+def up(
+    settings: Settings,
+    on_part: Callable[[PartStatus], None] | None = None,
+    with_parts: list[str] | None = None,
+) -> list[PartStatus]:
+    unknown = sorted(set(with_parts or []) - set(OPTIONAL_PARTS))
+    if unknown:
+        raise TrendcastError(
+            f"--with {', '.join(unknown)}: unknown part; choose from {', '.join(OPTIONAL_PARTS)}"
+        )
     parts = []
-    for start in (up_database, up_mlflow):
+    starters = [up_database, up_mlflow, *(OPTIONAL_PARTS[name] for name in with_parts or [])]
+    for start in starters:
         part = start(settings)
         parts.append(part)
         if on_part:
@@ -145,13 +178,29 @@ def _mlflow_status(settings: Settings, detail: str = "") -> PartStatus:
     )
 
 
+def _replay_status(settings: Settings, detail: str = "") -> PartStatus:
+    state = replay_server.probe(settings)
+    url = replay_server.url(settings)
+    if state is None:
+        return PartStatus("replay", "down", url, detail=detail or "not answering")
+    clock = f"clock {state['clock'][:16]}, x{state['speed']:g}, {len(state['symbols'])} symbol(s)"
+    return PartStatus(
+        "replay", "up", url, "exchange replay", "; ".join(x for x in (detail, clock) if x)
+    )
+
+
 def status(settings: Settings) -> list[PartStatus]:
-    return [_database_status(settings), _mlflow_status(settings)]
+    parts = [_database_status(settings), _mlflow_status(settings)]
+    if processes.read_record(settings.run_dir, replay_server.NAME) is not None:
+        parts.append(_replay_status(settings))
+    return parts
 
 
 def down(settings: Settings) -> list[str]:
     """Stop what ``up`` started (MLflow first, then the embedded PostgreSQL); names stopped."""
     stopped = []
+    if processes.stop(settings.run_dir, replay_server.NAME):
+        stopped.append(replay_server.NAME)
     if processes.stop(settings.run_dir, mlflow_server.NAME):
         stopped.append(mlflow_server.NAME)
     if settings.embedded_database and postgres.stop(settings):

@@ -1,0 +1,1 @@
+"""AWS Lambda that keeps market.bars current (see handler.py)."""

@@ -1,0 +1,278 @@
+"""Exchange replay: real historical bars served in Binance's klines format with a moving clock.
+
+The clock starts at a chosen data time and runs ``speed`` data-seconds per wall-second, so bars
+"close" as the clock passes them and the whole live path (schedule → Lambda → market.bars) runs
+offline. Like the real exchange it also returns the still-open bar, with partial values, so a
+client that stores it is caught. Faults are queued over HTTP and consumed one per klines request:
+
+    POST /replay/faults  {"faults": [{"kind": "429", "retry_after": 1}, {"kind": "drop"}]}
+
+kinds: none (pass one request through), 429 (Retry-After), 500, slow (``delay_s``), malformed
+(invalid JSON), duplicate (repeat bars), shuffle (out of order), drop (omit one bar), bad_bar
+(one bar with high < low).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pandas as pd
+
+from trendcast.gaps import step_offset
+from trendcast.schema import INTERVALS
+
+FAULT_KINDS = ("none", "429", "500", "slow", "malformed", "duplicate", "shuffle", "drop", "bad_bar")
+
+
+@dataclass
+class SeriesData:
+    """One symbol's bars as arrays (open time in ms) for fast slicing."""
+
+    open_ms: np.ndarray
+    ohlcv: np.ndarray  # shape (n, 5): open, high, low, close, volume
+    trades: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> SeriesData:
+        frame = frame.sort_values("open_time").drop_duplicates("open_time")
+        trades = frame["trades"] if "trades" in frame else pd.Series(0, index=frame.index)
+        return cls(
+            open_ms=frame["open_time"].to_numpy(dtype="datetime64[ms]").view("int64"),
+            ohlcv=frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype="float64"),
+            trades=trades.fillna(0).to_numpy(dtype="int64"),
+        )
+
+
+@dataclass
+class ReplayClock:
+    """Data time = start + (wall seconds since the anchor) x speed; can be set or advanced."""
+
+    start: pd.Timestamp
+    speed: float = 1.0
+    anchor: float = field(default_factory=time.monotonic)
+
+    def now(self) -> pd.Timestamp:
+        return self.start + pd.Timedelta(seconds=(time.monotonic() - self.anchor) * self.speed)
+
+    def set(self, when: pd.Timestamp) -> None:
+        self.start, self.anchor = when, time.monotonic()
+
+    def advance(self, seconds: float) -> None:
+        self.set(self.now() + pd.Timedelta(seconds=seconds))
+
+
+class Replay:
+    """The exchange state: data per symbol, one interval, a clock and a queue of faults."""
+
+    def __init__(self, data: dict[str, pd.DataFrame], interval: str, clock: ReplayClock):
+        if interval not in INTERVALS:
+            raise ValueError(f"interval {interval!r} is not a Binance interval")
+        self.series = {symbol: SeriesData.from_frame(f) for symbol, f in data.items()}
+        self.interval = interval
+        self.clock = clock
+        self.faults: deque[dict] = deque()
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.rng = random.Random(7)
+
+    def interval_ms(self, at_ms: int) -> int:
+        length = INTERVALS[self.interval]
+        if length is not None:
+            return int(length.total_seconds() * 1000)
+        start = pd.Timestamp(at_ms, unit="ms", tz="UTC")
+        return int((start + step_offset(self.interval) - start).total_seconds() * 1000)
+
+    def take_fault(self) -> dict | None:
+        with self.lock:
+            self.requests += 1
+            return self.faults.popleft() if self.faults else None
+
+    def klines(self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int) -> list:
+        data = self.series[symbol]
+        now_ms = int(self.clock.now().value // 1_000_000)
+        lo = 0 if start_ms is None else int(np.searchsorted(data.open_ms, start_ms, "left"))
+        upper = now_ms if end_ms is None else min(end_ms, now_ms)
+        hi = int(np.searchsorted(data.open_ms, upper, "right"))
+        hi = min(hi, lo + limit)
+        rows = []
+        for i in range(lo, hi):
+            open_ms = int(data.open_ms[i])
+            length = self.interval_ms(open_ms)
+            o, h, lo_, c, v = (float(x) for x in data.ohlcv[i])
+            if open_ms + length > now_ms:  # still open: partial values, as a live exchange shows
+                fraction = (now_ms - open_ms) / length
+                h, lo_, c, v = max(o, (o + c) / 2), min(o, (o + c) / 2), (o + c) / 2, v * fraction
+            rows.append(kline(open_ms, length, o, h, lo_, c, v, int(data.trades[i])))
+        return rows
+
+
+def kline(open_ms: int, length_ms: int, o, h, low, c, v, trades: int) -> list:
+    """One entry in Binance's klines layout (prices and volumes as strings)."""
+    return [
+        open_ms,
+        repr(o),
+        repr(h),
+        repr(low),
+        repr(c),
+        repr(v),
+        open_ms + length_ms - 1,
+        repr(c * v),
+        trades,
+        repr(v / 2),
+        repr(c * v / 2),
+        "0",
+    ]
+
+
+def apply_fault(fault: dict, rows: list, rng: random.Random) -> list:
+    kind = fault["kind"]
+    if kind == "duplicate" and rows:
+        rows = rows + rows[: max(1, len(rows) // 3)]
+    elif kind == "shuffle":
+        rows = rows[:]
+        rng.shuffle(rows)
+    elif kind == "drop" and rows:
+        rows = rows[:]
+        rows.pop(fault.get("index", len(rows) // 2) % len(rows))
+    elif kind == "bad_bar" and rows:
+        rows = [row[:] for row in rows]
+        bad = rows[fault.get("index", 0) % len(rows)]
+        bad[2], bad[3] = bad[3], str(float(bad[2]) + 1.0)  # high below low
+    return rows
+
+
+def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args) -> None:  # quiet: tests hammer it
+            pass
+
+        def _send(self, status: int, body: object, headers: dict | None = None, raw=None):
+            data = raw if raw is not None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, code: int, msg: str, status: int = 400) -> None:
+            self._send(status, {"code": code, "msg": msg})
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            if url.path == "/api/v3/ping":
+                self._send(200, {})
+            elif url.path == "/api/v3/time":
+                self._send(200, {"serverTime": int(replay.clock.now().value // 1_000_000)})
+            elif url.path == "/api/v3/klines":
+                self._klines(query)
+            elif url.path == "/replay/state":
+                self._send(200, self._state())
+            elif url.path == "/replay/faults":
+                self._send(200, {"faults": list(replay.faults)})
+            else:
+                self._error(-1000, f"unknown path {url.path}", 404)
+
+        def _state(self) -> dict:
+            return {
+                "clock": replay.clock.now().isoformat(),
+                "speed": replay.clock.speed,
+                "interval": replay.interval,
+                "symbols": {s: len(d.open_ms) for s, d in replay.series.items()},
+                "requests": replay.requests,
+                "pending_faults": len(replay.faults),
+            }
+
+        def _klines(self, query: dict) -> None:
+            symbol = query.get("symbol", "")
+            if symbol not in replay.series:
+                return self._error(-1121, "Invalid symbol.")
+            if query.get("interval") != replay.interval:
+                return self._error(
+                    -1120, f"Invalid interval; this replay serves {replay.interval}."
+                )
+            try:
+                start = int(query["startTime"]) if "startTime" in query else None
+                end = int(query["endTime"]) if "endTime" in query else None
+                limit = min(int(query.get("limit", 500)), 1000)
+            except ValueError:
+                return self._error(-1100, "Illegal characters found in a parameter.")
+            fault = replay.take_fault()
+            kind = fault["kind"] if fault else None
+            if kind == "429":
+                retry = str(fault.get("retry_after", 1))
+                return self._send(
+                    429, {"code": -1003, "msg": "Too many requests."}, {"Retry-After": retry}
+                )
+            if kind == "500":
+                return self._error(-1000, "An unknown error occurred.", 500)
+            if kind == "slow":
+                time.sleep(float(fault.get("delay_s", 10)))
+            rows = replay.klines(symbol, start, end, limit)
+            if kind == "malformed":
+                return self._send(200, None, raw=json.dumps(rows).encode()[:-7] + b"{oops")
+            if fault:
+                rows = apply_fault(fault, rows, replay.rng)
+            self._send(200, rows)
+
+        def do_POST(self) -> None:
+            url = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except json.JSONDecodeError:
+                return self._error(-1, "body is not JSON")
+            if url.path == "/replay/faults":
+                faults = body.get("faults", [])
+                unknown = [f for f in faults if f.get("kind") not in FAULT_KINDS]
+                if unknown:
+                    return self._error(-1, f"unknown fault kind in {unknown}; known: {FAULT_KINDS}")
+                with replay.lock:
+                    replay.faults.extend(faults)
+                self._send(200, {"queued": len(faults), "pending": len(replay.faults)})
+            elif url.path == "/replay/clock":
+                if "set" in body:
+                    replay.clock.set(pd.Timestamp(body["set"]).tz_convert("UTC"))
+                if "advance_s" in body:
+                    replay.clock.advance(float(body["advance_s"]))
+                if "speed" in body:
+                    replay.clock.set(replay.clock.now())
+                    replay.clock.speed = float(body["speed"])
+                self._send(200, self._state())
+            else:
+                self._error(-1000, f"unknown path {url.path}", 404)
+
+        def do_DELETE(self) -> None:
+            if urlparse(self.path).path == "/replay/faults":
+                with replay.lock:
+                    replay.faults.clear()
+                return self._send(200, {"pending": 0})
+            self._error(-1000, "unknown path", 404)
+
+    return Handler
+
+
+def serve(replay: Replay, host: str, port: int) -> ThreadingHTTPServer:
+    """Bind the server (port 0 picks a free one); call ``serve_forever`` to run it."""
+    server = ThreadingHTTPServer((host, port), make_handler(replay))
+    server.daemon_threads = True
+    return server
+
+
+def start_in_thread(replay: Replay, host: str = "127.0.0.1", port: int = 0):
+    """For tests and benchmarks: serve in a daemon thread; returns (server, base_url)."""
+    server = serve(replay, host, port)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://{host}:{server.server_address[1]}"

@@ -1,0 +1,59 @@
+"""``market.ingestion_runs``: one row per run of a loader, opened first so that a run that dies
+still leaves a trace, with counters added as each batch commits."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from psycopg2.extras import Json
+from sqlalchemy.engine import Engine
+
+from trendcast.schema import SeriesKey
+
+COUNTERS = ("rows_read", "rows_inserted", "rows_duplicate", "rows_quarantined")
+
+
+def open_run(engine: Engine, kind: str, source: str, key: SeriesKey, details: dict) -> str:
+    run_id = str(uuid.uuid4())
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO market.ingestion_runs (run_id, kind, source, symbol, interval, details) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (run_id, kind, source, key.symbol, key.interval, Json(details)),
+        )
+    return run_id
+
+
+def add_counts(cur, run_id: str, **counts: int) -> None:
+    """Add to a run's counters inside the caller's transaction (so counts match what committed)."""
+    sets = ", ".join(f"{name} = {name} + %s" for name in counts)
+    cur.execute(
+        f"UPDATE market.ingestion_runs SET {sets} WHERE run_id = %s", (*counts.values(), run_id)
+    )
+
+
+def close_run(
+    engine: Engine,
+    run_id: str,
+    status: str,
+    *,
+    gaps_found: int = 0,
+    gaps_filled: int = 0,
+    error: str | None = None,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE market.ingestion_runs SET finished_at = clock_timestamp(), "
+                "status = :status, gaps_found = :found, gaps_filled = :filled, error = :error "
+                "WHERE run_id = :run_id"
+            ),
+            {
+                "status": status,
+                "found": gaps_found,
+                "filled": gaps_filled,
+                "error": error,
+                "run_id": run_id,
+            },
+        )
