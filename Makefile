@@ -10,7 +10,7 @@ RUFF := $(VENV)/bin/ruff
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup uv lock demo up down status test test-fast lint format bench clean
+.PHONY: help setup uv lock demo up down status test test-fast lint format bench clean lambda-zip
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,17 +32,25 @@ $(MAGE_VENV)/.synced: requirements/mage.lock pyproject.toml
 	VIRTUAL_ENV=$(MAGE_VENV) $(UV) pip install --quiet --compile-bytecode --no-deps -e .
 	@touch $@
 
-lock: uv  ## Re-resolve both lock files from pyproject.toml
+lock: uv  ## Re-resolve the lock files (both environments and the Lambda zip)
 	$(UV) pip compile --quiet --python-version 3.11 --extra full --extra dev pyproject.toml -o requirements/main.lock
 	$(UV) pip compile --quiet --python-version 3.11 --extra mage pyproject.toml -o requirements/mage.lock
+	$(UV) pip compile --quiet --only-binary :all: --python-version 3.11 --python-platform x86_64-manylinux_2_17 ingestion_lambda/requirements.in -o ingestion_lambda/requirements.lock
 
-demo: setup  ## Start the local stack, load the sample history, show what is where
-	$(TC) up
-	$(TC) load-sample
+lambda-zip: setup  ## Build dist/ingestion_lambda.zip for AWS Lambda (Python 3.11, x86_64)
+	$(VENV)/bin/python ingestion_lambda/build_zip.py
+
+REPLAY_START ?= $(or $(TRENDCAST_REPLAY_START),2017-10-02T00:00:00Z)
+
+demo: setup  ## Start the local stack, load the sample history, ingest live bars, show what is where
+	$(TC) up --with replay
+	$(TC) load-sample --until $(REPLAY_START)
+	$(TC) ingest --every 5s --times 3
 	$(TC) bars
 	@$(TC) status
 	@echo
 	@echo "MLflow UI:        http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}"
+	@echo "Exchange replay:  http://127.0.0.1:$${TRENDCAST_REPLAY_PORT:-8900}/replay/state (keep ingesting: $(TC) ingest --every 'rate(1 minute)')"
 	@echo "State and logs:   $${TRENDCAST_HOME:-.trendcast}/ (run/*.log, pg/, mlartifacts/)"
 	@echo "Stop everything:  $(TC) down"
 
@@ -72,4 +80,4 @@ bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down
-	rm -rf $(VENV) $(MAGE_VENV) .trendcast .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(MAGE_VENV) .trendcast .pytest_cache .ruff_cache build dist

@@ -41,11 +41,12 @@ def banner(title: str) -> None:
 
 @contextmanager
 def scratch_database() -> Iterator[URL]:
-    """A fresh migrated database on TRENDCAST_DATABASE_URL's server or an embedded one."""
+    """A fresh migrated database on TRENDCAST_TEST_DATABASE_URL's server or an embedded one."""
     server_home = None
     server = None
-    if os.environ.get("TRENDCAST_DATABASE_URL"):
-        admin_url = normalize_url(os.environ["TRENDCAST_DATABASE_URL"]).set(database="postgres")
+    if os.environ.get("TRENDCAST_TEST_DATABASE_URL"):
+        admin_url = normalize_url(os.environ["TRENDCAST_TEST_DATABASE_URL"])
+        admin_url = admin_url.set(database="postgres")
     else:
         import warnings
 

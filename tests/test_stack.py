@@ -54,12 +54,18 @@ def stack_env(tmp_path):
     run_cli("down", env=env)  # never leave servers behind, even when the test fails
 
 
+def bar_count(env, symbol: str) -> int:
+    listing = run_cli("bars", env=env).stdout
+    line = next(line for line in listing.splitlines() if f" {symbol} " in line)
+    return int(line.split("│")[3].strip().replace(",", ""))
+
+
 def test_demo_path_up_load_status_down(stack_env):
     env, home = stack_env
-    up = run_cli("up", env=env)
+    up = run_cli("up", "--with", "replay", env=env)
     assert up.returncode == 0, up.stderr + up.stdout
     started = records(home)
-    assert set(started) == {"postgres", "mlflow"}
+    assert set(started) == {"postgres", "mlflow", "replay"}
     assert all(alive(r) for r in started.values())
 
     code, parts = status(env)
@@ -72,10 +78,21 @@ def test_demo_path_up_load_status_down(stack_env):
     )
     assert experiments.status_code == 200  # the tracking server really serves its API
 
-    loaded = run_cli("load-sample", env=env)
+    assert parts["replay"]["state"] == "up"
+
+    loaded = run_cli("load-sample", "--until", "2017-10-02T00:00Z", env=env)
     assert loaded.returncode == 0, loaded.stderr
-    assert "EURUSD 1h (gym-anytrading): read 6,225, inserted 6,225" in loaded.stdout
-    assert "6,225" in run_cli("bars", env=env).stdout
+    assert "EURUSD 1h (gym-anytrading): read 4,683, inserted 4,683" in loaded.stdout
+    assert bar_count(env, "EURUSD") == 4683
+
+    # The live path: the replay's clock runs an hour of data a second; new bars arrive.
+    first = run_cli("ingest", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["status"] == "succeeded"
+    time.sleep(3)
+    second = json.loads(run_cli("ingest", "--json", env=env).stdout)
+    assert second["series"][0]["inserted"] >= 2
+    assert bar_count(env, "EURUSD") > 4683
 
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0
@@ -91,11 +108,12 @@ def test_demo_path_up_load_status_down(stack_env):
     assert run_cli("up", env=env).returncode == 0
     assert records(home)["postgres"] == started["postgres"]
     assert records(home)["mlflow"]["pid"] != started["mlflow"]["pid"]
-    assert "6,225" in run_cli("bars", env=env).stdout  # data survived
+    assert bar_count(env, "EURUSD") > 4683  # data survived
 
     final = records(home)
     down = run_cli("down", env=env)
-    assert down.returncode == 0 and "mlflow" in down.stdout and "postgres" in down.stdout
+    assert down.returncode == 0
+    assert all(name in down.stdout for name in ("replay", "mlflow", "postgres"))
     assert not any(alive(r) for r in final.values())
     assert records(home) == {}
     code, parts = status(env)
