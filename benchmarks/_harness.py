@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from trendcast import migrate
-from trendcast.db import normalize_url
+from trendcast.db import create_database, drop_database, normalize_url
+from trendcast.stack.postgres import throwaway_server
 
 DATA = Path(__file__).parent / ".data"
 
@@ -42,37 +42,18 @@ def banner(title: str) -> None:
 @contextmanager
 def scratch_database() -> Iterator[URL]:
     """A fresh migrated database on TRENDCAST_TEST_DATABASE_URL's server or an embedded one."""
-    server_home = None
-    server = None
+    server, server_home = None, None
     if os.environ.get("TRENDCAST_TEST_DATABASE_URL"):
         admin_url = normalize_url(os.environ["TRENDCAST_TEST_DATABASE_URL"])
-        admin_url = admin_url.set(database="postgres")
     else:
-        import warnings
-
-        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        import pgserver
-
         server_home = Path(tempfile.mkdtemp(prefix="tcbench"))
-        server = pgserver.get_server(server_home / "pg", cleanup_mode="stop")
-        admin_url = URL.create(
-            "postgresql+psycopg2",
-            username="postgres",
-            database="postgres",
-            query={"host": str(server.get_postmaster_info().socket_dir)},
-        )
-    name = f"trendcast_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.set(database=name)
+        server, admin_url = throwaway_server(server_home / "pg")
+    url = create_database(admin_url, f"trendcast_bench_{uuid.uuid4().hex[:8]}")
     migrate.upgrade(url)
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(admin_url, url.database)
         if server is not None:
             server.cleanup()
             shutil.rmtree(server_home, ignore_errors=True)

@@ -22,7 +22,8 @@ from sqlalchemy.engine import URL
 
 from trendcast import migrate
 from trendcast.config import get_settings
-from trendcast.db import normalize_url
+from trendcast.db import create_database, drop_database, normalize_url
+from trendcast.stack.postgres import throwaway_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,17 +35,10 @@ def pg_server_url() -> Iterator[URL]:
     if external:
         yield normalize_url(external).set(database="postgres")
         return
-    import pgserver
-
     home = Path(tempfile.mkdtemp(prefix="tcpg"))
-    server = pgserver.get_server(home / "pg", cleanup_mode="stop")
+    server, url = throwaway_server(home / "pg")
     try:
-        yield URL.create(
-            "postgresql+psycopg2",
-            username="postgres",
-            database="postgres",
-            query={"host": str(server.get_postmaster_info().socket_dir)},
-        )
+        yield url
     finally:
         server.cleanup()
         shutil.rmtree(home, ignore_errors=True)
@@ -53,25 +47,12 @@ def pg_server_url() -> Iterator[URL]:
 @pytest.fixture(scope="session")
 def db_url(pg_server_url: URL) -> Iterator[URL]:
     """A migrated database that exists only for this test run."""
-    name = f"trendcast_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = pg_server_url.set(database=name)
+    url = create_database(pg_server_url, f"trendcast_test_{uuid.uuid4().hex[:10]}")
     migrate.upgrade(url)
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+        drop_database(pg_server_url, url.database)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from trendcast import migrate
+from trendcast.db import create_database, drop_database
 
 INSERT = (
     "INSERT INTO market.bars (symbol, interval, open_time, open, high, low, close, volume, "
@@ -51,11 +52,7 @@ def test_primary_key_rejects_a_second_bar_at_the_same_time(engine):
 
 
 def test_migrations_upgrade_downgrade_upgrade(pg_server_url):
-    name = f"trendcast_mig_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = pg_server_url.set(database=name)
+    url = create_database(pg_server_url, f"trendcast_mig_{uuid.uuid4().hex[:8]}")
     try:
         migrate.upgrade(url)
         assert migrate.current_revision(url) == migrate.head_revision()
@@ -70,6 +67,4 @@ def test_migrations_upgrade_downgrade_upgrade(pg_server_url):
             assert set(tables) == {"bars", "quarantine", "ingestion_runs"}
         engine.dispose()
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(pg_server_url, url.database)

@@ -15,8 +15,9 @@ import time
 import httpx
 import psutil
 import pytest
-import sqlalchemy as sa
 from conftest import run_cli
+
+from trendcast.db import drop_database
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +142,4 @@ def test_external_database_is_used_as_is_and_never_stopped(stack_env, db_url, pg
         assert code == 1
     finally:
         run_cli("down", env=env)
-        admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{mlflow_db.database}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(pg_server_url, mlflow_db.database)

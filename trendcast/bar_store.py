@@ -25,6 +25,7 @@ import pandas as pd
 from psycopg2.extras import Json, execute_values
 from sqlalchemy.engine import Engine
 
+from trendcast.db import driver_cursor
 from trendcast.schema import SeriesKey
 
 COPY_CHUNK_ROWS = 500_000
@@ -142,32 +143,23 @@ def store_bars(
     if len(bars):
         summary.first_open_time = bars["open_time"].iloc[0].isoformat()
         summary.last_open_time = bars["open_time"].iloc[-1].isoformat()
-    raw = engine.raw_connection()
-    try:
-        conn = raw.driver_connection
-        with conn.cursor() as cur:
-            cur.execute("SET LOCAL synchronous_commit = off")
-            cur.execute(
-                "INSERT INTO market.ingestion_runs (run_id, kind, source, symbol, interval, "
-                "rows_read, details) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (summary.run_id, kind, source, key.symbol, key.interval, read, Json(details or {})),
-            )
-            if len(bars):
-                summary.inserted = copy_new_bars(cur, key, bars, source, on_progress)
-            summary.duplicates = len(bars) - summary.inserted
-            summary.quarantined = quarantine(cur, summary.run_id, key, source, rejected)
-            cur.execute(
-                "UPDATE market.ingestion_runs SET finished_at = clock_timestamp(), "
-                "status = 'succeeded', rows_inserted = %s, rows_duplicate = %s, "
-                "rows_quarantined = %s WHERE run_id = %s",
-                (summary.inserted, summary.duplicates, summary.quarantined, summary.run_id),
-            )
-        conn.commit()
-    except BaseException:
-        raw.driver_connection.rollback()
-        raise
-    finally:
-        raw.close()
+    with driver_cursor(engine) as cur:
+        cur.execute("SET LOCAL synchronous_commit = off")
+        cur.execute(
+            "INSERT INTO market.ingestion_runs (run_id, kind, source, symbol, interval, "
+            "rows_read, details) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (summary.run_id, kind, source, key.symbol, key.interval, read, Json(details or {})),
+        )
+        if len(bars):
+            summary.inserted = copy_new_bars(cur, key, bars, source, on_progress)
+        summary.duplicates = len(bars) - summary.inserted
+        summary.quarantined = quarantine(cur, summary.run_id, key, source, rejected)
+        cur.execute(
+            "UPDATE market.ingestion_runs SET finished_at = clock_timestamp(), "
+            "status = 'succeeded', rows_inserted = %s, rows_duplicate = %s, "
+            "rows_quarantined = %s WHERE run_id = %s",
+            (summary.inserted, summary.duplicates, summary.quarantined, summary.run_id),
+        )
     return summary
 
 

@@ -6,6 +6,8 @@ handed to SQLAlchemy, Alembic or MLflow goes through :func:`normalize_url` first
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import unquote
@@ -83,6 +85,44 @@ def ensure_database(url: URL) -> bool:
             return True
     finally:
         engine.dispose()
+
+
+def create_database(server_url: URL, name: str) -> URL:
+    """Create database ``name`` on the server of ``server_url``; returns its URL."""
+    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return server_url.set(database=name)
+
+
+def drop_database(server_url: URL, name: str) -> None:
+    """Drop database ``name`` even while clients are connected (scratch databases only)."""
+    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def driver_cursor(engine: Engine) -> Iterator:
+    """A psycopg2 cursor in one transaction (committed on success, rolled back on any error),
+    for COPY and the other driver-level calls SQLAlchemy does not wrap."""
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.cursor() as cur:
+            yield cur
+        conn.commit()
+    except BaseException:
+        raw.driver_connection.rollback()
+        raise
+    finally:
+        raw.close()
 
 
 @lru_cache(maxsize=8)

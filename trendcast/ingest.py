@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from trendcast import runs
 from trendcast.bar_store import copy_new_bars, quarantine
 from trendcast.bars import validate_bars
+from trendcast.db import driver_cursor
 from trendcast.exchange import (
     PAGE_LIMIT,
     BinanceClient,
@@ -90,27 +91,18 @@ class SeriesIngestor:
         )
         rejected += self.client.malformed
         self.client.malformed = []
-        raw = self.engine.raw_connection()
-        try:
-            conn = raw.driver_connection
-            with conn.cursor() as cur:
-                inserted = copy_new_bars(cur, self.key, checked.good, self.source)
-                quarantined = quarantine(cur, self.result.run_id, self.key, self.source, rejected)
-                duplicates = len(checked.good) - inserted + int(exact_dups.sum())
-                runs.add_counts(
-                    cur,
-                    self.result.run_id,
-                    rows_read=len(frame) + int(exact_dups.sum()) + len(rejected_entries),
-                    rows_inserted=inserted,
-                    rows_duplicate=duplicates,
-                    rows_quarantined=quarantined,
-                )
-            conn.commit()
-        except BaseException:
-            raw.driver_connection.rollback()
-            raise
-        finally:
-            raw.close()
+        with driver_cursor(self.engine) as cur:
+            inserted = copy_new_bars(cur, self.key, checked.good, self.source)
+            quarantined = quarantine(cur, self.result.run_id, self.key, self.source, rejected)
+            duplicates = len(checked.good) - inserted + int(exact_dups.sum())
+            runs.add_counts(
+                cur,
+                self.result.run_id,
+                rows_read=len(frame) + int(exact_dups.sum()) + len(rejected_entries),
+                rows_inserted=inserted,
+                rows_duplicate=duplicates,
+                rows_quarantined=quarantined,
+            )
         self.result.inserted += inserted
         self.result.duplicates += duplicates
         self.result.quarantined += quarantined

@@ -77,51 +77,56 @@ def up_database(settings: Settings) -> PartStatus:
     return _database_status(settings, detail)
 
 
-def up_mlflow(settings: Settings) -> PartStatus:
-    record = processes.read_record(settings.run_dir, mlflow_server.NAME)
-    if processes.is_alive(record) and mlflow_server.probe(settings):
-        return _mlflow_status(settings, "already running")
-    if processes.is_alive(record):  # ours but not answering (still starting, or wedged)
+def _up_service(
+    settings: Settings,
+    name: str,
+    label: str,
+    port: int,
+    port_variable: str,
+    probe: Callable[[], object],
+    start: Callable[[], processes.ProcessRecord],
+    describe: Callable[[str], PartStatus],
+) -> PartStatus:
+    """Reuse the recorded process when it answers (waiting while it starts), else start it."""
+    record = processes.read_record(settings.run_dir, name)
+    if processes.is_alive(record):
         assert record is not None
-        _wait_until(
-            lambda: mlflow_server.probe(settings) is not None,
-            record,
-            "MLflow",
-            settings.startup_timeout_s,
-        )
-        return _mlflow_status(settings, "already running")
-    if _port_in_use(settings.host, settings.mlflow_port):
+        _wait_until(lambda: probe() is not None, record, label, settings.startup_timeout_s)
+        return describe("already running")
+    if _port_in_use(settings.host, port):
         raise TrendcastError(
-            f"port {settings.mlflow_port} on {settings.host} is taken by a process Trendcast did "
-            "not start: stop it or set TRENDCAST_MLFLOW_PORT to a free port"
+            f"port {port} on {settings.host} is taken by a process Trendcast did not start: "
+            f"stop it or set {port_variable} to a free port"
         )
-    record = mlflow_server.start(settings)
-    _wait_until(
-        lambda: mlflow_server.probe(settings) is not None,
-        record,
+    record = start()
+    _wait_until(lambda: probe() is not None, record, label, settings.startup_timeout_s)
+    return describe(f"pid {record.pid}, started")
+
+
+def up_mlflow(settings: Settings) -> PartStatus:
+    return _up_service(
+        settings,
+        mlflow_server.NAME,
         "MLflow",
-        settings.startup_timeout_s,
+        settings.mlflow_port,
+        "TRENDCAST_MLFLOW_PORT",
+        lambda: mlflow_server.probe(settings),
+        lambda: mlflow_server.start(settings),
+        lambda detail: _mlflow_status(settings, detail),
     )
-    return _mlflow_status(settings, f"pid {record.pid}, started")
 
 
 def up_replay(settings: Settings) -> PartStatus:
-    record = processes.read_record(settings.run_dir, replay_server.NAME)
-    if processes.is_alive(record) and replay_server.probe(settings):
-        return _replay_status(settings, "already running")
-    if _port_in_use(settings.host, settings.replay_port):
-        raise TrendcastError(
-            f"port {settings.replay_port} on {settings.host} is taken by a process Trendcast did "
-            "not start: stop it or set TRENDCAST_REPLAY_PORT to a free port"
-        )
-    record = replay_server.start(settings)
-    _wait_until(
-        lambda: replay_server.probe(settings) is not None,
-        record,
+    return _up_service(
+        settings,
+        replay_server.NAME,
         "exchange replay",
-        settings.startup_timeout_s,
+        settings.replay_port,
+        "TRENDCAST_REPLAY_PORT",
+        lambda: replay_server.probe(settings),
+        lambda: replay_server.start(settings),
+        lambda detail: _replay_status(settings, detail),
     )
-    return _replay_status(settings, f"pid {record.pid}, started")
 
 
 #: Parts `up --with NAME` starts on request, beside PostgreSQL and MLflow.

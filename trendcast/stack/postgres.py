@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import warnings
+from pathlib import Path
 
 import psutil
 from sqlalchemy.engine import URL
@@ -49,6 +50,21 @@ def embedded_server_url(settings: Settings) -> URL:
         database="postgres",
         query={"host": str(info.socket_dir)},
     )
+
+
+def throwaway_server(pgdata: Path):
+    """An embedded server for tests and benchmarks, stopped by ``.cleanup()`` or at exit;
+    returns (server, URL of its ``postgres`` database)."""
+    import pgserver
+
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    url = URL.create(
+        "postgresql+psycopg2",
+        username="postgres",
+        database="postgres",
+        query={"host": str(server.get_postmaster_info().socket_dir)},
+    )
+    return server, url
 
 
 def start(settings: Settings) -> tuple[bool, int]:
