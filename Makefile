@@ -42,10 +42,12 @@ lambda-zip: setup  ## Build dist/ingestion_lambda.zip for AWS Lambda (Python 3.1
 
 REPLAY_START ?= $(or $(TRENDCAST_REPLAY_START),2017-10-02T00:00:00Z)
 
-demo: setup  ## Start the local stack, load the sample history, ingest live bars, show what is where
+demo: setup  ## Start the stack, load history, ingest live bars, derive features, show what is where
 	$(TC) up --with replay
 	$(TC) load-sample --until $(REPLAY_START)
 	$(TC) ingest --every 5s --times 3
+	$(TC) features build
+	$(TC) features show --symbol EURUSD --interval 1h
 	$(TC) bars
 	@$(TC) status
 	@echo
@@ -77,6 +79,8 @@ test-fast: lint  ## Lint and run the tests that start no servers
 
 bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
 	$(VENV)/bin/python -m benchmarks.bench_load
+	$(VENV)/bin/python -m benchmarks.bench_ingest
+	$(VENV)/bin/python -m benchmarks.bench_features
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down

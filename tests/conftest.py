@@ -75,7 +75,17 @@ def engine(db_url: URL, env) -> Iterator[sa.Engine]:
     """Engine on the test database; market tables are emptied before each test."""
     eng = sa.create_engine(db_url)
     with eng.begin() as conn:
-        conn.execute(sa.text("TRUNCATE market.bars, market.quarantine, market.ingestion_runs"))
+        tables = (
+            conn.execute(sa.text("SELECT table_name FROM features.feature_sets")).scalars().all()
+        )
+        for name in tables:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+        conn.execute(
+            sa.text(
+                "TRUNCATE market.bars, market.quarantine, market.ingestion_runs, "
+                "market.bar_changes, features.feature_sets CASCADE"
+            )
+        )
     yield eng
     eng.dispose()
 

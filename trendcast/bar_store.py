@@ -78,9 +78,19 @@ def series_lock_key(key: SeriesKey) -> str:
     return f"market.bars/{key.symbol}/{key.interval}"
 
 
-def copy_payload(bars: pd.DataFrame, key: SeriesKey, source: str) -> bytes:
-    """PostgreSQL binary COPY rows for ``COPY_COLUMNS``, built as one NumPy record array
-    (symbol, interval and source are constant per load, so every row has the same width)."""
+def known_at_close(bars: pd.DataFrame, interval: str) -> pd.Series:
+    """Ingest times for history: each bar as known when it closed (open time + interval)."""
+    from trendcast.gaps import step_offset
+
+    return bars["open_time"] + step_offset(interval)
+
+
+def copy_payload(
+    bars: pd.DataFrame, key: SeriesKey, source: str, with_ingest_time: bool = False
+) -> bytes:
+    """PostgreSQL binary COPY rows for ``COPY_COLUMNS`` (plus ingest_time when asked), built as
+    one NumPy record array (symbol, interval and source are constant per load, so every row has
+    the same width)."""
     n = len(bars)
     has_trades = "trades" in bars and bars["trades"].notna().all()
     texts = {
@@ -95,8 +105,14 @@ def copy_payload(bars: pd.DataFrame, key: SeriesKey, source: str) -> bytes:
         fields += [(f"{name}_len", ">i4"), (name, ">f8")]
     fields += [("trades_len", ">i4")] + ([("trades", ">i8")] if has_trades else [])
     fields += [("source_len", ">i4"), ("source", f"S{len(texts['source'])}")]
+    if with_ingest_time:
+        fields += [("ingest_len", ">i4"), ("ingest", ">i8")]
     rows = np.empty(n, dtype=np.dtype(fields))
-    rows["count"] = len(COPY_COLUMNS)
+    rows["count"] = len(COPY_COLUMNS) + int(with_ingest_time)
+    if with_ingest_time:
+        rows["ingest_len"] = 8
+        ingest = known_at_close(bars, key.interval).to_numpy(dtype="datetime64[ns]").view("int64")
+        rows["ingest"] = ingest // 1000 - _PG_EPOCH_US
     for name, value in texts.items():
         rows[f"{name}_len"] = len(value)
         rows[name] = value
@@ -130,6 +146,7 @@ def store_bars(
     read: int,
     details: dict | None = None,
     on_progress: Callable[[int], None] | None = None,
+    known_at: str = "close",
 ) -> LoadSummary:
     """Insert valid ``bars`` and quarantine ``rejected`` in one transaction; record the run."""
     summary = LoadSummary(
@@ -151,7 +168,7 @@ def store_bars(
             (summary.run_id, kind, source, key.symbol, key.interval, read, Json(details or {})),
         )
         if len(bars):
-            summary.inserted = copy_new_bars(cur, key, bars, source, on_progress)
+            summary.inserted = copy_new_bars(cur, key, bars, source, on_progress, known_at)
         summary.duplicates = len(bars) - summary.inserted
         summary.quarantined = quarantine(cur, summary.run_id, key, source, rejected)
         cur.execute(
@@ -177,9 +194,18 @@ def _stored_open_times(cur, key: SeriesKey, bars: pd.DataFrame) -> np.ndarray:
     return rows["t"].astype("int64")
 
 
-def copy_new_bars(cur, key: SeriesKey, bars: pd.DataFrame, source: str, on_progress=None) -> int:
+def copy_new_bars(
+    cur,
+    key: SeriesKey,
+    bars: pd.DataFrame,
+    source: str,
+    on_progress=None,
+    known_at: str = "now",
+) -> int:
     """Inside the caller's transaction: take the series lock, COPY the bars not yet stored;
-    returns how many were inserted. ``bars`` must be validated and sorted by open_time."""
+    returns how many were inserted. ``bars`` must be validated and sorted by open_time.
+    ``known_at``: "now" stamps ingest_time with the transaction time (live data); "close"
+    with each bar's close (history, which the exchange published as each bar closed)."""
     if bars.empty:
         return 0
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (series_lock_key(key),))
@@ -193,11 +219,27 @@ def copy_new_bars(cur, key: SeriesKey, bars: pd.DataFrame, source: str, on_progr
     groups = [bars]
     if "trades" in bars and bars["trades"].isna().any():  # COPY rows need one width per group
         groups = [bars[bars["trades"].notna()], bars[bars["trades"].isna()].drop(columns="trades")]
-    copy_sql = f"COPY market.bars ({', '.join(COPY_COLUMNS)}) FROM STDIN WITH (FORMAT binary)"
+    if bars.empty:
+        return 0
+    cur.execute(
+        "INSERT INTO market.bar_changes (symbol, interval, first_open_time, last_open_time, bars) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (
+            key.symbol,
+            key.interval,
+            bars["open_time"].iloc[0].to_pydatetime(),
+            bars["open_time"].iloc[-1].to_pydatetime(),
+            len(bars),
+        ),
+    )
+    with_ingest = known_at == "close"
+    columns = ", ".join(COPY_COLUMNS) + (", ingest_time" if with_ingest else "")
+    copy_sql = f"COPY market.bars ({columns}) FROM STDIN WITH (FORMAT binary)"
     for group in groups:
         for chunk in _chunks(group, COPY_CHUNK_ROWS):
             # Each COPY statement is a complete binary stream: header, rows, trailer.
-            payload = _COPY_HEADER + copy_payload(chunk, key, source) + _COPY_TRAILER
+            body = copy_payload(chunk, key, source, with_ingest_time=with_ingest)
+            payload = _COPY_HEADER + body + _COPY_TRAILER
             cur.copy_expert(copy_sql, io.BytesIO(payload))
             if on_progress:
                 on_progress(len(chunk))

@@ -22,6 +22,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+features_app = typer.Typer(
+    help="Feature store and the derive_indicators pipeline.", no_args_is_help=True
+)
+app.add_typer(features_app, name="features")
 
 out = Console()
 err = Console(stderr=True)
@@ -131,6 +135,11 @@ def load_history(
         None, help="strftime format of the time column when it is not ISO 8601 or epoch."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    known_at: str = typer.Option(
+        "close",
+        help="ingest_time to record: 'close' (each bar known at its close, for history) or "
+        "'now' (known from this load on, e.g. a late correction).",
+    ),
 ) -> None:
     """Bulk-load bars with COPY in one transaction; bad rows go to market.quarantine."""
     from trendcast import history
@@ -139,6 +148,8 @@ def load_history(
 
     series_key(symbol, interval)
     validate_source(source)
+    if known_at not in {"close", "now"}:
+        raise TrendcastError(f"--known-at {known_at!r}: must be 'close' or 'now'")
     engine = get_engine(_settings())
     with Progress(
         TextColumn("{task.description}"),
@@ -162,6 +173,7 @@ def load_history(
             source=source,
             time_format=time_format,
             on_progress=advance,
+            known_at=known_at,
         )
         progress.update(task, total=summary.read)
     _print_summary(summary, as_json)
@@ -410,6 +422,83 @@ def exchange_replay(
         server.serve_forever()
     finally:
         server.server_close()
+
+
+@features_app.command("build")
+def features_build(
+    full: bool = typer.Option(False, "--full", help="Recompute every series from its first bar."),
+    runner: str = typer.Option(
+        "mage",
+        help="mage: the Mage pipeline in .venv-mage (block tests on); python: the same "
+        "functions in this process.",
+    ),
+) -> None:
+    """Run derive_indicators: bars changed since the last run -> indicators -> feature store."""
+    import os
+    import subprocess
+
+    from trendcast.db import database_url
+
+    settings = _settings()
+    if runner == "python":
+        from trendcast.db import get_engine
+        from trendcast.feature_pipeline import build
+
+        summary = build(get_engine(settings), full=full)
+        out.print(
+            f"derive_indicators: {summary['series']} series, {summary['rows_computed']:,} rows "
+            f"computed, {summary['rows_written']:,} written"
+        )
+        return
+    if runner != "mage":
+        raise TrendcastError(f"--runner {runner!r}: must be 'mage' or 'python'")
+    repo = Path(__file__).resolve().parents[1]
+    mage = repo / ".venv-mage" / "bin" / "mage"
+    if not mage.exists():
+        raise TrendcastError(f"{mage} not found: run `make setup` to create the Mage environment")
+    url = database_url("trendcast", settings).render_as_string(hide_password=False)
+    command = [
+        str(mage),
+        "run",
+        "mage_pipelines",
+        "derive_indicators",
+        "--test",
+        "--runtime-vars",
+        json.dumps({"full": full}),
+    ]
+    env = {**os.environ, "TRENDCAST_DATABASE_URL": url}
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    if result.returncode != 0:
+        tail = "\n".join(lines[-15:])
+        raise TrendcastError(f"Mage pipeline derive_indicators failed:\n{tail}")
+    summary = [line for line in lines if "rows_written" in line or "written" in line.lower()]
+    out.print(summary[-1] if summary else "derive_indicators: done", highlight=False)
+
+
+@features_app.command("show")
+def features_show(
+    symbol: str = typer.Option(..., "--symbol", "-s"),
+    interval: str = typer.Option("1h", "--interval", "-i"),
+) -> None:
+    """The latest stored feature row of a series (what online serving reads)."""
+    from trendcast.db import get_engine
+    from trendcast.feature_sets import DEFAULT_FEATURE_SET
+    from trendcast.featurestore import get_latest
+    from trendcast.schema import series_key
+
+    key = series_key(symbol, interval)
+    row = get_latest(get_engine(_settings()), DEFAULT_FEATURE_SET, key.symbol, key.interval)
+    if row is None:
+        raise TrendcastError(
+            f"no features for {symbol} {interval} yet: run `trendcast features build`"
+        )
+    table = Table(title=f"{symbol} {interval} {DEFAULT_FEATURE_SET.key}", show_header=True)
+    table.add_column("feature")
+    table.add_column("value", justify="right")
+    for name, value in row.items():
+        table.add_row(str(name), f"{value:.6g}" if isinstance(value, float) else str(value))
+    out.print(table)
 
 
 def main() -> None:

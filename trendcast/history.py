@@ -41,6 +41,7 @@ def load_frame(
     kind: str = "load-history",
     now: datetime | None = None,
     on_progress: Callable[[int], None] | None = None,
+    known_at: str = "close",
 ) -> LoadSummary:
     """Validate a typed bar frame and store it; ``raw`` (same index) feeds quarantine payloads."""
     key = series_key(symbol, interval)
@@ -57,8 +58,9 @@ def load_frame(
         source=source,
         kind=kind,
         read=len(frame),
-        details={"origin": origin},
+        details={"origin": origin, "known_at": known_at},
         on_progress=on_progress,
+        known_at=known_at,
     )
 
 
@@ -71,6 +73,7 @@ def load_history(
     source: str = "file",
     time_format: str | None = None,
     on_progress: Callable[[int], None] | None = None,
+    known_at: str = "close",
 ) -> LoadSummary:
     """Load one CSV/Parquet file of bars for (symbol, interval); see :func:`load_frame`."""
     series_key(symbol, interval)  # reject bad arguments before reading a large file
@@ -85,6 +88,7 @@ def load_history(
         origin=str(path),
         raw=parsed.raw,
         on_progress=on_progress,
+        known_at=known_at,
     )
     summary.details["layout"] = parsed.layout
     return summary
