@@ -204,7 +204,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=10_000_000)
     parser.add_argument("--pit-rows", type=int, default=1_000_000)
-    parser.add_argument("--sql-sample", type=int, default=2_000)
+    parser.add_argument("--sql-sample", type=int, default=300)
     args = parser.parse_args()
     banner("bench_features")
     bench_indicators(args.bars)

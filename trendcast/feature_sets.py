@@ -59,7 +59,9 @@ def core_v1(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
     out["rsi_14"] = ind.rsi(close, 14)
     mean_volume = ind.rolling_mean(volume, 20)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["volume_ratio_20"] = np.where(mean_volume > 0, volume / mean_volume, np.nan)
+        # 0/0 (no volume in the whole window, e.g. an idle market) counts as "as usual"
+        out["volume_ratio_20"] = np.where(mean_volume > 0, volume / mean_volume, 1.0)
+        out["volume_ratio_20"][np.isnan(mean_volume)] = np.nan
         span = high - low
         out["close_position"] = np.where(span > 0, (close - low) / span, 0.5)
     out["hl_range"] = (high - low) / close
