@@ -20,7 +20,9 @@ import pytest
 import sqlalchemy as sa
 from conftest import REPO
 
+from trendcast.feature_pipeline import online_features
 from trendcast.feature_sets import DEFAULT_FEATURE_SET
+from trendcast.featurestore import get_latest
 from trendcast.history import load_frame
 from trendcast.sample_data import SAMPLES
 
@@ -148,6 +150,14 @@ def test_mage_pipeline_incremental_and_bit_identical(engine, env, tmp_path):
     events, values = mage_expected(env, "EURUSD", tmp_path / "expected_3.npz")
     assert np.array_equal(event_ns(after), events)
     assert np.array_equal(bits(after), values)
+
+    # 4. parity: what Mage stored offline = the online paths serving uses, to the last bit
+    latest = get_latest(engine, DEFAULT_FEATURE_SET, "EURUSD", "1h")
+    online = online_features(engine, "EURUSD", "1h")
+    last_row = after[FEATURES].iloc[-1].to_numpy(dtype="float64").view("int64")
+    assert np.array_equal(latest[FEATURES].to_numpy(dtype="float64").view("int64"), last_row)
+    assert np.array_equal(online[FEATURES].to_numpy(dtype="float64").view("int64"), last_row)
+    assert latest["event_time"] == online["event_time"] == late_times.iloc[-1]
 
     # Mage kept its state in MAGE_DATA_DIR: the project folder is as it was
     assert project_state() == before
