@@ -17,6 +17,7 @@ import psutil
 import pytest
 from conftest import run_cli
 
+from trendcast import migrate
 from trendcast.db import drop_database
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,8 @@ def test_demo_path_up_load_status_down(stack_env):
 
     code, parts = status(env)
     assert code == 0
-    assert parts["postgres"]["state"] == "up" and "schema 0001" in parts["postgres"]["detail"]
+    assert parts["postgres"]["state"] == "up"
+    assert f"schema {migrate.head_revision()}" in parts["postgres"]["detail"]
     assert parts["mlflow"]["state"] == "up" and parts["mlflow"]["version"].startswith("MLflow 3.")
     mlflow_url = parts["mlflow"]["url"]
     experiments = httpx.post(
@@ -94,6 +96,14 @@ def test_demo_path_up_load_status_down(stack_env):
     second = json.loads(run_cli("ingest", "--json", env=env).stdout)
     assert second["series"][0]["inserted"] >= 2
     assert bar_count(env, "EURUSD") > 4683
+
+    # Features: the Mage pipeline turns every stored bar into a feature row.
+    built = run_cli("features", "build", env=env)
+    assert built.returncode == 0, built.stderr + built.stdout
+    shown = run_cli("features", "show", "--symbol", "EURUSD", env=env)
+    assert shown.returncode == 0 and "rsi_14" in shown.stdout
+    again = run_cli("features", "build", "--runner", "python", env=env)
+    assert "0 written" in again.stdout  # nothing new since the Mage run
 
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0
