@@ -81,6 +81,7 @@ bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
 	$(VENV)/bin/python -m benchmarks.bench_load
 	$(VENV)/bin/python -m benchmarks.bench_ingest
 	$(VENV)/bin/python -m benchmarks.bench_features
+	$(VENV)/bin/python -m benchmarks.bench_backtest
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down

@@ -102,3 +102,30 @@ def test_synth_writes_reproducible_files(env, tmp_path):
     assert a.read_bytes() == b.read_bytes()
     bad = run_cli("synth", str(tmp_path / "x.txt"), env=env)
     assert bad.returncode == 1 and "must end in .parquet or .csv" in bad.stderr
+
+
+def test_backtest_every_stored_series_as_json_and_table(engine, env):
+    assert run_cli("load-sample", env=env).returncode == 0
+    result = run_cli(
+        "backtest",
+        "--strategy",
+        "sma-crossover",
+        "-p",
+        "fast=7",
+        "-p",
+        "slow=25",
+        "--json",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)
+    assert {r["symbol"] for r in reports} == {"EURUSD", "GOOGL", "AAPL", "MSFT", "IBM"}
+    for report in reports:
+        assert report["params"] == {"fast": 7, "slow": 25, "allow_short": False}
+        assert report["passes"] == all(report["gates"].values())
+    table = run_cli("backtest", "--symbols", "EURUSD", "--fee", "0", env=env)
+    assert table.returncode == 0 and "EURUSD" in table.stdout and "GOOGL" not in table.stdout
+    bad = run_cli("backtest", "--strategy", "martingale", env=env)
+    assert bad.returncode == 1 and "strategy 'martingale': unknown" in bad.stderr
+    bad_param = run_cli("backtest", "-p", "fast", env=env)
+    assert bad_param.returncode == 1 and "expected NAME=VALUE" in bad_param.stderr

@@ -501,6 +501,145 @@ def features_show(
     out.print(table)
 
 
+def _parse_params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise TrendcastError(f"--param {pair!r}: expected NAME=VALUE, e.g. fast=7")
+        name, value = pair.split("=", 1)
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
+@app.command()
+def backtest(
+    strategy: str = typer.Option("sma-crossover", help="buy-and-hold, sma-crossover, ..."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="Strategy parameter NAME=VALUE."),
+    symbols: str = typer.Option("all", help="Comma-separated symbols, or 'all' stored series."),
+    interval: str | None = typer.Option(None, "--interval", "-i", help="Only this interval."),
+    start: str | None = typer.Option(None, help="First bar (ISO 8601)."),
+    end: str | None = typer.Option(None, help="Last bar (ISO 8601)."),
+    fee: float = typer.Option(0.001, help="Fee as a fraction of traded notional."),
+    spread: float = typer.Option(0.0, help="Bid-ask spread as a fraction (half paid per trade)."),
+    slippage: float = typer.Option(0.0, help="Slippage as a fraction per trade."),
+    capital: float = typer.Option(10_000.0, help="Starting capital."),
+    min_sharpe: float = typer.Option(1.0, help="Performance filter: minimum Sharpe."),
+    max_drawdown: float = typer.Option(0.30, help="Performance filter: maximum drawdown."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+    log_to_mlflow: bool = typer.Option(False, help="Log each report to MLflow (a run each)."),
+) -> None:
+    """Backtest a strategy on stored bars; list where it passes the performance filter."""
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from trendcast.backtest import Costs
+    from trendcast.db import get_engine
+    from trendcast.report import PerformanceFilter, run_report
+    from trendcast.strategy import make_strategy
+
+    chosen = make_strategy(strategy, **_parse_params(param))
+    costs = Costs(fee=fee, spread=spread, slippage=slippage)
+    gate = PerformanceFilter(min_sharpe=min_sharpe, max_drawdown=max_drawdown)
+    engine = get_engine(_settings())
+    wanted = None if symbols == "all" else [s.strip() for s in symbols.split(",")]
+    with engine.connect() as conn:
+        series = conn.execute(
+            sa.text("SELECT DISTINCT symbol, interval::text FROM market.bars ORDER BY 1, 2")
+        ).all()
+    series = [
+        (s, i)
+        for s, i in series
+        if (wanted is None or s in wanted) and (interval is None or i == interval)
+    ]
+    if not series:
+        raise TrendcastError(f"no stored bars for symbols={symbols} interval={interval}")
+    reports = []
+    for symbol, series_interval in series:
+        frame = pd.read_sql(
+            sa.text(
+                "SELECT open_time, open, high, low, close, volume FROM market.bars "
+                "WHERE symbol = :s AND interval = CAST(:i AS market.bar_interval) "
+                "AND open_time >= coalesce(CAST(:a AS timestamptz), '-infinity') "
+                "AND open_time <= coalesce(CAST(:b AS timestamptz), 'infinity') "
+                "ORDER BY open_time"
+            ),
+            engine,
+            params={"s": symbol, "i": series_interval, "a": start, "b": end},
+        )
+        if len(frame) < 2:
+            continue
+        frame["open_time"] = pd.to_datetime(frame["open_time"], utc=True)
+        report = run_report(
+            frame, chosen, costs, symbol=symbol, interval=series_interval, capital=capital
+        )
+        reports.append((report, gate.evaluate(report)))
+        if log_to_mlflow:
+            _log_report(report, gate.evaluate(report))
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [{**r.as_dict(), "gates": g, "passes": all(g.values())} for r, g in reports],
+                default=str,
+            )
+        )
+        return
+    table = Table(title=f"{chosen!r}, fee {fee:g}, spread {spread:g}, slippage {slippage:g}")
+    for column in (
+        "symbol",
+        "interval",
+        "return",
+        "buy&hold",
+        "sharpe",
+        "max dd",
+        "trades",
+        "passes",
+    ):
+        table.add_column(column, justify="right" if column not in ("symbol", "passes") else "left")
+    for r, g in reports:
+        table.add_row(
+            r.symbol,
+            r.interval,
+            f"{r.cumulative_return:+.1%}",
+            f"{r.benchmark_cumulative_return:+.1%}",
+            f"{r.sharpe:.2f}",
+            f"{r.max_drawdown:.1%}",
+            str(r.trades),
+            "[green]yes[/]"
+            if all(g.values())
+            else "[red]no[/]: " + ", ".join(k for k, ok in g.items() if not ok),
+        )
+    out.print(table)
+
+
+def _log_report(report, gates: dict) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(_settings().tracking_uri)
+    mlflow.set_experiment("backtests")
+    with mlflow.start_run(run_name=f"{report.symbol}_{report.strategy}"):
+        mlflow.log_params(
+            {
+                "strategy": report.strategy,
+                "symbol": report.symbol,
+                "interval": report.interval,
+                **report.params,
+            }
+        )
+        numbers = {
+            k: v
+            for k, v in report.as_dict().items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None
+        }
+        mlflow.log_metrics({f"backtest_{k}": float(v) for k, v in numbers.items()})
+        mlflow.log_dict(report.as_dict(), "backtest/report.json")
+        mlflow.log_dict(gates, "backtest/gates.json")
+        for name, figure in report.figures().items():
+            mlflow.log_figure(figure, f"backtest/{name}.html")
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 1, never a traceback."""
     try:

@@ -1,0 +1,220 @@
+"""Vectorised backtest engine: target positions in, equity curve, trades and report out.
+
+Execution model (never look-ahead): the position a strategy wants at bar t's close is traded at
+bar t+1's open, at open x (1 ± half spread ± slippage), paying ``fee`` on the traded notional.
+Positions are share-based like a broker account (buy with all equity x weight, hold the shares
+until the target changes), which is also vectorbt's model, so the two agree to the last digits.
+Stops (fractions of the entry price) are path-dependent and run in a Numba loop: a stop hit
+inside a bar exits at the stop price (or the open, if the bar gapped through it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import pandas as pd
+
+from trendcast.errors import InputError, TrendcastError
+from trendcast.strategy import Strategy
+
+REASONS = ("signal", "stop_loss", "take_profit")
+
+
+class LookAheadError(TrendcastError):
+    """A strategy's past signals changed when later bars were added: it reads the future."""
+
+
+@dataclass(frozen=True)
+class Costs:
+    fee: float = 0.001  # fraction of traded notional
+    spread: float = 0.0  # full bid-ask spread as a fraction; half is paid on each trade
+    slippage: float = 0.0  # fraction of price lost to market impact on each trade
+
+    def __post_init__(self) -> None:
+        for name in ("fee", "spread", "slippage"):
+            value = getattr(self, name)
+            if not 0 <= value < 0.5:
+                raise InputError(f"costs {name}={value}: must be in [0, 0.5)")
+
+
+@dataclass
+class BacktestResult:
+    """Per-bar equity and position, plus the trade list."""
+
+    open_time: np.ndarray
+    equity: np.ndarray
+    position: np.ndarray  # signed shares held at each bar's close
+    exposure: np.ndarray  # signed weight targeted for each bar
+    trades: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def equity_series(self) -> pd.Series:
+        index = pd.DatetimeIndex(self.open_time).tz_localize("UTC")
+        return pd.Series(self.equity, index=index, name="equity")
+
+
+@numba.njit(cache=True)
+def _record(trades, i, entry_bar, exit_bar, direction, entry_price, exit_price, ret, reason):
+    trades[i, 0] = entry_bar
+    trades[i, 1] = exit_bar
+    trades[i, 2] = direction
+    trades[i, 3] = entry_price
+    trades[i, 4] = exit_price
+    trades[i, 5] = ret
+    trades[i, 6] = reason
+
+
+@numba.njit(cache=True)
+def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, take_profit):
+    n = len(close)
+    equity = np.empty(n)
+    held = np.zeros(n)
+    exposure = np.zeros(n)
+    # trades: entry bar, exit bar, direction, entry price, exit price, return, reason
+    trades = np.full((n, 7), np.nan)
+    n_trades = 0
+    cash = capital
+    shares = 0.0
+    direction = 0.0
+    entry_price = 0.0
+    entry_bar = -1
+    stopped = False  # after a stop, wait for the signal to change before re-entering
+    last_target = 0.0
+    for t in range(n):
+        want = target[t - 1] if t > 0 else 0.0
+        if want != last_target:
+            stopped = False
+        last_target = want
+        if stopped:
+            want = 0.0
+        exposure[t] = want
+        # 1. trade at the open when the wanted position differs from the one held
+        if shares != 0.0 and np.sign(want) != direction:
+            price = open_[t] * (1.0 - cost * direction)
+            value = shares * price
+            cash += value - abs(value) * fee
+            _record(
+                trades,
+                n_trades,
+                entry_bar,
+                t,
+                direction,
+                entry_price,
+                price,
+                direction * (price / entry_price - 1.0) - 2 * fee,
+                0,
+            )
+            n_trades += 1
+            shares = 0.0
+            direction = 0.0
+        if shares == 0.0 and want != 0.0:
+            direction = np.sign(want)
+            price = open_[t] * (1.0 + cost * direction)
+            shares = direction * abs(want) * cash / (price * (1.0 + fee))
+            cash -= shares * price + abs(shares * price) * fee
+            entry_price = price
+            entry_bar = t
+        # 2. stops inside the bar (stop first when both levels are touched)
+        if shares != 0.0 and (stop_loss > 0.0 or take_profit > 0.0):
+            exit_price = 0.0
+            reason = 0
+            if direction > 0:
+                if stop_loss > 0.0 and low[t] <= entry_price * (1.0 - stop_loss):
+                    exit_price = min(open_[t], entry_price * (1.0 - stop_loss))
+                    reason = 1
+                elif take_profit > 0.0 and high[t] >= entry_price * (1.0 + take_profit):
+                    exit_price = max(open_[t], entry_price * (1.0 + take_profit))
+                    reason = 2
+            else:
+                if stop_loss > 0.0 and high[t] >= entry_price * (1.0 + stop_loss):
+                    exit_price = max(open_[t], entry_price * (1.0 + stop_loss))
+                    reason = 1
+                elif take_profit > 0.0 and low[t] <= entry_price * (1.0 - take_profit):
+                    exit_price = min(open_[t], entry_price * (1.0 - take_profit))
+                    reason = 2
+            if reason > 0:
+                price = exit_price * (1.0 - cost * direction)
+                value = shares * price
+                cash += value - abs(value) * fee
+                _record(
+                    trades,
+                    n_trades,
+                    entry_bar,
+                    t,
+                    direction,
+                    entry_price,
+                    price,
+                    direction * (price / entry_price - 1.0) - 2 * fee,
+                    reason,
+                )
+                n_trades += 1
+                shares = 0.0
+                direction = 0.0
+                stopped = True
+        held[t] = shares
+        equity[t] = cash + shares * close[t]
+    return equity, held, exposure, trades[:n_trades]
+
+
+def check_causal(strategy: Strategy, frame: pd.DataFrame, cuts: int = 3) -> np.ndarray:
+    """The strategy's signals, verified not to change when later bars are removed: a signal
+    that depends on the future fails here instead of flattering a backtest."""
+    full = np.asarray(strategy.signals(frame), dtype="float64")
+    if len(full) != len(frame):
+        raise InputError(f"{strategy.name}: {len(full)} signals for {len(frame)} bars")
+    n = len(frame)
+    for cut in sorted({max(2, n * k // (cuts + 1)) for k in range(1, cuts + 1)}):
+        if cut >= n:
+            continue
+        prefix = np.asarray(strategy.signals(frame.iloc[:cut].reset_index(drop=True)))
+        same = (prefix == full[:cut]) | (np.isnan(prefix) & np.isnan(full[:cut]))
+        if not same.all():
+            first = int(np.flatnonzero(~same)[0])
+            raise LookAheadError(
+                f"{strategy.name}: the signal at bar {first} "
+                f"({frame['open_time'].iloc[first]}) changes when bars after {cut} are added"
+            )
+    return full
+
+
+def run(
+    frame: pd.DataFrame,
+    strategy: Strategy,
+    costs: Costs | None = None,
+    *,
+    capital: float = 10_000.0,
+    max_position: float = 1.0,
+) -> BacktestResult:
+    """Backtest ``strategy`` on one symbol's bars (open_time, open, high, low, close, ...)."""
+    costs = costs or Costs()
+    if capital <= 0:
+        raise InputError(f"capital {capital}: must be > 0")
+    if not 0 < max_position <= 1:
+        raise InputError(f"max_position {max_position}: must be in (0, 1] (no leverage)")
+    frame = frame.reset_index(drop=True)
+    target = np.clip(check_causal(strategy, frame), -max_position, max_position)
+    target = np.nan_to_num(target, nan=0.0)
+    stop_loss = strategy.params.get("stop_loss") or 0.0
+    take_profit = strategy.params.get("take_profit") or 0.0
+    columns = [frame[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")]
+    equity, held, exposure, raw = _simulate(
+        *columns,
+        target,
+        costs.fee,
+        costs.spread / 2 + costs.slippage,
+        capital,
+        float(stop_loss),
+        float(take_profit),
+    )
+    # naive UTC datetime64: a tz-aware column would become 10M Timestamp objects
+    times = pd.DatetimeIndex(frame["open_time"]).tz_convert("UTC").tz_localize(None).to_numpy()
+    trades = pd.DataFrame(
+        raw, columns=["entry", "exit", "direction", "entry_price", "exit_price", "return", "reason"]
+    )
+    if len(trades):
+        trades["entry_time"] = pd.to_datetime(times[trades["entry"].astype(int)], utc=True)
+        trades["exit_time"] = pd.to_datetime(times[trades["exit"].astype(int)], utc=True)
+        trades["reason"] = np.asarray(REASONS)[trades["reason"].to_numpy(dtype=int)]
+    return BacktestResult(times, equity, held, exposure, trades)

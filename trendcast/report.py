@@ -1,0 +1,198 @@
+"""Backtest reports: the numbers a desk asks for, as a dataclass, JSON and plotly figures,
+and the performance filter that decides whether a strategy is worth promoting."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from trendcast import metrics
+from trendcast.backtest import BacktestResult
+
+
+@dataclass
+class Report:
+    symbol: str
+    strategy: str
+    params: dict
+    interval: str
+    start: str
+    end: str
+    bars: int
+    cumulative_return: float
+    annualized_return: float
+    benchmark_cumulative_return: float
+    benchmark_annualized_return: float
+    sharpe: float
+    sortino: float
+    max_drawdown: float
+    average_drawdown: float
+    time_in_market: float
+    trades: int
+    win_rate_long: float
+    win_rate_short: float
+    average_trade: float
+    expected_daily_gain: float
+    expected_monthly_gain: float
+    by_period: dict = field(default_factory=dict)
+    equity: pd.Series | None = field(default=None, repr=False)
+    benchmark: pd.Series | None = field(default=None, repr=False)
+
+    @property
+    def beats_benchmark(self) -> bool:
+        return self.cumulative_return > self.benchmark_cumulative_return
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("equity"), data.pop("benchmark")
+        data["beats_benchmark"] = self.beats_benchmark
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in data.items()
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), default=str)
+
+    def figures(self) -> dict:
+        """plotly figures: equity vs benchmark, and drawdown (for MLflow and the dashboard)."""
+        import plotly.graph_objects as go
+
+        equity = go.Figure()
+        equity.add_scatter(x=self.equity.index, y=self.equity.to_numpy(), name=self.strategy)
+        equity.add_scatter(x=self.benchmark.index, y=self.benchmark.to_numpy(), name="buy-and-hold")
+        equity.update_layout(title=f"{self.symbol} {self.interval}: equity", yaxis_title="equity")
+        drawdown = go.Figure()
+        drawdown.add_scatter(
+            x=self.equity.index,
+            y=metrics.drawdowns(self.equity.to_numpy()),
+            fill="tozeroy",
+            name="drawdown",
+        )
+        drawdown.update_layout(title=f"{self.symbol} {self.interval}: drawdown")
+        return {"equity": equity, "drawdown": drawdown}
+
+
+def _period_returns(equity: pd.Series, rule: str) -> dict:
+    last = equity.resample(rule).last().dropna()
+    first_value = equity.iloc[0]
+    returns = last / last.shift(1, fill_value=first_value) - 1
+    return {str(k.date()): float(v) for k, v in returns.items()}
+
+
+def build_report(
+    result: BacktestResult,
+    benchmark: BacktestResult,
+    *,
+    symbol: str,
+    strategy: str,
+    params: dict,
+    interval: str,
+    trading_days: float = 365.0,
+) -> Report:
+    equity, bench = result.equity_series, benchmark.equity_series
+    ppy = metrics.periods_per_year(interval, trading_days)
+    returns = metrics.returns_from_equity(result.equity)
+    trades = result.trades
+    long = trades[trades["direction"] > 0]["return"] if len(trades) else pd.Series(dtype=float)
+    short = trades[trades["direction"] < 0]["return"] if len(trades) else pd.Series(dtype=float)
+    daily = equity.resample("1D").last().dropna().pct_change().dropna()
+    monthly = equity.resample("MS").last().dropna().pct_change().dropna()
+    return Report(
+        symbol=symbol,
+        strategy=strategy,
+        params=params,
+        interval=interval,
+        start=str(equity.index[0]),
+        end=str(equity.index[-1]),
+        bars=len(equity),
+        cumulative_return=metrics.cumulative_return(result.equity),
+        annualized_return=metrics.annualized_return(result.equity, ppy),
+        benchmark_cumulative_return=metrics.cumulative_return(benchmark.equity),
+        benchmark_annualized_return=metrics.annualized_return(benchmark.equity, ppy),
+        sharpe=metrics.sharpe_ratio(returns, ppy),
+        sortino=metrics.sortino_ratio(returns, ppy),
+        max_drawdown=metrics.max_drawdown(result.equity),
+        average_drawdown=metrics.average_drawdown(result.equity),
+        time_in_market=float(np.mean(result.position != 0)),
+        trades=len(trades),
+        win_rate_long=metrics.win_rate(long.to_numpy()),
+        win_rate_short=metrics.win_rate(short.to_numpy()),
+        average_trade=float(trades["return"].mean()) if len(trades) else float("nan"),
+        expected_daily_gain=float(daily.mean()) if len(daily) else float("nan"),
+        expected_monthly_gain=float(monthly.mean()) if len(monthly) else float("nan"),
+        by_period={
+            "month": _period_returns(equity, "MS"),
+            "quarter": _period_returns(equity, "QS"),
+            "year": _period_returns(equity, "YS"),
+        },
+        equity=equity,
+        benchmark=bench,
+    )
+
+
+@dataclass(frozen=True)
+class PerformanceFilter:
+    """Gates a report must pass (defaults from the spec)."""
+
+    min_sharpe: float = 1.0
+    max_drawdown: float = 0.30
+    beat_benchmark: bool = True
+
+    def evaluate(self, report: Report) -> dict[str, bool]:
+        gates = {
+            f"sharpe >= {self.min_sharpe}": bool(report.sharpe >= self.min_sharpe),
+            f"max drawdown <= {self.max_drawdown:.0%}": bool(
+                report.max_drawdown <= self.max_drawdown
+            ),
+        }
+        if self.beat_benchmark:
+            gates["beats buy-and-hold"] = report.beats_benchmark
+        return gates
+
+    def passes(self, report: Report) -> bool:
+        return all(self.evaluate(report).values())
+
+
+def run_report(
+    frame: pd.DataFrame,
+    strategy,
+    costs=None,
+    *,
+    symbol: str,
+    interval: str,
+    capital: float = 10_000.0,
+) -> Report:
+    """Backtest ``strategy`` and buy-and-hold (same bars, same costs) and report both."""
+    from trendcast.backtest import run
+    from trendcast.strategy import BuyAndHold
+
+    result = run(frame, strategy, costs, capital=capital)
+    benchmark = run(frame, BuyAndHold(), costs, capital=capital)
+    return build_report(
+        result,
+        benchmark,
+        symbol=symbol,
+        strategy=strategy.name,
+        params=strategy.get_params(),
+        interval=interval,
+    )
+
+
+def run_grid(
+    frames: dict[tuple[str, str], pd.DataFrame],
+    strategy,
+    grid: list[dict] | None = None,
+    costs=None,
+) -> list[Report]:
+    """Every (symbol, interval) frame x every parameter set of ``grid``, in one call."""
+    reports = []
+    for params in grid or [{}]:
+        candidate = strategy.set_params(**params) if params else strategy
+        for (symbol, interval), frame in frames.items():
+            reports.append(run_report(frame, candidate, costs, symbol=symbol, interval=interval))
+    return reports
