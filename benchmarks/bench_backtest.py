@@ -30,6 +30,19 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
 
+def features_in_chunks(bars: pd.DataFrame, chunk: int = 1_000_000) -> pd.DataFrame:
+    """The core features as float32, computed chunk by chunk with the look-back before each
+    chunk: bit-identical to one pass (windows never use running sums), at a fraction of the
+    memory."""
+    lookback = CORE_V1.lookback_bars("1m")
+    out = np.empty((len(bars), len(CORE_V1.columns)), dtype="float32")
+    for start in range(0, len(bars), chunk):
+        begin = max(0, start - lookback)
+        part = CORE_V1.compute(bars.iloc[begin : start + chunk].reset_index(drop=True), "1m")
+        out[start : start + chunk] = part.to_numpy()[start - begin :]
+    return pd.DataFrame(out, columns=list(CORE_V1.columns))
+
+
 def train_model(features: pd.DataFrame, close: np.ndarray) -> xgb.XGBRegressor:
     forward = np.full(len(close), np.nan)
     forward[:-15] = np.log(close[15:] / close[:-15])
@@ -78,7 +91,7 @@ def main() -> int:
     banner(f"bench_backtest: {args.bars:,} synthetic 1m bars x 20 features")
     bars = synth_bars(args.bars, interval="1m", seed=13).drop(columns=["regime", "trades"])
     began = time.perf_counter()
-    features = CORE_V1.compute(bars, "1m").astype("float32")
+    features = features_in_chunks(bars)
     t_features = time.perf_counter() - began
     model = train_model(features, bars["close"].to_numpy())
     print(f"   features (bench input, not in the target): {t_features:6.2f} s")
@@ -87,7 +100,9 @@ def main() -> int:
     predictions = model.predict(features)
     t_score = time.perf_counter() - began
     frame = bars.assign(prediction=predictions)
-    strategy = ModelThreshold(threshold=0.0002)
+    # trade the top 1 % of predictions: a model without edge on a random walk would otherwise
+    # pay fees on every other bar until the account underflows
+    strategy = ModelThreshold(threshold=float(np.quantile(predictions, 0.99)))
     began = time.perf_counter()
     result = bt.run(frame, strategy, bt.Costs(fee=FEE, slippage=SLIPPAGE))
     t_backtest = time.perf_counter() - began
@@ -121,7 +136,7 @@ def main() -> int:
     ours_again = time.perf_counter()
     bt.run(frame, strategy, bt.Costs(fee=FEE, slippage=SLIPPAGE))
     t_ours = time.perf_counter() - ours_again
-    gap = float(np.max(np.abs(result.equity / theirs - 1)))
+    gap = float(np.max(np.abs(result.equity - theirs) / np.abs(theirs)))
     print(
         f"   same signals: ours {t_ours:6.2f} s, vectorbt {t_vbt:6.2f} s "
         f"(ratio {t_vbt / t_ours:4.2f}x; target no slower: "
