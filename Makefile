@@ -48,6 +48,7 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) ingest --every 5s --times 3
 	$(TC) features build
 	$(TC) features show --symbol EURUSD --interval 1h
+	$(TC) backtest --strategy sma-crossover --symbols all --log-to-mlflow
 	$(TC) bars
 	@$(TC) status
 	@echo

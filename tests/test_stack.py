@@ -105,6 +105,23 @@ def test_demo_path_up_load_status_down(stack_env):
     again = run_cli("features", "build", "--runner", "python", env=env)
     assert "0 written" in again.stdout  # nothing new since the Mage run
 
+    # Backtest every stored series and log the reports to the tracking server.
+    tested = run_cli("backtest", "--symbols", "all", "--log-to-mlflow", env=env)
+    assert tested.returncode == 0, tested.stderr + tested.stdout
+    found = httpx.get(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "backtests"},
+        timeout=10,
+    ).json()["experiment"]
+    logged = httpx.post(
+        f"{mlflow_url}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": [found["experiment_id"]], "max_results": 50},
+        timeout=10,
+    ).json()["runs"]
+    assert {r["info"]["run_name"] for r in logged} >= {"EURUSD_sma-crossover", "AAPL_sma-crossover"}
+    metrics = {m["key"] for m in logged[0]["data"]["metrics"]}
+    assert {"backtest_sharpe", "backtest_max_drawdown", "backtest_cumulative_return"} <= metrics
+
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0
     assert records(home) == started
