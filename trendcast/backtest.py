@@ -67,6 +67,16 @@ def _record(trades, i, entry_bar, exit_bar, direction, entry_price, exit_price, 
 
 
 @numba.njit(cache=True)
+def _exit(trades, i, cash, shares, price, fee, entry_bar, bar, entry_price, reason):
+    """Close ``shares`` at ``price``: returns the cash after fees and records the trade."""
+    value = shares * price
+    direction = np.sign(shares)
+    trade_return = direction * (price / entry_price - 1.0) - 2 * fee
+    _record(trades, i, entry_bar, bar, direction, entry_price, price, trade_return, reason)
+    return cash + value - abs(value) * fee
+
+
+@numba.njit(cache=True)
 def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, take_profit):
     n = len(close)
     equity = np.empty(n)
@@ -93,19 +103,7 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
         # 1. trade at the open when the wanted position differs from the one held
         if shares != 0.0 and np.sign(want) != direction:
             price = open_[t] * (1.0 - cost * direction)
-            value = shares * price
-            cash += value - abs(value) * fee
-            _record(
-                trades,
-                n_trades,
-                entry_bar,
-                t,
-                direction,
-                entry_price,
-                price,
-                direction * (price / entry_price - 1.0) - 2 * fee,
-                0,
-            )
+            cash = _exit(trades, n_trades, cash, shares, price, fee, entry_bar, t, entry_price, 0)
             n_trades += 1
             shares = 0.0
             direction = 0.0
@@ -136,18 +134,8 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
                     reason = 2
             if reason > 0:
                 price = exit_price * (1.0 - cost * direction)
-                value = shares * price
-                cash += value - abs(value) * fee
-                _record(
-                    trades,
-                    n_trades,
-                    entry_bar,
-                    t,
-                    direction,
-                    entry_price,
-                    price,
-                    direction * (price / entry_price - 1.0) - 2 * fee,
-                    reason,
+                cash = _exit(
+                    trades, n_trades, cash, shares, price, fee, entry_bar, t, entry_price, reason
                 )
                 n_trades += 1
                 shares = 0.0
