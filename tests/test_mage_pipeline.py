@@ -135,7 +135,7 @@ def test_mage_pipeline_incremental_and_bit_identical(engine, env, tmp_path):
     # 2. nothing new: nothing written
     second = run_pipeline(env, tmp_path / "mage")
     assert_succeeded(second)
-    assert "'rows_written': 0" in second.stdout
+    assert "0 written" in second.stdout
     assert stored(engine, "EURUSD").equals(rows)
 
     # 3. three late bars: exactly their three rows are added, the rest untouched

@@ -472,7 +472,7 @@ def features_build(
     if result.returncode != 0:
         tail = "\n".join(lines[-15:])
         raise TrendcastError(f"Mage pipeline derive_indicators failed:\n{tail}")
-    summary = [line for line in lines if "rows_written" in line or "written" in line.lower()]
+    summary = [line for line in lines if line.startswith("derive_indicators:")]
     out.print(summary[-1] if summary else "derive_indicators: done", highlight=False)
 
 

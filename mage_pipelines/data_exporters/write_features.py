@@ -25,7 +25,10 @@ def export_features(df, *args, **kwargs) -> dict:
         summary = write_features(engine, df, producer=PRODUCER, run_id=run_id(kwargs))
     finally:
         engine.dispose()
-    message = f"derive_indicators: {summary}"
+    message = (
+        f"derive_indicators: {summary['series']} series, {summary['rows_computed']:,} rows "
+        f"computed, {summary['rows_written']:,} written"
+    )
     logger = kwargs.get("logger")
     if logger is not None:
         logger.info(message)
