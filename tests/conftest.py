@@ -83,7 +83,7 @@ def engine(db_url: URL, env) -> Iterator[sa.Engine]:
         conn.execute(
             sa.text(
                 "TRUNCATE market.bars, market.quarantine, market.ingestion_runs, "
-                "market.bar_changes, features.feature_sets CASCADE"
+                "market.bar_changes, features.feature_sets, registry.alias_events CASCADE"
             )
         )
     yield eng
@@ -101,3 +101,49 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess
         timeout=timeout,
         cwd=REPO,
     )
+
+
+@pytest.fixture(scope="session")
+def mlflow_url(pg_server_url: URL, tmp_path_factory) -> Iterator[str]:
+    """A real MLflow tracking server (PostgreSQL backend, local artifacts) for this run."""
+    import socket
+
+    import httpx
+
+    from trendcast.config import Settings
+    from trendcast.stack import mlflow_server, processes
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = create_database(pg_server_url, f"mlflow_test_{uuid.uuid4().hex[:10]}")
+    home = tmp_path_factory.mktemp("mlflow")
+    settings = Settings(
+        home=home,
+        mlflow_port=port,
+        database_url=pg_server_url.render_as_string(hide_password=False),
+        mlflow_database_url=store.render_as_string(hide_password=False),
+    )
+    record = processes.spawn(
+        settings.run_dir,
+        "mlflow",
+        mlflow_server.command(settings),
+        mlflow_server.environment(settings),
+    )
+    url = mlflow_server.url(settings)
+    try:
+        import time
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert processes.is_alive(record), Path(record.log).read_text()[-2000:]
+            time.sleep(0.5)
+        yield url
+    finally:
+        processes.stop(settings.run_dir, "mlflow")
+        drop_database(pg_server_url, store.database)

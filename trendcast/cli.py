@@ -640,6 +640,80 @@ def _log_report(report, gates: dict) -> None:
             mlflow.log_figure(figure, f"backtest/{name}.html")
 
 
+def _mlflow_client():
+    import mlflow
+    from mlflow import MlflowClient
+
+    settings = _settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    return MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: int = typer.Option(..., "--version", "-v", help="Version to promote."),
+    alias: str = typer.Option("production", "--alias", "-a"),
+    gates: Path | None = typer.Option(None, help="JSON gate file (defaults from the spec)."),
+    force: bool = typer.Option(False, "--force", help="Move the alias even if a gate fails."),
+) -> None:
+    """Move ALIAS to VERSION if its logged metrics pass the gates; every move is audited."""
+    from trendcast.db import get_engine
+    from trendcast.registry import Gates
+    from trendcast.registry import promote as do_promote
+
+    profile = Gates.from_file(gates) if gates else Gates()
+    move = do_promote(
+        _mlflow_client(), get_engine(_settings()), name, version, alias, profile, force
+    )
+    forced = " (FORCED past failing gates)" if move.forced else ""
+    out.print(
+        f"{name}@{alias}: {move.from_version or '-'} -> {move.to_version}{forced}", highlight=False
+    )
+
+
+@app.command()
+def rollback(
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option("production", "--alias", "-a"),
+) -> None:
+    """Move ALIAS back to the version it held before the current one."""
+    from trendcast.db import get_engine
+    from trendcast.registry import rollback as do_rollback
+
+    move = do_rollback(_mlflow_client(), get_engine(_settings()), name, alias)
+    out.print(
+        f"{name}@{alias}: {move.from_version} -> {move.to_version} (rolled back)", highlight=False
+    )
+
+
+@app.command("alias-history")
+def alias_history(
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str | None = typer.Option(None, "--alias", "-a"),
+) -> None:
+    """Every recorded alias move of a model: who, when, from, to, forced, gates."""
+    from trendcast.db import get_engine
+    from trendcast.registry import history
+
+    table = Table(title=f"alias moves of {name}", show_header=True)
+    for column in ("when", "alias", "action", "from", "to", "by", "forced", "failed gates"):
+        table.add_column(column)
+    for row in history(get_engine(_settings()), name, alias):
+        failed = [g for g, r in (row["gate_results"] or {}).items() if not r["passed"]]
+        table.add_row(
+            str(row["moved_at"])[:19],
+            row["alias"],
+            row["action"],
+            str(row["from_version"] or "-"),
+            str(row["to_version"]),
+            row["moved_by"],
+            "yes" if row["forced"] else "no",
+            ", ".join(failed) or "-",
+        )
+    out.print(table)
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 1, never a traceback."""
     try:

@@ -1,0 +1,129 @@
+"""Gated promotion, rollback and the audit trail against a real MLflow tracking server."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from conftest import run_cli
+from mlflow import MlflowClient
+
+from trendcast.errors import InputError
+from trendcast.registry import Gates, PromotionRefused, history, promote, rollback
+
+pytestmark = pytest.mark.slow
+
+PASSING = {
+    "backtest_sharpe": 1.4,
+    "backtest_max_drawdown": 0.12,
+    "backtest_cumulative_return": 0.30,
+    "backtest_benchmark_cumulative_return": 0.10,
+    "test_ic": 0.05,
+}
+
+
+def register(client: MlflowClient, name: str, metrics: dict) -> int:
+    experiment = client.get_experiment_by_name("registry-tests") or None
+    experiment_id = (
+        experiment.experiment_id if experiment else client.create_experiment("registry-tests")
+    )
+    run = client.create_run(experiment_id)
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id)
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
+    return int(version.version)
+
+
+@pytest.fixture
+def client(mlflow_url) -> MlflowClient:
+    return MlflowClient(mlflow_url, registry_uri=mlflow_url)
+
+
+@pytest.fixture
+def name() -> str:
+    return f"EURUSD_1h_{uuid.uuid4().hex[:6]}"
+
+
+def test_promote_refuse_force_and_roll_back_are_audited(client, engine, name, monkeypatch):
+    monkeypatch.setenv("TRENDCAST_USER", "alice")
+    good = register(client, name, PASSING)
+    bad = register(client, name, {**PASSING, "backtest_sharpe": 0.4, "test_ic": 0.001})
+
+    first = promote(client, engine, name, good, "production")
+    assert (first.from_version, first.to_version, first.forced) == (None, good, False)
+    assert client.get_model_version_by_alias(name, "production").version == str(good)
+
+    with pytest.raises(
+        PromotionRefused, match=r"failed backtest sharpe >= 1.0 \(got 0.4\); test IC"
+    ):
+        promote(client, engine, name, bad, "production")
+    assert client.get_model_version_by_alias(name, "production").version == str(good)
+    assert len(history(engine, name)) == 1  # a refusal moves nothing
+
+    forced = promote(client, engine, name, bad, "production", force=True)
+    assert forced.forced and client.get_model_version_by_alias(name, "production").version == str(
+        bad
+    )
+
+    back = rollback(client, engine, name, "production")
+    assert (back.from_version, back.to_version) == (bad, good)
+    assert client.get_model_version_by_alias(name, "production").version == str(good)
+
+    events = history(engine, name)
+    assert [(e["action"], e["from_version"], e["to_version"], e["forced"]) for e in events] == [
+        ("promote", None, good, False),
+        ("promote", good, bad, True),
+        ("rollback", bad, good, False),
+    ]
+    assert {e["moved_by"] for e in events} == {"alice"}
+    assert events[1]["gate_results"]["backtest sharpe >= 1.0"]["passed"] is False
+    with pytest.raises(InputError, match="no earlier version"):
+        rollback(client, engine, name, "production")
+
+
+def test_missing_metrics_fail_their_gates_and_unknown_versions_are_named(client, engine, name):
+    version = register(client, name, {"backtest_sharpe": 2.0})
+    with pytest.raises(PromotionRefused, match="got no metric"):
+        promote(client, engine, name, version)
+    with pytest.raises(InputError, match="has no version 99"):
+        promote(client, engine, name, 99)
+
+
+def test_cli_promote_rollback_and_gate_file(client, engine, env, mlflow_url, name, tmp_path):
+    cli_env = {**env, "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url}
+    loose = register(client, name, {**PASSING, "backtest_sharpe": 0.6})
+    refused = run_cli("promote", name, "--version", str(loose), env=cli_env)
+    assert refused.returncode == 1 and "backtest sharpe >= 1.0 (got 0.6)" in refused.stderr
+    gate_file = tmp_path / "gates.json"
+    gate_file.write_text(json.dumps({"min_backtest_sharpe": 0.5}))
+    moved = run_cli("promote", name, "-v", str(loose), "--gates", str(gate_file), env=cli_env)
+    assert moved.returncode == 0, moved.stderr
+    assert f"{name}@production: - -> {loose}" in moved.stdout
+    listed = run_cli("alias-history", name, env=cli_env)
+    assert "promote" in listed.stdout
+    bad_gates = tmp_path / "bad.json"
+    bad_gates.write_text(json.dumps({"min_sharp": 1}))
+    wrong = run_cli("promote", name, "-v", str(loose), "--gates", str(bad_gates), env=cli_env)
+    assert wrong.returncode == 1 and "unknown gate(s) ['min_sharp']" in wrong.stderr
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM registry.alias_events")).scalar_one()
+    assert count == 1
+
+
+def test_gates_defaults_match_the_spec():
+    gates = Gates()
+    results = gates.evaluate(PASSING)
+    assert all(r["passed"] for r in results.values())
+    assert set(results) == {
+        "backtest sharpe >= 1.0",
+        "backtest max drawdown <= 30%",
+        "test IC > 0.02",
+        "beats buy-and-hold",
+    }
