@@ -49,6 +49,9 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) features build
 	$(TC) features show --symbol EURUSD --interval 1h
 	$(TC) backtest --strategy sma-crossover --symbols all --log-to-mlflow
+	$(TC) train --symbol EURUSD --interval 1h --horizon 4
+	@echo "Promotion with the default gates (a refusal names the failing gates and moves nothing):"
+	-$(TC) promote EURUSD_1h_h4 --version latest --alias production
 	$(TC) bars
 	@$(TC) status
 	@echo

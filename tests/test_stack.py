@@ -122,6 +122,19 @@ def test_demo_path_up_load_status_down(stack_env):
     metrics = {m["key"] for m in logged[0]["data"]["metrics"]}
     assert {"backtest_sharpe", "backtest_max_drawdown", "backtest_cumulative_return"} <= metrics
 
+    # Train, register, and try to promote through the gates; force is recorded; roll back.
+    trained = run_cli("train", "--symbol", "EURUSD", "-p", "n_estimators=30", env=env)
+    assert trained.returncode == 0, trained.stderr + trained.stdout
+    assert "EURUSD_1h_h4 version 1" in trained.stdout
+    gated = run_cli("promote", "EURUSD_1h_h4", "--version", "1", env=env)
+    assert gated.returncode in (0, 1)
+    if gated.returncode == 1:
+        assert "not promoted to 'production': failed" in gated.stderr
+        forced = run_cli("promote", "EURUSD_1h_h4", "-v", "latest", "--force", env=env)
+        assert forced.returncode == 0 and "FORCED" in forced.stdout
+    audit = run_cli("alias-history", "EURUSD_1h_h4", env=env)
+    assert "promote" in audit.stdout
+
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0
     assert records(home) == started

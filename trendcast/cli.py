@@ -649,10 +649,51 @@ def _mlflow_client():
     return MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
+@app.command("train")
+def train_command(
+    symbol: str = typer.Option(..., "--symbol", "-s"),
+    interval: str = typer.Option("1h", "--interval", "-i"),
+    horizon: int = typer.Option(4, min=1, help="Label: forward log return over this many bars."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="XGBoost parameter NAME=VALUE."),
+    model_name: str | None = typer.Option(None, help="Default: SYMBOL_INTERVAL_hHORIZON."),
+    start: str | None = typer.Option(None, help="First bar of the dataset (ISO 8601)."),
+    end: str | None = typer.Option(None, help="Last bar of the dataset (ISO 8601)."),
+) -> None:
+    """Train XGBoost on the point-in-time dataset, log to MLflow, register, backtest."""
+    import mlflow
+
+    from training.dataset import build_dataset
+    from training.train import train
+    from trendcast.db import get_engine
+
+    settings = _settings()
+    engine = get_engine(settings)
+    dataset = build_dataset(
+        engine, symbol, interval, settings.home / "datasets", horizon=horizon, start=start, end=end
+    )
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_experiment("training")
+    result = train(
+        engine,
+        dataset,
+        symbol=symbol,
+        interval=interval,
+        model_name=model_name,
+        params=_parse_params(param),
+    )
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+    out.print(
+        f"{result.model_name} version {result.version} (run {result.run_id}, sha256 "
+        f"{result.checksum[:12]}…): {scores}\n{settings.tracking_uri}/#/models/"
+        f"{result.model_name}/versions/{result.version}",
+        highlight=False,
+    )
+
+
 @app.command()
 def promote(
     name: str = typer.Argument(..., help="Registered model name."),
-    version: int = typer.Option(..., "--version", "-v", help="Version to promote."),
+    version: str = typer.Option(..., "--version", "-v", help="Version number, or 'latest'."),
     alias: str = typer.Option("production", "--alias", "-a"),
     gates: Path | None = typer.Option(None, help="JSON gate file (defaults from the spec)."),
     force: bool = typer.Option(False, "--force", help="Move the alias even if a gate fails."),

@@ -1,0 +1,1 @@
+"""Training: point-in-time datasets, XGBoost, MLflow tracking and registration."""
