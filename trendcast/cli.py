@@ -704,9 +704,17 @@ def promote(
     from trendcast.registry import promote as do_promote
 
     profile = Gates.from_file(gates) if gates else Gates()
-    move = do_promote(
-        _mlflow_client(), get_engine(_settings()), name, version, alias, profile, force
-    )
+    client = _mlflow_client()
+    if version == "latest":
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise TrendcastError(f"model {name!r} has no registered version")
+        number = max(int(v.version) for v in versions)
+    elif version.isdigit():
+        number = int(version)
+    else:
+        raise TrendcastError(f"--version {version!r}: a version number or 'latest'")
+    move = do_promote(client, get_engine(_settings()), name, number, alias, profile, force)
     forced = " (FORCED past failing gates)" if move.forced else ""
     out.print(
         f"{name}@{alias}: {move.from_version or '-'} -> {move.to_version}{forced}", highlight=False
