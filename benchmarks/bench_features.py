@@ -141,6 +141,20 @@ def bench_point_in_time(engine: sa.Engine, n_rows: int, sample: int) -> None:
     )
 
 
+def arrive(engine: sa.Engine, symbols: list[str], bar: pd.DataFrame) -> None:
+    """One new live bar for every symbol, stamped with its arrival time."""
+    for symbol in symbols:
+        load_frame(
+            engine,
+            bar,
+            symbol=symbol,
+            interval="1m",
+            source="bench",
+            origin="bench",
+            known_at="now",
+        )
+
+
 def bench_incremental(engine: sa.Engine, url: str) -> None:
     symbols = [f"INC{i:02d}" for i in range(20)]
     bars = synth_bars(CORE_V1.lookback_bars("1m") + 200, interval="1m", seed=2)
@@ -151,16 +165,7 @@ def bench_incremental(engine: sa.Engine, url: str) -> None:
     began = time.perf_counter()
     full = feature_pipeline.build(engine)
     t_full = time.perf_counter() - began
-    for symbol in symbols:
-        load_frame(
-            engine,
-            bars.iloc[-1:],
-            symbol=symbol,
-            interval="1m",
-            source="bench",
-            origin="bench",
-            known_at="now",
-        )
+    arrive(engine, symbols, bars.iloc[-1:])
     began = time.perf_counter()
     inc = feature_pipeline.build(engine)
     t_inc = time.perf_counter() - began
@@ -172,18 +177,11 @@ def bench_incremental(engine: sa.Engine, url: str) -> None:
     )
     mage = REPO / ".venv-mage" / "bin" / "mage"
     if mage.exists() and (REPO / "mage_pipelines").exists():
-        for symbol in symbols:
-            load_frame(
-                engine,
-                bars.iloc[-1:].assign(
-                    open_time=bars["open_time"].iloc[-1] + pd.Timedelta(minutes=1)
-                ),
-                symbol=symbol,
-                interval="1m",
-                source="bench",
-                origin="bench",
-                known_at="now",
-            )
+        arrive(
+            engine,
+            symbols,
+            bars.iloc[-1:].assign(open_time=bars["open_time"].iloc[-1] + pd.Timedelta(minutes=1)),
+        )
         began = time.perf_counter()
         result = subprocess.run(
             [str(mage), "run", "mage_pipelines", "derive_indicators", "--test"],

@@ -40,14 +40,18 @@ def test_run_logs_registers_and_reproduces(dataset, engine, mlflow_url):
     mlflow.set_tracking_uri(mlflow_url)
     mlflow.set_experiment("training-tests")
     params = {"n_estimators": 40}
-    first = train(
-        engine,
-        dataset,
-        symbol="EURUSD",
-        interval="1h",
-        params=params,
-        model_name="EURUSD_test_model",
-    )
+
+    def retrain():
+        return train(
+            engine,
+            dataset,
+            symbol="EURUSD",
+            interval="1h",
+            params=params,
+            model_name="EURUSD_test_model",
+        )
+
+    first = retrain()
     client = MlflowClient(mlflow_url)
     run = client.get_run(first.run_id)
     for key in (
@@ -68,14 +72,7 @@ def test_run_logs_registers_and_reproduces(dataset, engine, mlflow_url):
     assert len(client.get_metric_history(first.run_id, "validation_rmse")) > 1
     version = client.get_model_version("EURUSD_test_model", str(first.version))
     assert version.tags["sha256"] == first.checksum
-    second = train(
-        engine,
-        dataset,
-        symbol="EURUSD",
-        interval="1h",
-        params=params,
-        model_name="EURUSD_test_model",
-    )
+    second = retrain()
     assert second.version == first.version + 1
     assert second.checksum == first.checksum  # same snapshot, same seed: the same model bytes
     loaded = mlflow.xgboost.load_model(f"models:/EURUSD_test_model/{first.version}")
