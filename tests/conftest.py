@@ -83,7 +83,8 @@ def engine(db_url: URL, env) -> Iterator[sa.Engine]:
         conn.execute(
             sa.text(
                 "TRUNCATE market.bars, market.quarantine, market.ingestion_runs, "
-                "market.bar_changes, features.feature_sets, registry.alias_events CASCADE"
+                "market.bar_changes, features.feature_sets, registry.alias_events, "
+                "serving.predictions CASCADE"
             )
         )
     yield eng
