@@ -4,7 +4,9 @@ the version with its artifact's SHA-256, backtest it and log the report to the s
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -18,6 +20,9 @@ from training.dataset import Dataset
 from trendcast import metrics
 from trendcast.feature_pipeline import producer_version
 from trendcast.feature_sets import DEFAULT_FEATURE_SET
+
+# Run artifact holding the training split's features (the drift monitor's PSI reference).
+REFERENCE_ARTIFACT = "reference/train_features.parquet"
 
 DEFAULT_PARAMS = {
     "n_estimators": 300,
@@ -96,6 +101,7 @@ def train(
         mlflow.log_input(
             mlflow.data.from_pandas(dataset.frame, name=dataset.snapshot.path.name), "training"
         )
+        _log_reference(dataset)
         model = fit(dataset, params)
         for step, value in enumerate(model.evals_result()["validation_0"]["rmse"]):
             mlflow.log_metric("validation_rmse", value, step=step)
@@ -137,6 +143,14 @@ def train(
         for name, figure in report.figures().items():
             mlflow.log_figure(figure, f"backtest/{name}.html")
     return TrainResult(run.info.run_id, model_name, version, checksum, scores)
+
+
+def _log_reference(dataset: Dataset) -> None:
+    """The training split's features: the reference distribution the drift monitor bins PSI on."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / REFERENCE_ARTIFACT.rsplit("/", 1)[1]
+        dataset.part("train")[dataset.features].to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), REFERENCE_ARTIFACT.rsplit("/", 1)[0])
 
 
 def _test_bars(engine: Engine, symbol: str, interval: str, test: pd.DataFrame) -> pd.DataFrame:
