@@ -49,13 +49,20 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) features build
 	$(TC) features show --symbol EURUSD --interval 1h
 	$(TC) backtest --strategy sma-crossover --symbols all --log-to-mlflow
-	$(TC) train --symbol EURUSD --interval 1h --horizon 4
+	$(TC) train --grid training/grids/demo.yaml
 	@echo "Promotion with the default gates (a refusal names the failing gates and moves nothing):"
-	-$(TC) promote EURUSD_1h_h4 --version latest --alias production
+	-$(TC) promote EURUSD_1h_h4 --version best --alias production
+	@echo "The demo now promotes with training/gates/demo.json, a gate profile LOOSER than the defaults:"
+	@echo "no model trained on nine months of sample EURUSD clears Sharpe >= 1 after 10 bps fees."
+	$(TC) promote EURUSD_1h_h4 --version best --alias production --gates training/gates/demo.json
+	$(TC) promote EURUSD_1h_h4 --version best:2 --alias challenger --gates training/gates/demo.json
+	$(TC) models
 	$(TC) bars
 	@$(TC) status
 	@echo
 	@echo "MLflow UI:        http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}"
+	@echo "  models:         http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/models/EURUSD_1h_h4"
+	@echo "  grid runs:      http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/experiments (experiment 'training')"
 	@echo "Exchange replay:  http://127.0.0.1:$${TRENDCAST_REPLAY_PORT:-8900}/replay/state (keep ingesting: $(TC) ingest --every 'rate(1 minute)')"
 	@echo "State and logs:   $${TRENDCAST_HOME:-.trendcast}/ (run/*.log, pg/, mlartifacts/)"
 	@echo "Stop everything:  $(TC) down"

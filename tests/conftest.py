@@ -7,6 +7,7 @@ drops it at the end, so runs never see each other's rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -104,9 +105,10 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess
     )
 
 
-@pytest.fixture(scope="session")
-def mlflow_url(pg_server_url: URL, tmp_path_factory) -> Iterator[str]:
-    """A real MLflow tracking server (PostgreSQL backend, local artifacts) for this run."""
+@contextlib.contextmanager
+def running_mlflow(pg_server_url: URL, home: Path) -> Iterator[tuple[str, object]]:
+    """Start a real MLflow tracking server (PostgreSQL backend store, artifacts under ``home``)
+    and stop it afterwards; yields its URL and its process record."""
     import socket
 
     import httpx
@@ -118,7 +120,6 @@ def mlflow_url(pg_server_url: URL, tmp_path_factory) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     store = create_database(pg_server_url, f"mlflow_test_{uuid.uuid4().hex[:10]}")
-    home = tmp_path_factory.mktemp("mlflow")
     settings = Settings(
         home=home,
         mlflow_port=port,
@@ -144,7 +145,14 @@ def mlflow_url(pg_server_url: URL, tmp_path_factory) -> Iterator[str]:
                 pass
             assert processes.is_alive(record), Path(record.log).read_text()[-2000:]
             time.sleep(0.5)
-        yield url
+        yield url, record
     finally:
         processes.stop(settings.run_dir, "mlflow")
         drop_database(pg_server_url, store.database)
+
+
+@pytest.fixture(scope="session")
+def mlflow_url(pg_server_url: URL, tmp_path_factory) -> Iterator[str]:
+    """A real MLflow tracking server (PostgreSQL backend, local artifacts) for this run."""
+    with running_mlflow(pg_server_url, tmp_path_factory.mktemp("mlflow")) as (url, _):
+        yield url

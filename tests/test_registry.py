@@ -127,3 +127,35 @@ def test_gates_defaults_match_the_spec():
         "test IC > 0.02",
         "beats buy-and-hold",
     }
+
+
+def test_best_ranks_versions_and_promote_takes_the_best_passing(
+    client, engine, env, mlflow_url, name, tmp_path
+):
+    cli_env = {**env, "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url}
+    strong = register(client, name, {**PASSING, "backtest_sharpe": 2.5})
+    failing = register(client, name, {**PASSING, "backtest_sharpe": 3.0, "test_ic": -0.1})
+    decent = register(client, name, {**PASSING, "backtest_sharpe": 1.2, "test_ic": 0.08})
+
+    ranked = run_cli("best", name, "--metric", "sharpe", env=cli_env)
+    assert ranked.returncode == 0, ranked.stderr
+    assert f"best {name} on backtest_sharpe: version {failing}" in ranked.stdout
+    by_ic = run_cli("best", name, "--metric", "ic", env=cli_env)
+    assert f"on test_ic: version {decent}" in by_ic.stdout
+    gated = run_cli("best", name, "--metric", "sharpe", "--passing", env=cli_env)
+    assert f"on backtest_sharpe: version {strong}" in gated.stdout  # the 3.0 fails test IC
+    unknown = run_cli("best", name, "--metric", "sharp", env=cli_env)
+    assert unknown.returncode == 1 and "--metric 'sharp': unknown metric" in unknown.stderr
+
+    first = run_cli("promote", name, "--version", "best", env=cli_env)
+    assert f"{name}@production: - -> {strong}" in first.stdout, first.stderr
+    second = run_cli("promote", name, "-v", "best:2", "--alias", "challenger", env=cli_env)
+    assert f"{name}@challenger: - -> {decent}" in second.stdout, second.stderr
+    none_left = run_cli("promote", name, "-v", "best:3", "--alias", "canary", env=cli_env)
+    assert none_left.returncode == 1 and "2 version(s) pass the gates" in none_left.stderr
+
+    listed = run_cli("models", name, env=cli_env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split("│")[2].strip(): line for line in listed.stdout.splitlines() if name in line}
+    assert "production" in rows[str(strong)] and "challenger" in rows[str(decent)]
+    assert "2.5" in rows[str(strong)] and "-" in rows[str(failing)].split("│")[3]

@@ -11,14 +11,18 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+import yaml
 from conftest import run_cli
 
 from trendcast import migrate
 from trendcast.db import drop_database
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -122,16 +126,43 @@ def test_demo_path_up_load_status_down(stack_env):
     metrics = {m["key"] for m in logged[0]["data"]["metrics"]}
     assert {"backtest_sharpe", "backtest_max_drawdown", "backtest_cumulative_return"} <= metrics
 
-    # Train, register, and try to promote through the gates; force is recorded; roll back.
-    trained = run_cli("train", "--symbol", "EURUSD", "-p", "n_estimators=30", env=env)
+    # The demo's grid (fewer trees), then promotion: the default gates refuse and name the
+    # failing gates; the demo's looser profile promotes the best and the runner-up.
+    grid = yaml.safe_load((REPO / "training/grids/demo.yaml").read_text())
+    grid["params"]["n_estimators"] = [30]
+    grid_file = home.parent / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(grid))
+    trained = run_cli("train", "--grid", str(grid_file), env=env)
     assert trained.returncode == 0, trained.stderr + trained.stdout
-    assert "EURUSD_1h_h4 version 1" in trained.stdout
+    assert "rank 1: EURUSD_1h_h4 version 1" in trained.stdout
+    assert "rank 2: EURUSD_1h_h4 version 2" in trained.stdout
     gated = run_cli("promote", "EURUSD_1h_h4", "--version", "1", env=env)
     assert gated.returncode in (0, 1)
     if gated.returncode == 1:
         assert "not promoted to 'production': failed" in gated.stderr
-        forced = run_cli("promote", "EURUSD_1h_h4", "-v", "latest", "--force", env=env)
-        assert forced.returncode == 0 and "FORCED" in forced.stdout
+    demo_gates = str(REPO / "training/gates/demo.json")
+    best = run_cli("promote", "EURUSD_1h_h4", "-v", "best", "--gates", demo_gates, env=env)
+    assert best.returncode == 0, best.stderr
+    assert "differs from the defaults" in best.stderr  # the demo says its gates are looser
+    runner_up = run_cli(
+        "promote",
+        "EURUSD_1h_h4",
+        "-v",
+        "best:2",
+        "-a",
+        "challenger",
+        "--gates",
+        demo_gates,
+        env=env,
+    )
+    assert runner_up.returncode == 0, runner_up.stderr
+    listed = run_cli("models", env=env).stdout
+    aliases = {
+        line.split("│")[2].strip(): line.split("│")[3]
+        for line in listed.splitlines()
+        if "EURUSD_1h_h4" in line
+    }
+    assert sorted(a.strip() for a in aliases.values()) == ["challenger", "production"]
     audit = run_cli("alias-history", "EURUSD_1h_h4", env=env)
     assert "promote" in audit.stdout
 

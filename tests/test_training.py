@@ -64,8 +64,31 @@ def test_run_logs_registers_and_reproduces(dataset, engine, mlflow_url):
         "backtest_max_drawdown",
         "backtest_cumulative_return",
         "backtest_benchmark_cumulative_return",
+        "test_accuracy",
+        "test_up_precision",
+        "test_macro_f1",
     ):
         assert key in run.data.metrics, key
+    assert 0.3 < run.data.metrics["test_accuracy"] < 0.7  # a direction guess, not a leak
+    artifacts = {
+        f.path
+        for folder in ("", "plots", "backtest", "reference")
+        for f in client.list_artifacts(first.run_id, folder)
+    }
+    assert {
+        "classification_report.json",
+        "feature_importance.json",
+        "plots/feature_importance.html",
+        "plots/predicted_vs_actual.html",
+        "backtest/report.json",
+        "reference/train_features.parquet",
+    } <= artifacts
+    logged = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{first.run_id}'"
+    )
+    assert {m.name for m in logged} == {"model", "direction_model"}
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == dataset.snapshot.fingerprint[:16]
     assert run.data.tags["dataset_fingerprint"] == dataset.snapshot.fingerprint
     assert len(run.data.tags["git_sha"]) >= 7
     assert run.info.run_name == "EURUSD_1h"

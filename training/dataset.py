@@ -65,6 +65,13 @@ def build_dataset(
     frame["label"] = label
     frame = frame.dropna(subset=[*fs.columns, "label"]).reset_index(drop=True)
     n = len(frame)
+    if n < 10 * horizon + 100:
+        window = f" between {start or 'the first bar'} and {end or 'the last bar'}"
+        raise InputError(
+            f"{symbol} {interval}{window}: {n} bars have every {fs.key} feature and a label, "
+            f"too few to train on (need {10 * horizon + 100}); the longest feature windows "
+            "need history before the period (run `trendcast features build` after loading it)"
+        )
     train_end = int(n * fractions[0])
     val_end = int(n * (fractions[0] + fractions[1]))
     split = np.full(n, "purged", dtype=object)

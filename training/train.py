@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,14 +42,18 @@ DEFAULT_PARAMS = {
 class TrainResult:
     run_id: str
     model_name: str
-    version: int
+    version: int | None  # None when the run was not registered (grid candidates)
     checksum: str
     metrics: dict
 
 
-def model_checksum(model: xgb.XGBRegressor) -> str:
-    """SHA-256 of the model as XGBoost serialises it (what serving verifies)."""
-    return hashlib.sha256(bytes(model.get_booster().save_raw("ubj"))).hexdigest()
+def model_checksum(model: xgb.XGBModel) -> str:
+    """SHA-256 of the model file exactly as the MLflow xgboost flavor stores it (``model.ubj``,
+    written by the same ``save_model``): serving hashes the downloaded file and compares."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.ubj"
+        model.save_model(path)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fit(dataset: Dataset, params: dict | None = None) -> xgb.XGBRegressor:
@@ -64,6 +69,57 @@ def fit(dataset: Dataset, params: dict | None = None) -> xgb.XGBRegressor:
     return model
 
 
+def fit_direction(dataset: Dataset, params: dict | None = None) -> xgb.XGBClassifier:
+    """The direction classifier (label > 0), same features, split and early stopping."""
+    model = xgb.XGBClassifier(**{**DEFAULT_PARAMS, **(params or {}), "eval_metric": "logloss"})
+    train_part, val = dataset.part("train"), dataset.part("validation")
+    model.fit(
+        train_part[dataset.features],
+        (train_part["label"] > 0).astype(int),
+        eval_set=[(val[dataset.features], (val["label"] > 0).astype(int))],
+        verbose=False,
+    )
+    return model
+
+
+def _direction_scores(model: xgb.XGBClassifier, test: pd.DataFrame, features: list[str]) -> dict:
+    from sklearn.metrics import classification_report
+
+    actual = (test["label"] > 0).astype(int).to_numpy()
+    predicted = model.predict(test[features])
+    report = classification_report(
+        actual,
+        predicted,
+        labels=[0, 1],
+        target_names=["down", "up"],
+        output_dict=True,
+        zero_division=0,
+    )
+    mlflow.log_dict(report, "classification_report.json")
+    return {
+        "test_accuracy": float(report["accuracy"]),
+        "test_up_precision": float(report["up"]["precision"]),
+        "test_up_recall": float(report["up"]["recall"]),
+        "test_macro_f1": float(report["macro avg"]["f1-score"]),
+    }
+
+
+def _log_plots(importance: dict[str, float], actual: np.ndarray, predicted: np.ndarray) -> None:
+    import plotly.graph_objects as go
+
+    ranked = sorted(importance.items(), key=lambda kv: kv[1])
+    bars = go.Figure(go.Bar(x=[v for _, v in ranked], y=[k for k, _ in ranked], orientation="h"))
+    bars.update_layout(title="Feature importance (gain share)", height=520)
+    mlflow.log_figure(bars, "plots/feature_importance.html")
+    scatter = go.Figure(go.Scattergl(x=predicted, y=actual, mode="markers", opacity=0.5))
+    scatter.update_layout(
+        title="Test split: predicted vs realised forward return",
+        xaxis_title="predicted",
+        yaxis_title="realised",
+    )
+    mlflow.log_figure(scatter, "plots/predicted_vs_actual.html")
+
+
 def train(
     engine: Engine,
     dataset: Dataset,
@@ -73,7 +129,14 @@ def train(
     model_name: str | None = None,
     params: dict | None = None,
     run_name: str | None = None,
+    register: bool = True,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> TrainResult:
+    """One training run: regressor + direction classifier, everything logged to MLflow.
+
+    ``register=False`` (grid candidates) logs and backtests but registers no version;
+    ``parent_run_id`` nests the run under a grid's parent run."""
     from trendcast.report import run_report
     from trendcast.strategy import ModelThreshold
 
@@ -81,7 +144,12 @@ def train(
     model_name = model_name or f"{symbol}_{interval}_h{dataset.horizon}"
     test = dataset.part("test")
     features = dataset.features
-    with mlflow.start_run(run_name=run_name or f"{symbol}_{interval}") as run:
+    with mlflow.start_run(
+        run_name=run_name or f"{symbol}_{interval}",
+        nested=parent_run_id is not None,
+        parent_run_id=parent_run_id,
+        tags=tags,
+    ) as run:
         mlflow.log_params(
             {
                 **params,
@@ -98,9 +166,18 @@ def train(
                 "git_sha": producer_version(),
             }
         )
-        mlflow.log_input(
-            mlflow.data.from_pandas(dataset.frame, name=dataset.snapshot.path.name), "training"
-        )
+        # Our snapshot fingerprint is the digest: MLflow's own digest code breaks on pandas 3
+        # string columns, and ours already identifies the exact rows.
+        with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
+            warnings.simplefilter("ignore", UserWarning)
+            source = mlflow.data.from_pandas(
+                dataset.frame,
+                source=str(dataset.snapshot.path),
+                name=dataset.snapshot.path.name,
+                targets="label",
+                digest=dataset.snapshot.fingerprint[:16],
+            )
+        mlflow.log_input(source, "training")
         _log_reference(dataset)
         model = fit(dataset, params)
         for step, value in enumerate(model.evals_result()["validation_0"]["rmse"]):
@@ -115,19 +192,27 @@ def train(
             "test_direction_accuracy": float(np.mean(np.sign(predicted) == np.sign(actual))),
             "best_iteration": float(model.best_iteration),
         }
+        direction = fit_direction(dataset, params)
+        scores |= _direction_scores(direction, test, features)
         mlflow.log_metrics(scores)
         importance = dict(zip(features, map(float, model.feature_importances_), strict=True))
         mlflow.log_dict(importance, "feature_importance.json")
+        _log_plots(importance, actual, predicted)
         checksum = model_checksum(model)
-        info = mlflow.xgboost.log_model(
-            model,
-            name="model",
-            registered_model_name=model_name,
-            signature=infer_signature(test[features], predicted),
-            input_example=test[features].head(3),
-        )
-        version = int(info.registered_model_version)
-        MlflowClient().set_model_version_tag(model_name, str(version), "sha256", checksum)
+        mlflow.set_tag("sha256", checksum)
+        version = None
+        if register:  # grid candidates only rank: their models are retrained when registered
+            info = mlflow.xgboost.log_model(
+                model,
+                name="model",
+                model_format="ubj",
+                registered_model_name=model_name,
+                signature=infer_signature(test[features], predicted),
+                input_example=test[features].head(3),
+            )
+            mlflow.xgboost.log_model(direction, name="direction_model")
+            version = int(info.registered_model_version)
+            MlflowClient().set_model_version_tag(model_name, str(version), "sha256", checksum)
         bars = _test_bars(engine, symbol, interval, test)
         report = run_report(
             bars.assign(prediction=model.predict(bars[features])),

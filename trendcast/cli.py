@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from trendcast.config import Settings, get_settings
-from trendcast.errors import TrendcastError
+from trendcast.errors import InputError, TrendcastError
 
 app = typer.Typer(
     help="Trendcast: market-prediction models from exchange bars to a served, monitored model.",
@@ -27,7 +27,8 @@ features_app = typer.Typer(
 )
 app.add_typer(features_app, name="features")
 
-out = Console()
+# Piped output (CI logs, `make demo`) gets room for the wide tables instead of 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 
 
@@ -651,15 +652,20 @@ def _mlflow_client():
 
 @app.command("train")
 def train_command(
-    symbol: str = typer.Option(..., "--symbol", "-s"),
+    symbol: str | None = typer.Option(None, "--symbol", "-s", help="Required without --grid."),
     interval: str = typer.Option("1h", "--interval", "-i"),
     horizon: int = typer.Option(4, min=1, help="Label: forward log return over this many bars."),
     param: list[str] = typer.Option(None, "--param", "-p", help="XGBoost parameter NAME=VALUE."),
     model_name: str | None = typer.Option(None, help="Default: SYMBOL_INTERVAL_hHORIZON."),
     start: str | None = typer.Option(None, help="First bar of the dataset (ISO 8601)."),
     end: str | None = typer.Option(None, help="Last bar of the dataset (ISO 8601)."),
+    grid: Path | None = typer.Option(
+        None, "--grid", help="YAML grid of hyperparameters x periods (see training/grids/)."
+    ),
 ) -> None:
-    """Train XGBoost on the point-in-time dataset, log to MLflow, register, backtest."""
+    """Train XGBoost on the point-in-time dataset, log to MLflow, register, backtest.
+
+    With --grid: every candidate on every period as nested runs, ranked, best registered."""
     import mlflow
 
     from training.dataset import build_dataset
@@ -668,6 +674,11 @@ def train_command(
 
     settings = _settings()
     engine = get_engine(settings)
+    if grid is not None:
+        _train_grid(engine, grid, settings)
+        return
+    if not symbol:
+        raise InputError("--symbol: required (or give --grid FILE)")
     dataset = build_dataset(
         engine, symbol, interval, settings.home / "datasets", horizon=horizon, start=start, end=end
     )
@@ -678,7 +689,7 @@ def train_command(
         dataset,
         symbol=symbol,
         interval=interval,
-        model_name=model_name,
+        model_name=model_name or settings.model_name,
         params=_parse_params(param),
     )
     scores = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
@@ -690,30 +701,203 @@ def train_command(
     )
 
 
+def _train_grid(engine, path: Path, settings: Settings) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from training.grid import load_grid
+    from training.tune import run_grid
+    from trendcast.db import database_url
+
+    spec = load_grid(path)
+    tasks = len(spec.candidates()) * len(spec.periods)
+    out.print(
+        f"grid {path}: {len(spec.candidates())} candidates x {len(spec.periods)} periods = "
+        f"{tasks} runs on {spec.n_jobs} worker(s), ranked on {spec.metric} ({spec.aggregate}), "
+        f"top {spec.register_top} registered as {spec.name}",
+        highlight=False,
+    )
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("training", total=tasks + spec.register_top)
+
+        def advance(done: int, total: int, label: str) -> None:
+            progress.update(bar, completed=done, total=total, description=label)
+
+        try:
+            result = run_grid(
+                engine,
+                spec,
+                tracking_uri=settings.tracking_uri,
+                database_url=database_url("trendcast", settings).render_as_string(
+                    hide_password=False
+                ),
+                datasets_dir=settings.home / "datasets",
+                on_progress=advance,
+            )
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(
+                "interrupted: finished runs stay logged; runs cut short and the grid's parent "
+                "run are marked KILLED (tag grid_status=interrupted)"
+            )
+            raise typer.Exit(130) from None
+    table = Table(title=f"{spec.name}: candidates ranked on {result.metric} ({spec.aggregate})")
+    for column in result.ranking.columns:
+        table.add_column(str(column), justify="right")
+    for _, row in result.ranking.iterrows():
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    out.print(table)
+    for place, version in enumerate(result.registered, 1):
+        out.print(
+            f"rank {place}: {version.model_name} version {version.version} (run {version.run_id})",
+            highlight=False,
+        )
+    out.print(f"{settings.tracking_uri}/#/experiments/runs/{result.parent_run_id}", highlight=False)
+
+
+def _resolve_version(client, name: str, version: str, metric: str, gates) -> int:
+    """A version number from ``N``, ``latest``, ``best`` or ``best:K`` (K-th best passing)."""
+    from trendcast import registry
+
+    if version.isdigit():
+        return int(version)
+    if version == "latest":
+        return max(v.version for v in registry.versions(client, name))
+    if version == "best" or (version.startswith("best:") and version[5:].isdigit()):
+        place = int(version[5:]) if ":" in version else 1
+        return registry.best(client, name, metric, gates, place=max(place, 1))
+    raise InputError(f"--version {version!r}: a version number, 'latest', 'best' or 'best:K'")
+
+
+def _gates(path: Path | None):
+    """The gate profile; a profile that differs from the defaults is announced on stderr."""
+    from dataclasses import asdict
+
+    from trendcast.registry import Gates
+
+    profile = Gates.from_file(path) if path else Gates()
+    if profile != Gates():
+        looser = ", ".join(
+            f"{k} {v} (default {getattr(Gates(), k)})"
+            for k, v in asdict(profile).items()
+            if v != getattr(Gates(), k)
+        )
+        err.print(f"[yellow]gate profile {path} differs from the defaults:[/] {looser}")
+    return profile
+
+
+@app.command()
+def models(
+    name: str | None = typer.Argument(None, help="One registered model (default: all)."),
+) -> None:
+    """Registered models: versions, aliases and key metrics."""
+    from trendcast import registry
+
+    client = _mlflow_client()
+    names = [name] if name else sorted(m.name for m in client.search_registered_models())
+    if not names:
+        out.print("no registered models yet: run `trendcast train` (or `make demo`)")
+        return
+    table = Table(show_header=True)
+    for column in (
+        "model",
+        "version",
+        "aliases",
+        "test IC",
+        "sharpe",
+        "max DD",
+        "return",
+        "buy&hold",
+        "accuracy",
+        "sha256",
+    ):
+        table.add_column(column, justify="right" if column not in ("model", "aliases") else "left")
+    for model_name in names:
+        for v in registry.versions(client, model_name):
+            m = v.metrics
+            table.add_row(
+                model_name,
+                str(v.version),
+                ", ".join(v.aliases) or "-",
+                *(
+                    _fmt(m.get(k))
+                    for k in (
+                        "test_ic",
+                        "backtest_sharpe",
+                        "backtest_max_drawdown",
+                        "backtest_cumulative_return",
+                        "backtest_benchmark_cumulative_return",
+                        "test_accuracy",
+                    )
+                ),
+                (v.sha256 or "-")[:12],
+            )
+    out.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+@app.command()
+def best(
+    name: str = typer.Argument(..., help="Registered model name."),
+    metric: str = typer.Option("sharpe", "--metric", "-m", help="e.g. sharpe, ic, mse."),
+    gates: Path | None = typer.Option(None, help="Only versions passing this gate file."),
+    passing: bool = typer.Option(False, "--passing", help="Only versions passing the gates."),
+) -> None:
+    """Rank the registered versions on a metric; print the best one's number last."""
+    from trendcast import registry
+
+    profile = _gates(gates) if (gates or passing) else None
+    ranked = registry.rank(_mlflow_client(), name, metric, profile)
+    key = registry.resolve_metric(metric)
+    table = Table(title=f"{name} ranked on {key}")
+    for column in ("place", "version", key, "aliases", "passes gates"):
+        table.add_column(column)
+    chosen = None
+    for place, (v, ok) in enumerate(ranked, 1):
+        table.add_row(
+            str(place),
+            str(v.version),
+            _fmt(v.metrics.get(key)),
+            ", ".join(v.aliases) or "-",
+            "-" if profile is None else ("yes" if ok else "no"),
+        )
+        if ok and chosen is None and v.metrics.get(key) is not None:
+            chosen = v.version
+    out.print(table)
+    if chosen is None:
+        raise InputError(
+            f"{name}: no version has {key}" + (" and passes the gates" if profile else "")
+        )
+    out.print(f"best {name} on {key}: version {chosen}", highlight=False)
+
+
 @app.command()
 def promote(
     name: str = typer.Argument(..., help="Registered model name."),
-    version: str = typer.Option(..., "--version", "-v", help="Version number, or 'latest'."),
+    version: str = typer.Option(
+        ..., "--version", "-v", help="N, 'latest', 'best' or 'best:K' (K-th best passing)."
+    ),
     alias: str = typer.Option("production", "--alias", "-a"),
     gates: Path | None = typer.Option(None, help="JSON gate file (defaults from the spec)."),
+    metric: str = typer.Option("sharpe", "--metric", "-m", help="What 'best' ranks on."),
     force: bool = typer.Option(False, "--force", help="Move the alias even if a gate fails."),
 ) -> None:
     """Move ALIAS to VERSION if its logged metrics pass the gates; every move is audited."""
     from trendcast.db import get_engine
-    from trendcast.registry import Gates
     from trendcast.registry import promote as do_promote
 
-    profile = Gates.from_file(gates) if gates else Gates()
+    profile = _gates(gates)
     client = _mlflow_client()
-    if version == "latest":
-        versions = client.search_model_versions(f"name = '{name}'")
-        if not versions:
-            raise TrendcastError(f"model {name!r} has no registered version")
-        number = max(int(v.version) for v in versions)
-    elif version.isdigit():
-        number = int(version)
-    else:
-        raise TrendcastError(f"--version {version!r}: a version number or 'latest'")
+    number = _resolve_version(client, name, version, metric, profile)
     move = do_promote(client, get_engine(_settings()), name, number, alias, profile, force)
     forced = " (FORCED past failing gates)" if move.forced else ""
     out.print(
@@ -761,6 +945,24 @@ def alias_history(
             ", ".join(failed) or "-",
         )
     out.print(table)
+
+
+@app.command()
+def serve(
+    port: int | None = typer.Option(None, help="Default: TRENDCAST_BENTOML_PORT (3000)."),
+) -> None:
+    """Run the prediction service in the foreground (`up --with serving` runs it detached)."""
+    import os
+
+    from trendcast.stack import serving_server
+
+    settings = _settings()
+    if port is not None:
+        settings = settings.model_copy(update={"bentoml_port": port})
+    command = serving_server.command(settings)
+    os.environ["TRENDCAST_HOME"] = str(settings.home)
+    out.print(f"serving {serving_server.url(settings)} (docs at /docs)", highlight=False)
+    os.execv(command[0], command)
 
 
 def main() -> None:

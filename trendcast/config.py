@@ -83,6 +83,23 @@ class Settings(BaseSettings):
     replay_speed: float = Field(
         default=3600.0, gt=0, description="Replay data-seconds per wall-second."
     )
+    model_alias: str = Field(default="production", description="Alias the service serves.")
+    shadow_alias: str | None = Field(
+        default="challenger", description="Alias scored in shadow (logged, never returned)."
+    )
+    serving_poll_s: float = Field(default=10.0, gt=0, description="Alias poll interval.")
+    serving_max_batch: int = Field(default=1000, ge=1, description="Rows per predict call.")
+    api_token: str | None = Field(
+        default=None, description="Bearer token for every endpoint but health and metrics."
+    )
+    prediction_log_queue: int = Field(
+        default=50_000, ge=1, description="Prediction-log rows buffered before dropping."
+    )
+    model_name: str | None = Field(
+        default=None,
+        description="Registered model name for training and serving "
+        "(default when training: SYMBOL_INTERVAL_hHORIZON; when serving: EURUSD_1h_h4).",
+    )
 
     @field_validator("symbols", "intervals", mode="before")
     @classmethod

@@ -18,6 +18,62 @@ from sqlalchemy.engine import Engine
 
 from trendcast.errors import InputError, TrendcastError
 
+# The metrics every training run logs (see training/train.py): what --metric may name.
+TEST_METRICS = (
+    "test_mse",
+    "test_mae",
+    "test_ic",
+    "test_rank_ic",
+    "test_direction_accuracy",
+    "test_accuracy",
+    "test_up_precision",
+    "test_up_recall",
+    "test_macro_f1",
+)
+BACKTEST_METRICS = tuple(
+    f"backtest_{name}"
+    for name in (
+        "cumulative_return",
+        "annualized_return",
+        "benchmark_cumulative_return",
+        "benchmark_annualized_return",
+        "sharpe",
+        "sortino",
+        "max_drawdown",
+        "average_drawdown",
+        "time_in_market",
+        "win_rate_long",
+        "win_rate_short",
+        "average_trade",
+        "expected_daily_gain",
+        "expected_monthly_gain",
+    )
+)
+KNOWN_METRICS = TEST_METRICS + BACKTEST_METRICS
+LOWER_IS_BETTER = frozenset(
+    {"test_mse", "test_mae", "backtest_max_drawdown", "backtest_average_drawdown"}
+)
+
+
+def resolve_metric(name: str) -> str:
+    """A logged metric's key from its name or short name (``sharpe`` -> ``backtest_sharpe``)."""
+    for candidate in (name, f"backtest_{name}", f"test_{name}"):
+        if candidate in KNOWN_METRICS:
+            return candidate
+    raise InputError(f"--metric {name!r}: unknown metric; choose from {', '.join(KNOWN_METRICS)}")
+
+
+def better_first(metric: str, values: list[float]) -> list[int]:
+    """Indices of ``values`` best first for ``metric`` (missing or NaN values last)."""
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+
+    def key(i: int) -> tuple[bool, float]:
+        v = values[i]
+        missing = v is None or v != v
+        return (missing, 0.0 if missing else sign * v)
+
+    return sorted(range(len(values)), key=key)
+
 
 class PromotionRefused(TrendcastError):
     """The version failed a gate; the alias did not move."""
@@ -201,3 +257,82 @@ def history(engine: Engine, name: str, alias: str | None = None) -> list[dict]:
             .all()
         )
     return [dict(r) for r in rows]
+
+
+@dataclass
+class VersionSummary:
+    """One registered version with its aliases and its run's metrics."""
+
+    name: str
+    version: int
+    aliases: list[str]
+    run_id: str | None
+    created: int
+    metrics: dict[str, float]
+    sha256: str | None
+
+
+def versions(client, name: str) -> list[VersionSummary]:
+    """Every version of ``name``, newest first (an unknown name is an InputError)."""
+    found = client.search_model_versions(f"name = '{name}'")
+    if not found:
+        raise InputError(f"model {name!r} has no registered version")
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (client.get_registered_model(name).aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    summaries = [
+        VersionSummary(
+            name,
+            int(v.version),
+            sorted(aliases.get(str(v.version), [])),
+            v.run_id,
+            int(v.creation_timestamp or 0),
+            dict(client.get_run(v.run_id).data.metrics) if v.run_id else {},
+            (v.tags or {}).get("sha256"),
+        )
+        for v in found
+    ]
+    return sorted(summaries, key=lambda s: s.version, reverse=True)
+
+
+def rank(
+    client, name: str, metric: str, gates: Gates | None = None
+) -> list[tuple[VersionSummary, bool]]:
+    """Versions best first on ``metric``, each with whether it passes ``gates`` (True if none)."""
+    key = resolve_metric(metric)
+    found = versions(client, name)
+    order = better_first(key, [v.metrics.get(key) for v in found])
+    return [
+        (
+            found[i],
+            gates is None or all(r["passed"] for r in gates.evaluate(found[i].metrics).values()),
+        )
+        for i in order
+    ]
+
+
+def best(client, name: str, metric: str, gates: Gates | None = None, place: int = 1) -> int:
+    """The ``place``-th best version on ``metric`` among those passing ``gates``."""
+    ranked = rank(client, name, metric, gates)
+    passing = [v for v, ok in ranked if ok]
+    if len(passing) < place:
+        top = ranked[0][0]
+        failed = [
+            f"{gate} (got {_shown(result['value'])})"
+            for gate, result in (gates or Gates()).evaluate(top.metrics).items()
+            if not result["passed"]
+        ]
+        why = (
+            f"; the best on it, version {top.version}, fails {'; '.join(failed)}"
+            if not passing
+            else ""
+        )
+        raise PromotionRefused(
+            f"{name}: {len(passing)} version(s) pass the gates, so there is no "
+            f"{'best' if place == 1 else f'number {place}'} on {resolve_metric(metric)}{why}"
+        )
+    return passing[place - 1].version
+
+
+def _shown(value: float | None) -> str:
+    return "no metric" if value is None else f"{value:.4g}"

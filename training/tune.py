@@ -1,0 +1,253 @@
+"""Grid search: every hyperparameter candidate trained and backtested on every market period,
+in parallel with joblib, as nested MLflow runs under one parent; candidates ranked on a metric
+across periods; the best ``register_top`` retrained on the final window and registered.
+
+joblib's default (loky) backend runs the tasks in processes here; under
+``joblib.parallel_config(backend="ray")`` or ``"dask"`` the same code runs on a cluster.
+Interrupt-safe: finished child runs stay logged, runs cut short and the parent are marked
+KILLED with ``grid_status=interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from sqlalchemy.engine import Engine
+
+from training.dataset import Dataset, build_dataset
+from training.grid import GridSpec, Period
+from training.train import TrainResult, train
+from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric
+
+
+@dataclass
+class GridResult:
+    parent_run_id: str
+    metric: str
+    ranking: pd.DataFrame  # one row per candidate: params, per-period scores, aggregate, rank
+    registered: list[TrainResult]
+
+
+def _run_candidate(
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    database_url: str,
+    dataset: Dataset,
+    spec: GridSpec,
+    candidate: int,
+    params: dict,
+    period: str,
+) -> tuple[int, str, dict, str]:
+    """One nested run (in a worker process): train and backtest ``params`` on one period."""
+    import sqlalchemy as sa
+
+    from trendcast.db import normalize_url
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    engine = sa.create_engine(normalize_url(database_url), poolclass=sa.pool.NullPool)
+    try:
+        result = train(
+            engine,
+            dataset,
+            symbol=spec.symbol,
+            interval=spec.interval,
+            params=params,
+            run_name=f"{spec.symbol}_{candidate}_{period}",
+            register=False,
+            parent_run_id=parent_run_id,
+            tags={"grid_candidate": str(candidate), "grid_period": period},
+        )
+    finally:
+        engine.dispose()
+    backtest = MlflowClient(tracking_uri).get_run(result.run_id).data.metrics
+    return candidate, period, {**backtest, **result.metrics}, result.run_id
+
+
+def rank_candidates(
+    candidates: list[dict],
+    scores: dict[tuple[int, str], float],
+    periods: list[str],
+    spec_metric: str,
+    aggregate: str,
+) -> pd.DataFrame:
+    """Candidates with their per-period scores, the aggregate across periods, and the rank."""
+    rows = []
+    for index, params in enumerate(candidates):
+        per_period = {p: scores.get((index, p), np.nan) for p in periods}
+        values = np.array(list(per_period.values()), dtype=float)
+        complete = bool(np.isfinite(values).all())
+        if not complete:
+            combined = np.nan
+        elif aggregate == "min":
+            # "worst period" means the highest value for a metric where lower is better
+            combined = values.max() if spec_metric in LOWER_IS_BETTER else values.min()
+        else:
+            combined = values.mean()
+        rows.append({"candidate": index, **params, **per_period, aggregate: combined})
+    frame = pd.DataFrame(rows)
+    order = better_first(spec_metric, frame[aggregate].tolist())
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame.insert(0, "rank", np.where(frame[aggregate].notna(), np.arange(1, len(frame) + 1), 0))
+    return frame
+
+
+def _mark_interrupted(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
+    """Runs still RUNNING under the parent were cut short: KILLED, like the parent."""
+    cut = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.mlflow.parentRunId = '{parent_run_id}' AND attributes.status = 'RUNNING'"
+        ),
+    )
+    for run in cut:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    client.set_tag(parent_run_id, "grid_status", "interrupted")
+    client.set_terminated(parent_run_id, status="KILLED")
+
+
+def run_grid(
+    engine: Engine,
+    spec: GridSpec,
+    *,
+    tracking_uri: str,
+    database_url: str,
+    datasets_dir: Path,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> GridResult:
+    """Run the grid; ``on_progress(done, total, label)`` is called after each finished run."""
+    from joblib import Parallel, delayed
+
+    metric = resolve_metric(spec.metric)
+    candidates = spec.candidates()
+    # Datasets first (cheap, and a period too short to train on fails before any run starts).
+    datasets = {p.name: _dataset(engine, spec, p, datasets_dir) for p in spec.periods}
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment_id = mlflow.set_experiment("training").experiment_id
+    client = MlflowClient(tracking_uri)
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"{spec.name}_grid",
+        tags={"grid_status": "running", "grid_metric": metric},
+    )
+    parent_id = parent.info.run_id
+    client.log_dict(parent_id, spec.model_dump(mode="json"), "grid/spec.json")
+    client.log_param(parent_id, "candidates", len(candidates))
+    client.log_param(parent_id, "periods", ",".join(datasets))
+    tasks = [(i, params, period) for i, params in enumerate(candidates) for period in datasets]
+    workers = min(spec.n_jobs, len(tasks))
+    thread_cap = {"n_jobs": max(1, (os.cpu_count() or 1) // workers)}
+    scores: dict[tuple[int, str], float] = {}
+    total = len(tasks) + spec.register_top
+    try:
+        results = Parallel(n_jobs=workers, return_as="generator_unordered")(
+            delayed(_run_candidate)(
+                tracking_uri,
+                experiment_id,
+                parent_id,
+                database_url,
+                datasets[period],
+                spec,
+                i,
+                {**params, **thread_cap},
+                period,
+            )
+            for i, params, period in tasks
+        )
+        for done, (i, period, logged, _run_id) in enumerate(results, 1):
+            scores[(i, period)] = logged.get(metric, np.nan)
+            if on_progress:
+                on_progress(done, total, f"candidate {i} on {period}")
+        ranking = rank_candidates(candidates, scores, list(datasets), metric, spec.aggregate)
+        _log_ranking(client, parent_id, ranking, metric, spec)
+        registered = _register_top(
+            engine,
+            spec,
+            ranking,
+            candidates,
+            parent_id,
+            datasets_dir,
+            on_progress,
+            len(tasks),
+            total,
+        )
+    except KeyboardInterrupt:
+        _mark_interrupted(client, experiment_id, parent_id)
+        raise
+    except Exception:
+        client.set_tag(parent_id, "grid_status", "failed")
+        client.set_terminated(parent_id, status="FAILED")
+        raise
+    client.set_tag(parent_id, "grid_status", "finished")
+    client.set_terminated(parent_id, status="FINISHED")
+    return GridResult(parent_id, metric, ranking, registered)
+
+
+def _dataset(engine: Engine, spec: GridSpec, period: Period, directory: Path) -> Dataset:
+    start, end = period.bounds()
+    return build_dataset(
+        engine, spec.symbol, spec.interval, directory, horizon=spec.horizon, start=start, end=end
+    )
+
+
+def _log_ranking(
+    client: MlflowClient, parent_id: str, ranking: pd.DataFrame, metric: str, spec: GridSpec
+) -> None:
+    client.log_table(parent_id, ranking, "grid/ranking.json")
+    best = ranking.iloc[0]
+    if best["rank"]:
+        client.log_metric(parent_id, f"best_{metric}", float(best[spec.aggregate]))
+        client.set_tag(
+            parent_id,
+            "grid_best_params",
+            json.dumps({k: _plain(best[k]) for k in spec.params}),
+        )
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _register_top(
+    engine: Engine,
+    spec: GridSpec,
+    ranking: pd.DataFrame,
+    candidates: list[dict],
+    parent_id: str,
+    datasets_dir: Path,
+    on_progress: Callable[[int, int, str], None] | None,
+    done: int,
+    total: int,
+) -> list[TrainResult]:
+    """Retrain the best candidates on the final window and register them as versions."""
+    ranked = ranking[ranking["rank"] > 0].head(spec.register_top)
+    if ranked.empty:
+        return []
+    final = _dataset(engine, spec, spec.final_period(), datasets_dir)
+    registered = []
+    for place, candidate in enumerate(ranked["candidate"], 1):
+        registered.append(
+            train(
+                engine,
+                final,
+                symbol=spec.symbol,
+                interval=spec.interval,
+                model_name=spec.name,
+                params=candidates[int(candidate)],
+                run_name=f"{spec.symbol}_{spec.interval}_final_{place}",
+                parent_run_id=parent_id,
+                tags={"grid_candidate": str(int(candidate)), "grid_rank": str(place)},
+            )
+        )
+        if on_progress:
+            on_progress(done + place, total, f"register rank {place}")
+    return registered
