@@ -16,7 +16,7 @@ from trendcast import migrate
 from trendcast.config import Settings
 from trendcast.db import check_connection, database_url, ensure_database, masked
 from trendcast.errors import DatabaseUnavailable, TrendcastError
-from trendcast.stack import mlflow_server, postgres, processes, replay_server
+from trendcast.stack import mlflow_server, postgres, processes, replay_server, serving_server
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,24 @@ def up_replay(settings: Settings) -> PartStatus:
     )
 
 
+def up_serving(settings: Settings) -> PartStatus:
+    return _up_service(
+        settings,
+        serving_server.NAME,
+        "prediction service",
+        settings.bentoml_port,
+        "TRENDCAST_BENTOML_PORT",
+        lambda: serving_server.probe(settings),
+        lambda: serving_server.start(settings),
+        lambda detail: _serving_status(settings, detail),
+    )
+
+
 #: Parts `up --with NAME` starts on request, beside PostgreSQL and MLflow.
-OPTIONAL_PARTS: dict[str, Callable[[Settings], PartStatus]] = {"replay": up_replay}
+OPTIONAL_PARTS: dict[str, Callable[[Settings], PartStatus]] = {
+    "replay": up_replay,
+    "serving": up_serving,
+}
 
 
 def up(
@@ -194,16 +210,33 @@ def _replay_status(settings: Settings, detail: str = "") -> PartStatus:
     )
 
 
+def _serving_status(settings: Settings, detail: str = "") -> PartStatus:
+    state = serving_server.probe(settings)
+    url = serving_server.url(settings)
+    if state is None:
+        return PartStatus("serving", "down", url, detail=detail or "not answering")
+    ready = state.get("model") or f"not ready: {state.get('reason')}"
+    if state.get("status") == "degraded":
+        ready = f"{ready}; degraded: MLflow {state.get('mlflow')}"
+    return PartStatus(
+        "serving", "up", url, "BentoML service", "; ".join(x for x in (detail, ready) if x)
+    )
+
+
 def status(settings: Settings) -> list[PartStatus]:
     parts = [_database_status(settings), _mlflow_status(settings)]
     if processes.read_record(settings.run_dir, replay_server.NAME) is not None:
         parts.append(_replay_status(settings))
+    if processes.read_record(settings.run_dir, serving_server.NAME) is not None:
+        parts.append(_serving_status(settings))
     return parts
 
 
 def down(settings: Settings) -> list[str]:
     """Stop what ``up`` started (MLflow first, then the embedded PostgreSQL); names stopped."""
     stopped = []
+    if processes.stop(settings.run_dir, serving_server.NAME):
+        stopped.append(serving_server.NAME)
     if processes.stop(settings.run_dir, replay_server.NAME):
         stopped.append(replay_server.NAME)
     if processes.stop(settings.run_dir, mlflow_server.NAME):

@@ -1,0 +1,192 @@
+"""Resolve ``models:/NAME@ALIAS``, download, verify the SHA-256 tag, load the native booster.
+
+The generic pyfunc path spends ~4 ms per call on schema checks; the native XGBoost booster
+with ``inplace_predict`` on a NumPy matrix costs tens of microseconds. Verification hashes the
+exact ``model.ubj`` file MLflow stores, which training tagged at registration."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+import yaml
+
+# The poller must notice an unreachable MLflow within a poll, not after minutes of backoff.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class VerificationError(Exception):
+    """The downloaded artifact does not match the version's ``sha256`` tag."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: int
+    alias: str
+    run_id: str | None
+    features: list[str]
+    checksum: str
+    loaded_at: str
+    booster: xgb.Booster = field(repr=False)
+    iterations: tuple[int, int] = (0, 0)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Predictions for rows in ``features`` order (same as the sklearn model's predict)."""
+        return self.booster.inplace_predict(matrix, iteration_range=self.iterations)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "alias": self.alias,
+            "run_id": self.run_id,
+            "features": self.features,
+            "loaded_at": self.loaded_at,
+            "sha256": self.checksum,
+        }
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def resolve(client, name: str, alias: str) -> int | None:
+    """The version ``alias`` points at, or None when the alias is not set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
+
+
+def load_version(client, name: str, version: int, alias: str) -> LoadedModel:
+    """Download version ``version`` of ``name``, verify it and warm it with its input example."""
+    import mlflow
+
+    found = client.get_model_version(name, str(version))
+    expected = (found.tags or {}).get("sha256")
+    with tempfile.TemporaryDirectory(prefix="trendcast-model-") as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+            )
+        )
+        spec = yaml.safe_load((local / "MLmodel").read_text())
+        data = local / spec["flavors"]["xgboost"]["data"]
+        actual = sha256_file(data)
+        if expected is None:
+            raise VerificationError(f"{name} version {version} has no sha256 tag to verify")
+        if actual != expected:
+            raise VerificationError(
+                f"{name} version {version}: artifact sha256 {actual[:12]}… does not match the "
+                f"registered {expected[:12]}…; refusing to load it"
+            )
+        booster = xgb.Booster()
+        booster.load_model(str(data))
+        example = _input_example(local, spec)
+    best = booster.attr("best_iteration")
+    iterations = (0, int(best) + 1) if best is not None else (0, 0)
+    features = list(booster.feature_names or [])
+    model = LoadedModel(
+        name,
+        int(version),
+        alias,
+        found.run_id,
+        features,
+        actual,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        booster,
+        iterations,
+    )
+    if example is not None:  # warm-up: the first real request pays no lazy initialisation
+        model.predict(example[features].to_numpy(dtype=np.float32))
+    return model
+
+
+def _input_example(local: Path, spec: dict):
+    import pandas as pd
+
+    info = spec.get("saved_input_example_info") or {}
+    path = local / info.get("artifact_path", "input_example.json")
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
+@dataclass
+class ModelSlot:
+    """One alias's current model; replaced whole, never mutated, so a request that took a
+    reference finishes on the model it started with."""
+
+    alias: str
+    model: LoadedModel | None = None
+    error: str | None = None
+
+
+class ModelHolder:
+    """The served (and shadow) models and the alias poller's view of MLflow."""
+
+    def __init__(self, tracking_uri: str, name: str, alias: str, shadow: str | None) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        self.name = name
+        self.primary = ModelSlot(alias)
+        self.shadow = ModelSlot(shadow) if shadow else None
+        self.mlflow_ok = False
+        self.mlflow_error: str | None = None
+        self.last_check: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.primary.model is not None
+
+    def check(self) -> dict:
+        """Poll every alias once; load and verify new versions off the request path."""
+        with self._lock:  # one check at a time (poller and POST /reload)
+            changes = {}
+            try:
+                for slot in filter(None, (self.primary, self.shadow)):
+                    changes[slot.alias] = self._refresh(slot)
+                self.mlflow_ok, self.mlflow_error = True, None
+            except Exception as exc:  # MLflow unreachable: keep serving what we have
+                self.mlflow_ok = False
+                self.mlflow_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            self.last_check = time.time()
+            return changes
+
+    def _refresh(self, slot: ModelSlot) -> str:
+        version = resolve(self.client, self.name, slot.alias)
+        if version is None:
+            slot.model, slot.error = None, f"alias {slot.alias!r} is not set on {self.name}"
+            return "unset"
+        if slot.model is not None and slot.model.version == version:
+            return "unchanged"
+        try:
+            loaded = load_version(self.client, self.name, version, slot.alias)
+        except VerificationError as exc:
+            slot.error = str(exc)  # keep the old model; the error is logged and shown
+            return f"refused {version}: {exc}"
+        slot.model, slot.error = loaded, None  # the swap: one reference assignment
+        return f"loaded {version}"

@@ -1,0 +1,298 @@
+"""Trendcast's prediction service (BentoML 1.4).
+
+Serves the model behind ``models:/NAME@ALIAS`` (``TRENDCAST_MODEL_NAME``, default
+``EURUSD_1h_h4``; ``TRENDCAST_MODEL_ALIAS``, default ``production``), polls the alias and swaps
+in a new version once it is downloaded, verified and warmed. The ``challenger`` alias is scored
+in shadow. Every prediction is logged to ``serving.predictions`` off the request path.
+
+Run: ``trendcast serve`` (or ``bentoml serve serving.service:Trendcast``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
+from pydantic import Field
+
+from serving.auth import HealthAndAuth
+from serving.models import LoadedModel, ModelHolder
+from serving.prediction_log import Entry, PredictionLog
+from trendcast.config import get_settings
+
+log = logging.getLogger("trendcast.serving")
+
+DEFAULT_MODEL = "EURUSD_1h_h4"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@bentoml.service(
+    name="trendcast",
+    workers=1,
+    traffic={"timeout": 30, "max_concurrency": 256},
+    endpoints={"livez": "/livez", "readyz": "/readyz"},
+)
+class Trendcast:
+    def __init__(self) -> None:
+        from trendcast.db import database_url
+
+        self.settings = get_settings()
+        name = self.settings.model_name or DEFAULT_MODEL
+        self.holder = ModelHolder(
+            self.settings.tracking_uri, name, self.settings.model_alias, self.settings.shadow_alias
+        )
+        self.url = database_url("trendcast", self.settings).render_as_string(hide_password=False)
+        self.log = PredictionLog(self.url, self.settings.prediction_log_queue)
+        self._engine = None
+        HealthAndAuth.service = self
+        changes = self.holder.check()
+        log.info("model check at start: %s", changes)
+        self._stop = threading.Event()
+        threading.Thread(target=self._poll, name="alias-poller", daemon=True).start()
+
+    # -- background -------------------------------------------------------------------------
+    def _poll(self) -> None:
+        while not self._stop.wait(self.settings.serving_poll_s):
+            changes = self.holder.check()
+            for alias, change in changes.items():
+                if change.startswith("loaded"):
+                    log.info("%s@%s: %s", self.holder.name, alias, change)
+                elif change.startswith("refused"):
+                    log.error("%s@%s: %s", self.holder.name, alias, change)
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            import sqlalchemy as sa
+
+            from trendcast.db import normalize_url
+
+            self._engine = sa.create_engine(normalize_url(self.url), pool_pre_ping=True)
+        return self._engine
+
+    def __is_ready__(self) -> bool:
+        return self.holder.ready
+
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self.log.close()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _model(self) -> LoadedModel:
+        model = self.holder.primary.model
+        if model is None:
+            raise ServiceUnavailable(
+                f"no verified model for {self.holder.name}@{self.holder.primary.alias} yet: "
+                f"{self.holder.primary.error or self.holder.mlflow_error or 'loading'}"
+            )
+        return model
+
+    def _matrix(self, rows: list[dict[str, Any]], features: list[str]) -> np.ndarray:
+        if not rows:
+            raise InvalidArgument("rows: empty batch; send at least one row")
+        limit = self.settings.serving_max_batch
+        if len(rows) > limit:
+            raise InvalidArgument(f"rows: {len(rows)} rows, more than the limit of {limit}")
+        expected = set(features)
+        matrix = np.empty((len(rows), len(features)), dtype=np.float32)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InvalidArgument(f"rows[{i}]: expected an object of feature: number")
+            missing = [f for f in features if f not in row]
+            if missing:
+                raise InvalidArgument(f"rows[{i}]: missing feature(s) {', '.join(missing)}")
+            unknown = sorted(set(row) - expected)
+            if unknown:
+                raise InvalidArgument(f"rows[{i}]: unknown feature(s) {', '.join(unknown)}")
+            for j, name in enumerate(features):
+                value = row[name]
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise InvalidArgument(f"rows[{i}].{name}: not a number ({value!r})")
+                if not math.isfinite(value):
+                    raise InvalidArgument(f"rows[{i}].{name}: must be finite, got {value}")
+                matrix[i, j] = value
+        return matrix
+
+    def _score(
+        self,
+        matrix: np.ndarray,
+        inputs: list[dict],
+        started: float,
+        keys: list[tuple[str | None, str | None, str | None]],
+    ) -> tuple[LoadedModel, np.ndarray]:
+        model = self._model()  # one reference for the whole request
+        predictions = model.predict(matrix)
+        latency = (time.perf_counter() - started) * 1000
+        request_id, at = uuid.uuid4().hex, _now()
+        entries = [
+            Entry(
+                request_id,
+                at,
+                *key,
+                model.name,
+                model.version,
+                model.alias,
+                False,
+                row,
+                float(p),
+                latency,
+            )
+            for key, row, p in zip(keys, inputs, predictions, strict=True)
+        ]
+        shadow = self.holder.shadow.model if self.holder.shadow else None
+        if shadow is not None and shadow.version != model.version:
+            try:
+                ordered = matrix if shadow.features == model.features else None
+                if ordered is not None:
+                    entries += [
+                        Entry(
+                            request_id,
+                            at,
+                            *key,
+                            shadow.name,
+                            shadow.version,
+                            shadow.alias,
+                            True,
+                            row,
+                            float(p),
+                            latency,
+                        )
+                        for key, row, p in zip(keys, inputs, shadow.predict(ordered), strict=True)
+                    ]
+            except Exception as exc:  # the shadow never fails a request
+                log.warning("shadow scoring failed: %s", exc)
+        self.log.put(entries)
+        return model, predictions
+
+    # -- endpoints --------------------------------------------------------------------------
+    @bentoml.api(route="/predict")
+    def predict(
+        self, rows: list[dict[str, Any]] = Field(description="Feature rows: name -> number")
+    ) -> dict:
+        """Predict the forward return for a batch of feature rows."""
+        started = time.perf_counter()
+        model = self._model()
+        matrix = self._matrix(rows, model.features)
+        model, predictions = self._score(matrix, rows, started, [(None, None, None)] * len(rows))
+        return {
+            "model": {"name": model.name, "version": model.version, "alias": model.alias},
+            "predictions": [float(p) for p in predictions],
+        }
+
+    @bentoml.api(route="/predict_latest")
+    def predict_latest(
+        self,
+        symbols: list[str] = Field(description="Symbols to score on their newest bar"),
+        interval: str = Field(default="1h", description="Bar interval"),
+    ) -> dict:
+        """Score each symbol on the features of its newest stored bar (the real-time path)."""
+        from trendcast.errors import InputError
+        from trendcast.schema import series_key
+
+        started = time.perf_counter()
+        model = self._model()
+        if not symbols:
+            raise InvalidArgument("symbols: empty list; name at least one symbol")
+        if len(symbols) > self.settings.serving_max_batch:
+            raise InvalidArgument(f"symbols: more than {self.settings.serving_max_batch}")
+        rows, keys, times = [], [], []
+        for i, symbol in enumerate(symbols):
+            try:
+                key = series_key(symbol, interval)
+            except InputError as exc:
+                raise InvalidArgument(f"symbols[{i}]: {exc}") from None
+            features = self._latest_features(key.symbol, key.interval, model.features)
+            if features is None:
+                raise NotFound(f"symbols[{i}]: no bars stored for {key.symbol} {key.interval}")
+            event_time, values = features
+            rows.append(values)
+            keys.append((key.symbol, key.interval, event_time))
+            times.append(event_time)
+        matrix = self._matrix(rows, model.features)
+        model, predictions = self._score(matrix, rows, started, keys)
+        return {
+            "model": {"name": model.name, "version": model.version, "alias": model.alias},
+            "results": [
+                {
+                    "symbol": key[0],
+                    "interval": key[1],
+                    "event_time": key[2],
+                    "features": row,
+                    "prediction": float(p),
+                }
+                for key, row, p in zip(keys, rows, predictions, strict=True)
+            ],
+        }
+
+    def _latest_features(self, symbol: str, interval: str, names: list[str]):
+        """The stored feature row when it covers the newest bar, else computed now from the
+        bars by the same indicator code (so a bar that just closed is scored at once)."""
+        import sqlalchemy as sa
+
+        from trendcast.feature_pipeline import online_features
+        from trendcast.feature_sets import DEFAULT_FEATURE_SET
+        from trendcast.featurestore import get_latest
+        from trendcast.gaps import step_offset
+
+        with self.engine.connect() as conn:
+            newest = conn.execute(
+                sa.text(
+                    "SELECT max(open_time) FROM market.bars WHERE symbol = :s "
+                    "AND interval = CAST(:i AS market.bar_interval)"
+                ),
+                {"s": symbol, "i": interval},
+            ).scalar()
+        if newest is None:
+            return None
+        closes = newest + step_offset(interval)
+        stored = get_latest(self.engine, DEFAULT_FEATURE_SET, symbol, interval)
+        if stored is None or stored["event_time"] < closes:
+            stored = online_features(self.engine, symbol, interval)
+        values = {n: float(stored[n]) for n in names}
+        bad = [n for n, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise InvalidArgument(
+                f"{symbol} {interval}: not enough history for feature(s) {', '.join(bad)}"
+            )
+        return stored["event_time"].isoformat(), values
+
+    @bentoml.api(route="/model")
+    def model(self) -> dict:
+        """The served model: name, version, alias, run id, features, loaded-at, checksum."""
+        served = self._model().describe()
+        shadow = self.holder.shadow.model if self.holder.shadow else None
+        return {
+            **served,
+            "shadow": shadow.describe() if shadow else None,
+            "mlflow": "ok" if self.holder.mlflow_ok else f"unreachable: {self.holder.mlflow_error}",
+            "errors": {
+                s.alias: s.error
+                for s in filter(None, (self.holder.primary, self.holder.shadow))
+                if s.error
+            },
+        }
+
+    @bentoml.api(route="/reload")
+    def reload(self) -> dict:
+        """Check the aliases now instead of waiting for the next poll."""
+        changes = self.holder.check()
+        return {
+            "changes": changes,
+            "mlflow": "ok" if self.holder.mlflow_ok else f"unreachable: {self.holder.mlflow_error}",
+            "version": self.holder.primary.model.version if self.holder.primary.model else None,
+        }
+
+
+Trendcast.add_asgi_middleware(HealthAndAuth)
