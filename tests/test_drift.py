@@ -318,7 +318,8 @@ def test_run_day_stores_alerts_and_survives_a_failing_webhook(engine, scored, ca
 
 def test_alert_resolves_when_the_condition_clears(engine, scored):
     drift.run_day(engine, dt.date(2024, 1, 3), lambda n, v: _fitting(scored))
-    healthy = _fitting(scored, reference=pd.DataFrame({"f": [1.0, 10.0] * 20}))  # same mix as the inputs
+    same_mix = pd.DataFrame({"f": [1.0, 10.0] * 20})  # the inputs' own distribution
+    healthy = _fitting(scored, reference=same_mix)
     drift.run_day(engine, dt.date(2024, 1, 4), lambda n, v: healthy)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT rule, status FROM monitoring.alerts")).all()
