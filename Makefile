@@ -10,7 +10,7 @@ RUFF := $(VENV)/bin/ruff
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup uv lock demo up down status test test-fast lint format bench clean lambda-zip
+.PHONY: help setup uv lock demo up down status test test-fast lint format bench clean lambda-zip browser
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,8 @@ lambda-zip: setup  ## Build dist/ingestion_lambda.zip for AWS Lambda (Python 3.1
 	$(VENV)/bin/python ingestion_lambda/build_zip.py
 
 REPLAY_START ?= $(or $(TRENDCAST_REPLAY_START),2017-10-02T00:00:00Z)
+# The demo period the drift monitor backfills (scored predictions, daily metrics, alerts).
+DRIFT_BACKFILL ?= 2017-08-01 2017-10-02
 
 demo: setup  ## Start the stack, load history, ingest live bars, derive features, show what is where
 	$(TC) up --with replay
@@ -52,11 +54,17 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) train --symbol EURUSD --interval 1h --horizon 4
 	@echo "Promotion with the default gates (a refusal names the failing gates and moves nothing):"
 	-$(TC) promote EURUSD_1h_h4 --version latest --alias production
+	@echo "Drift monitor: the latest version as shadow challenger (forced past the gates, audited as forced),"
+	@echo "scored on the feature store's history (source 'backfill'), daily drift and alerts, then the dashboard:"
+	$(TC) promote EURUSD_1h_h4 --version latest --alias challenger --force
+	$(TC) drift run --backfill $(DRIFT_BACKFILL)
+	$(TC) up --with dashboard
 	$(TC) bars
 	@$(TC) status
 	@echo
 	@echo "MLflow UI:        http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}"
 	@echo "Exchange replay:  http://127.0.0.1:$${TRENDCAST_REPLAY_PORT:-8900}/replay/state (keep ingesting: $(TC) ingest --every 'rate(1 minute)')"
+	@echo "Dashboard:        http://127.0.0.1:$${TRENDCAST_STREAMLIT_PORT:-8501} (drift daily: $(TC) drift run --every 1d)"
 	@echo "State and logs:   $${TRENDCAST_HOME:-.trendcast}/ (run/*.log, pg/, mlartifacts/)"
 	@echo "Stop everything:  $(TC) down"
 
@@ -75,7 +83,12 @@ format: setup
 	$(RUFF) check --fix .
 	$(RUFF) format .
 
-test: lint  ## Lint and run every test (what CI runs)
+# Debian's Chromium for the dashboard's browser test (Playwright cannot download browsers here).
+browser:  ## Install chromium with apt-get when /usr/bin/chromium is missing
+	@test -x /usr/bin/chromium || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
+test: lint browser  ## Lint and run every test (what CI runs)
 	$(PYTEST)
 
 test-fast: lint  ## Lint and run the tests that start no servers

@@ -153,6 +153,9 @@ def test_drift_run_for_a_day_and_bad_input(demo):
     assert f"2017-09-15 {demo['name']} v1 (backfill): ic " in done.stdout
     empty = run_cli("drift", "run", "--date", "2017-09-16", env=demo["env"])  # a Saturday
     assert "no predictions logged" in empty.stdout
+    scheduled = run_cli("drift", "run", "--every", "1s", "--times", "2", env=demo["env"])
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert scheduled.stdout.count("no predictions logged for that day") == 2  # yesterday, twice
     bad = run_cli("drift", "run", "--date", "15/09/2017", env=demo["env"])
     assert bad.returncode == 1
     assert "--date '15/09/2017': must be a date written YYYY-MM-DD" in bad.stderr
@@ -195,20 +198,26 @@ def test_performance_page_switches_model_choice(demo):
 def test_every_page_in_a_real_browser(demo):
     """Headless Chromium against the running dashboard: every page draws its plotly charts and
     shows no exception; screenshots go to tests/artifacts/."""
+    import json
+
     from playwright.sync_api import sync_playwright
 
     from trendcast.config import Settings
     from trendcast.stack import dashboard_server, processes
 
     assert CHROMIUM.exists(), "run `make browser` (apt-get install chromium)"
-    settings = Settings(home=demo["home"] / "stack", streamlit_port=_free_port())
-    record = dashboard_server.start(settings)
+    port = _free_port()
+    env = {**demo["env"], "TRENDCAST_HOME": str(demo["home"] / "stack")}
+    env["TRENDCAST_STREAMLIT_PORT"] = str(port)
+    settings = Settings(home=demo["home"] / "stack", streamlit_port=port)
+    started = run_cli("dashboard", env=env)  # detached, like `trendcast up --with dashboard`
+    assert started.returncode == 0, started.stderr
+    assert f"dashboard: up, http://127.0.0.1:{port}" in started.stdout
+    record = processes.read_record(settings.run_dir, dashboard_server.NAME)
     try:
-        deadline = time.monotonic() + 60
-        while dashboard_server.probe(settings) is None:
-            assert processes.is_alive(record), Path(record.log).read_text()[-2000:]
-            assert time.monotonic() < deadline, "dashboard not healthy after 60 s"
-            time.sleep(0.3)
+        status = run_cli("status", "--json", env=env)
+        parts = {p["name"]: p for p in json.loads(status.stdout)}
+        assert parts["dashboard"]["state"] == "up"
         assert httpx.get(dashboard_server.url(settings), timeout=5).status_code == 200
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as p:
@@ -226,6 +235,7 @@ def test_every_page_in_a_real_browser(demo):
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 2400})
                 for path, (_, title, charts) in PAGES.items():
+                    began = time.monotonic()
                     page.goto(f"{dashboard_server.url(settings)}/{path}")
                     page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
                     page.wait_for_function(
@@ -235,6 +245,7 @@ def test_every_page_in_a_real_browser(demo):
                     page.wait_for_selector(
                         "[data-testid='stStatusWidget']", state="detached", timeout=30_000
                     )
+                    print(f"page /{path}: charts drawn {time.monotonic() - began:.2f} s after goto")
                     shot = ARTIFACTS / f"dashboard-{path or 'performance'}.png"
                     page.screenshot(path=str(shot), full_page=True)
                     print(f"screenshot: {shot}")
@@ -243,5 +254,6 @@ def test_every_page_in_a_real_browser(demo):
             finally:
                 browser.close()
     finally:
-        processes.stop(settings.run_dir, dashboard_server.NAME)
+        stopped = run_cli("down", env=env)
+    assert "stopped: dashboard" in stopped.stdout
     assert not processes.is_alive(record)

@@ -23,7 +23,9 @@ if runs.empty:
     st.stop()
 
 st.subheader("By asset and strategy")
-st.dataframe(runs.drop(columns=["run_id"]), hide_index=True, width="stretch")
+st.dataframe(
+    runs.drop(columns=["run_id"]).dropna(axis=1, how="all"), hide_index=True, width="stretch"
+)
 labels = [f"{r.run} ({r.experiment}, {r.started:%Y-%m-%d %H:%M})" for r in runs.itertuples()]
 chosen = st.selectbox("Report", range(len(labels)), format_func=lambda i: labels[i])
 run = runs.iloc[chosen]

@@ -45,8 +45,8 @@ with right:
         st.dataframe(
             feed, hide_index=True, width="stretch",
             column_config={
-                "missing_share": st.column_config.NumberColumn(format="%.2f%%"),
-                "refilled_share": st.column_config.NumberColumn(format="%.2f"),
+                "missing_share": st.column_config.NumberColumn(format="percent"),
+                "refilled_share": st.column_config.NumberColumn(format="percent"),
             },
         )  # fmt: skip
 
