@@ -355,3 +355,13 @@ def test_dashboard_role_cannot_write(engine, scored):
         reader.dispose()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM serving.predictions")).scalar() == 95
+
+
+def test_a_version_the_monitor_cannot_load_is_skipped_not_fatal(engine, scored, caplog):
+    from trendcast.errors import InputError
+
+    def broken(name, version):
+        raise InputError(f"{name} v{version}: run r1 has no reference/train_features.parquet")
+
+    assert drift.run_day(engine, dt.date(2024, 1, 3), broken) == []
+    assert "TST_1h_h1 v1 skipped on 2024-01-03" in caplog.text

@@ -735,7 +735,11 @@ def run_day(
     """Compute, store and alert for every model version with predictions on ``date``."""
     summaries = []
     for name, version, source in versions_with_predictions(engine, date):
-        info = model_info(name, version)
+        try:
+            info = model_info(name, version)
+        except InputError as exc:  # one unusable version must not stop the others' monitoring
+            log.error("%s v%s skipped on %s: %s", name, version, date, exc)
+            continue
         rows = compute_day(engine, info, source, date, psi_window_days)
         store_metrics(engine, rows)
         findings = evaluate_rules(metric_history(engine, name, version, source, date), date)
