@@ -84,9 +84,10 @@ format: setup
 	$(RUFF) format .
 
 # Debian's Chromium for the dashboard's browser test (Playwright cannot download browsers here).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:  ## Install chromium with apt-get when /usr/bin/chromium is missing
-	@test -x /usr/bin/chromium || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
 test: lint browser  ## Lint and run every test (what CI runs)
 	$(PYTEST)
