@@ -246,6 +246,7 @@ def test_every_page_in_a_real_browser(demo):
                         "[data-testid='stStatusWidget']", state="detached", timeout=30_000
                     )
                     print(f"page /{path}: charts drawn {time.monotonic() - began:.2f} s after goto")
+                    page.wait_for_timeout(1500)  # let the data grids paint for the screenshot
                     shot = ARTIFACTS / f"dashboard-{path or 'performance'}.png"
                     page.screenshot(path=str(shot), full_page=True)
                     print(f"screenshot: {shot}")
