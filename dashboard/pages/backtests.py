@@ -68,7 +68,10 @@ for tab, period in zip(tabs, ("month", "quarter", "year"), strict=True):
             st.info(f"No {period}ly returns in this report.")
             continue
         bar = go.Figure(go.Bar(x=list(values), y=list(values.values())))
-        bar.update_layout(height=280, yaxis_tickformat=".1%", title=f"Strategy return by {period}")
+        bar.update_layout(
+            height=280, yaxis_tickformat=".1%", xaxis_type="category",
+            title=f"Strategy return by {period}",
+        )  # fmt: skip
         st.plotly_chart(bar, width="stretch")
         st.dataframe(
             [{"period": k, "return": v} for k, v in values.items()], hide_index=True,
