@@ -10,7 +10,7 @@ RUFF := $(VENV)/bin/ruff
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup uv lock demo up down status test test-fast lint format bench clean lambda-zip
+.PHONY: help setup uv lock demo up down status test test-fast lint format bench clean lambda-zip browser
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,8 @@ lambda-zip: setup  ## Build dist/ingestion_lambda.zip for AWS Lambda (Python 3.1
 	$(VENV)/bin/python ingestion_lambda/build_zip.py
 
 REPLAY_START ?= $(or $(TRENDCAST_REPLAY_START),2017-10-02T00:00:00Z)
+# The demo period the drift monitor backfills (scored predictions, daily metrics, alerts).
+DRIFT_BACKFILL ?= 2017-08-01 2017-10-02
 
 demo: setup  ## Start the stack, load history, ingest live bars, derive features, show what is where
 	$(TC) up --with replay
@@ -57,6 +59,10 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) promote EURUSD_1h_h4 --version best --alias production --gates training/gates/demo.json
 	$(TC) promote EURUSD_1h_h4 --version best:2 --alias challenger --gates training/gates/demo.json
 	$(TC) models
+	@echo "Drift monitor: the production and challenger versions scored on the feature store's history"
+	@echo "(source 'backfill'), daily drift metrics and alerts, then the dashboard:"
+	$(TC) drift run --backfill $(DRIFT_BACKFILL)
+	$(TC) up --with dashboard
 	$(TC) bars
 	@$(TC) status
 	@echo
@@ -64,6 +70,7 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	@echo "  models:         http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/models/EURUSD_1h_h4"
 	@echo "  grid runs:      http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/experiments (experiment 'training')"
 	@echo "Exchange replay:  http://127.0.0.1:$${TRENDCAST_REPLAY_PORT:-8900}/replay/state (keep ingesting: $(TC) ingest --every 'rate(1 minute)')"
+	@echo "Dashboard:        http://127.0.0.1:$${TRENDCAST_STREAMLIT_PORT:-8501} (drift daily: $(TC) drift run --every 1d)"
 	@echo "State and logs:   $${TRENDCAST_HOME:-.trendcast}/ (run/*.log, pg/, mlartifacts/)"
 	@echo "Stop everything:  $(TC) down"
 
@@ -82,7 +89,13 @@ format: setup
 	$(RUFF) check --fix .
 	$(RUFF) format .
 
-test: lint  ## Lint and run every test (what CI runs)
+# Debian's Chromium for the dashboard's browser test (Playwright cannot download browsers here).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:  ## Install chromium with apt-get when /usr/bin/chromium is missing
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
+test: lint browser  ## Lint and run every test (what CI runs)
 	$(PYTEST)
 
 test-fast: lint  ## Lint and run the tests that start no servers

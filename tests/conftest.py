@@ -85,7 +85,7 @@ def engine(db_url: URL, env) -> Iterator[sa.Engine]:
             sa.text(
                 "TRUNCATE market.bars, market.quarantine, market.ingestion_runs, "
                 "market.bar_changes, features.feature_sets, registry.alias_events, "
-                "serving.predictions CASCADE"
+                "serving.predictions, monitoring.drift_metrics, monitoring.alerts CASCADE"
             )
         )
     yield eng

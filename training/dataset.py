@@ -30,6 +30,17 @@ class Dataset:
         return self.frame[self.frame["split"] == split]
 
 
+def forward_log_returns(close: np.ndarray, horizon: int) -> np.ndarray:
+    """The label at bar t: log(close[t + horizon] / close[t]) by bar position (the next
+    ``horizon`` stored bars), NaN for the last ``horizon`` bars. Training labels and the drift
+    monitor's realised returns both come from here."""
+    close = np.asarray(close, dtype="float64")
+    label = np.full(len(close), np.nan)
+    if len(close) > horizon:
+        label[:-horizon] = np.log(close[horizon:] / close[:-horizon])
+    return label
+
+
 def build_dataset(
     engine: Engine,
     symbol: str,
@@ -55,9 +66,7 @@ def build_dataset(
     )
     if len(bars) < 10 * horizon + 100:
         raise InputError(f"{symbol} {interval}: {len(bars)} bars, too few to train on")
-    close = bars["close"].to_numpy(dtype="float64")
-    label = np.full(len(close), np.nan)
-    label[:-horizon] = np.log(close[horizon:] / close[:-horizon])
+    label = forward_log_returns(bars["close"].to_numpy(dtype="float64"), horizon)
     as_of = pd.to_datetime(bars["open_time"], utc=True) + step_offset(interval)
     entities = pd.DataFrame({"symbol": key.symbol, "as_of": as_of})
     snapshot = featurestore.export_training_set(engine, fs, entities, interval, directory)

@@ -965,6 +965,156 @@ def serve(
     os.execv(command[0], command)
 
 
+# --- Monitoring: the drift monitor and the dashboard (issue 8) ------------------------------
+
+drift_app = typer.Typer(help="Drift monitor: IC, PSI and Sharpe of served models; alerts.")
+app.add_typer(drift_app, name="drift")
+
+
+def _date(text: str, option: str):
+    import datetime as dt
+
+    from trendcast.errors import InputError
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} {text!r}: must be a date written YYYY-MM-DD") from None
+
+
+def _drift_line(summary) -> str:
+    shown = ("ic", "ic_5d", "rank_ic", "prediction_psi", "sharpe_5d", "sharpe_20d")
+    values = ", ".join(
+        f"{k} {summary.metrics[k]:.3g}" if summary.metrics.get(k) is not None else f"{k} -"
+        for k in shown
+    )
+    alerts = "; ".join(
+        f"{a['severity']} {a['rule']} {a['feature']}".rstrip() for a in summary.alerts
+    )
+    return (
+        f"{summary.date} {summary.model_name} v{summary.model_version} ({summary.source}): "
+        f"{values}" + (f"; new alerts: {alerts}" if alerts else "")
+    )
+
+
+@drift_app.command("run")
+def drift_run(
+    date: str | None = typer.Option(None, help="UTC day to evaluate (default: yesterday)."),
+    backfill: tuple[str, str] | None = typer.Option(
+        None,
+        metavar="START END",
+        help="Score the production and challenger versions on the feature store's history of "
+        "START..END (serving.predictions, source 'backfill'), then evaluate every day.",
+    ),
+    every: str | None = typer.Option(
+        None, help="Run on a schedule ('rate(1 day)', 1d), each time for the day before."
+    ),
+    times: int | None = typer.Option(None, min=1, help="With --every: stop after N runs."),
+    notify_backfill: bool = typer.Option(
+        False, "--notify-backfill", help="Also post alerts of backfilled history to the webhook."
+    ),
+) -> None:
+    """Daily drift metrics per served model version into monitoring.drift_metrics; alerts."""
+    import datetime as dt
+    import logging
+    import time
+
+    from trendcast import drift
+    from trendcast.db import get_engine
+    from trendcast.errors import InputError
+    from trendcast.schedule import period_seconds
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if backfill and (date or every):
+        raise InputError("--backfill START END: cannot be combined with --date or --every")
+    period = period_seconds(every) if every else None
+    settings = _settings()
+    engine = get_engine(settings)
+    client = None
+    infos: dict = {}
+
+    def model_info(name: str, version: int):
+        nonlocal client
+        if (name, version) not in infos:
+            client = client or _mlflow_client()
+            infos[name, version] = drift.load_model_info(client, name, version)
+        return infos[name, version]
+
+    def one_day(day, sources) -> None:
+        summaries = drift.run_day(
+            engine,
+            day,
+            model_info,
+            psi_window_days=settings.drift_psi_window_days,
+            webhook=settings.alert_webhook,
+            attempts=settings.alert_webhook_attempts,
+            notify_sources=sources,
+        )
+        for summary in summaries:
+            out.print(_drift_line(summary), highlight=False, soft_wrap=True)
+        if not summaries:
+            out.print(f"{day}: no predictions logged for that day", highlight=False)
+
+    if backfill:
+        start, end = _date(backfill[0], "--backfill START"), _date(backfill[1], "--backfill END")
+        if end < start:
+            raise InputError(f"--backfill {start} {end}: END must not be before START")
+        if (end - start).days > 400:
+            raise InputError(f"--backfill {start} {end}: at most 400 days at a time")
+        client = _mlflow_client()
+        served = drift.served_versions(client)
+        if not served:
+            raise TrendcastError(
+                "no registered model has a production or challenger alias to backfill: promote "
+                "one, e.g. `trendcast promote NAME --version latest --alias challenger`"
+            )
+        for name, alias, version in served:
+            written = drift.backfill_predictions(
+                engine, model_info(name, version), alias, start, end
+            )
+            out.print(f"{name}@{alias} (v{version}): {written:,} backfill predictions written")
+        sources = drift.SOURCES if notify_backfill else ("live",)
+        day = start
+        while day <= end:
+            one_day(day, sources)
+            day += dt.timedelta(days=1)
+        return
+    runs = 0
+    while True:
+        began = time.monotonic()
+        today = dt.datetime.now(dt.UTC).date()
+        one_day(_date(date, "--date") if date else today - dt.timedelta(days=1), drift.SOURCES)
+        runs += 1
+        if period is None or (times is not None and runs >= times):
+            break
+        time.sleep(max(0.0, period - (time.monotonic() - began)))
+
+
+@app.command()
+def dashboard(
+    foreground: bool = typer.Option(
+        False, "--foreground", help="Run Streamlit in this terminal instead of detached."
+    ),
+) -> None:
+    """Start the Streamlit dashboard (detached, stopped by `trendcast down`); print its URL."""
+    import os
+
+    from trendcast.stack import dashboard_server, launcher
+
+    settings = _settings()
+    if foreground:
+        command = dashboard_server.command(settings)
+        os.execv(command[0], command)
+    part = launcher.up_dashboard(settings)
+    out.print(f"dashboard: {part.state}, {part.url} ({part.detail})", highlight=False)
+
+
+# --- end of monitoring ----------------------------------------------------------------------
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 1, never a traceback."""
     try:

@@ -101,6 +101,20 @@ class Settings(BaseSettings):
         "(default when training: SYMBOL_INTERVAL_hHORIZON; when serving: EURUSD_1h_h4).",
     )
 
+    alert_webhook: str | None = Field(
+        default=None,
+        description="Slack-compatible incoming-webhook URL the drift monitor posts alerts to.",
+    )
+    alert_webhook_attempts: int = Field(default=3, ge=1, description="Webhook tries per alert.")
+    dashboard_database_url: str | None = Field(
+        default=None,
+        description="URL of a read-only login role for the dashboard; unset = the Trendcast "
+        "database as role trendcast_reader with read-only transactions.",
+    )
+    drift_psi_window_days: int = Field(
+        default=20, ge=1, description="Days of predictions each daily PSI is computed over."
+    )
+
     @field_validator("symbols", "intervals", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

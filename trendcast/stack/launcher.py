@@ -16,7 +16,14 @@ from trendcast import migrate
 from trendcast.config import Settings
 from trendcast.db import check_connection, database_url, ensure_database, masked
 from trendcast.errors import DatabaseUnavailable, TrendcastError
-from trendcast.stack import mlflow_server, postgres, processes, replay_server, serving_server
+from trendcast.stack import (
+    dashboard_server,
+    mlflow_server,
+    postgres,
+    processes,
+    replay_server,
+    serving_server,
+)
 
 
 @dataclass(frozen=True)
@@ -142,10 +149,24 @@ def up_serving(settings: Settings) -> PartStatus:
     )
 
 
+def up_dashboard(settings: Settings) -> PartStatus:
+    return _up_service(
+        settings,
+        dashboard_server.NAME,
+        "dashboard",
+        settings.streamlit_port,
+        "TRENDCAST_STREAMLIT_PORT",
+        lambda: dashboard_server.probe(settings),
+        lambda: dashboard_server.start(settings),
+        lambda detail: _dashboard_status(settings, detail),
+    )
+
+
 #: Parts `up --with NAME` starts on request, beside PostgreSQL and MLflow.
 OPTIONAL_PARTS: dict[str, Callable[[Settings], PartStatus]] = {
     "replay": up_replay,
     "serving": up_serving,
+    "dashboard": up_dashboard,
 }
 
 
@@ -223,10 +244,19 @@ def _serving_status(settings: Settings, detail: str = "") -> PartStatus:
     )
 
 
+def _dashboard_status(settings: Settings, detail: str = "") -> PartStatus:
+    url = dashboard_server.url(settings)
+    if dashboard_server.probe(settings) is None:
+        return PartStatus("dashboard", "down", url, detail=detail or "not answering")
+    return PartStatus("dashboard", "up", url, "Streamlit", detail)
+
+
 def status(settings: Settings) -> list[PartStatus]:
     parts = [_database_status(settings), _mlflow_status(settings)]
     if processes.read_record(settings.run_dir, replay_server.NAME) is not None:
         parts.append(_replay_status(settings))
+    if processes.read_record(settings.run_dir, dashboard_server.NAME) is not None:
+        parts.append(_dashboard_status(settings))
     if processes.read_record(settings.run_dir, serving_server.NAME) is not None:
         parts.append(_serving_status(settings))
     return parts
@@ -235,6 +265,8 @@ def status(settings: Settings) -> list[PartStatus]:
 def down(settings: Settings) -> list[str]:
     """Stop what ``up`` started (MLflow first, then the embedded PostgreSQL); names stopped."""
     stopped = []
+    if processes.stop(settings.run_dir, dashboard_server.NAME):
+        stopped.append(dashboard_server.NAME)
     if processes.stop(settings.run_dir, serving_server.NAME):
         stopped.append(serving_server.NAME)
     if processes.stop(settings.run_dir, replay_server.NAME):

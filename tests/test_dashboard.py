@@ -1,0 +1,260 @@
+"""The dashboard and the drift monitor end to end on demo-like data: real EURUSD bars, features,
+a small trained model in a real MLflow server, `trendcast drift run --backfill` through the CLI,
+then every page under Streamlit's AppTest and in headless Chromium (screenshots saved under
+tests/artifacts/)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+import sqlalchemy as sa
+from conftest import REPO, run_cli
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+PAGES = {
+    # url path: (page file, a title the page shows, minimum plotly charts on demo data)
+    "": ("performance.py", "Model performance", 4),
+    "drift": ("drift.py", "Drift", 3),
+    "registry": ("registry.py", "Registry", 1),
+    "data_health": ("data_health.py", "Data health", 1),
+    "backtests": ("backtests.py", "Backtests", 2),
+}
+ARTIFACTS = REPO / "tests" / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+BACKFILL = ("2017-09-01", "2017-09-30")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo(db_url, mlflow_url, tmp_path_factory):
+    """Demo-like state: EURUSD 1h up to 2017-10-02, its features, EURUSD_1h_h4 trained small
+    and forced to production (audited), drift backfilled for September 2017."""
+    from training.dataset import build_dataset
+    from training.train import train
+    from trendcast import feature_pipeline, registry
+    from trendcast.config import get_settings
+    from trendcast.history import load_frame
+    from trendcast.sample_data import SAMPLES
+
+    home = tmp_path_factory.mktemp("dash")
+    values = {
+        "TRENDCAST_DATABASE_URL": db_url.render_as_string(hide_password=False),
+        "TRENDCAST_HOME": str(home / "home"),
+        "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url,
+        "COLUMNS": "200",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in values.items():
+            patch.setenv(key, value)
+        get_settings.cache_clear()
+        engine = sa.create_engine(db_url)
+        with engine.begin() as conn:
+            for name in conn.execute(sa.text("SELECT table_name FROM features.feature_sets")):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {name[0]}"))
+            conn.execute(
+                sa.text(
+                    "TRUNCATE market.bars, market.quarantine, market.ingestion_runs, "
+                    "market.bar_changes, features.feature_sets, registry.alias_events, "
+                    "serving.predictions, monitoring.drift_metrics, monitoring.alerts CASCADE"
+                )
+            )
+        sample = next(s for s in SAMPLES if s.symbol == "EURUSD")
+        frame, origin = sample.reader()
+        frame = frame[frame["open_time"] < "2017-10-02"].reset_index(drop=True)
+        load_frame(engine, frame, symbol="EURUSD", interval="1h", source="test", origin=origin)
+        feature_pipeline.build(engine)
+        with engine.begin() as conn:  # one live ingestion run that met a gap and a bad bar
+            conn.execute(
+                sa.text(
+                    "INSERT INTO market.ingestion_runs (run_id, kind, source, symbol, interval, "
+                    "finished_at, status, rows_read, rows_inserted, rows_quarantined, "
+                    "gaps_found, gaps_filled) VALUES ('00000000-0000-0000-0000-000000000001', "
+                    "'ingest', 'exchange', 'EURUSD', '1h', now(), 'succeeded', 50, 48, 1, 3, 2);"
+                    "INSERT INTO market.quarantine (run_id, source, symbol, interval, reason, "
+                    "payload) VALUES ('00000000-0000-0000-0000-000000000001', 'exchange', "
+                    "'EURUSD', '1h', 'high < max(open, close)', '{\"row\": 7}')"
+                )
+            )
+        dataset = build_dataset(engine, "EURUSD", "1h", home / "snapshots", horizon=4)
+        mlflow.set_tracking_uri(mlflow_url)
+        mlflow.set_experiment("training")
+        name = f"EURUSD_1h_h4_dash{os.getpid()}"
+        result = train(
+            engine,
+            dataset,
+            symbol="EURUSD",
+            interval="1h",
+            model_name=name,
+            params={"n_estimators": 30},
+        )
+        client = MlflowClient(mlflow_url)
+        registry.promote(client, engine, name, result.version, "production", force=True)
+        env = {**os.environ}
+        backfill = run_cli("drift", "run", "--backfill", *BACKFILL, env=env)
+        assert backfill.returncode == 0, backfill.stderr
+        yield {"engine": engine, "env": env, "name": name, "home": home, "cli": backfill}
+        engine.dispose()
+    get_settings.cache_clear()
+
+
+def test_backfill_writes_predictions_and_daily_metrics(demo):
+    engine, name = demo["engine"], demo["name"]
+    assert f"{name}@production (v1):" in demo["cli"].stdout
+    with engine.connect() as conn:
+        sources = conn.execute(
+            sa.text("SELECT DISTINCT source, alias FROM serving.predictions WHERE model_name = :n"),
+            {"n": name},
+        ).all()
+        days = conn.execute(
+            sa.text(
+                "SELECT count(DISTINCT date), count(*) FROM monitoring.drift_metrics "
+                "WHERE model_name = :n AND source = 'backfill'"
+            ),
+            {"n": name},
+        ).one()
+        psi_features = conn.execute(
+            sa.text(
+                "SELECT count(DISTINCT feature) FROM monitoring.drift_metrics "
+                "WHERE metric = 'psi' AND value IS NOT NULL"
+            )
+        ).scalar()
+    assert sources == [("backfill", "production")]
+    assert days[0] >= 20  # September's trading days (FX is closed at weekends)
+    assert psi_features == 20
+    # Idempotent: a second backfill replaces rows, never adds.
+    counts = sa.text(
+        "SELECT (SELECT count(*) FROM monitoring.drift_metrics), "
+        "(SELECT count(*) FROM serving.predictions), (SELECT count(*) FROM monitoring.alerts)"
+    )
+    with engine.connect() as conn:
+        before = conn.execute(counts).one()
+    again = run_cli("drift", "run", "--backfill", *BACKFILL, env=demo["env"])
+    assert again.returncode == 0, again.stderr
+    with engine.connect() as conn:
+        assert conn.execute(counts).one() == before
+
+
+def test_drift_run_for_a_day_and_bad_input(demo):
+    done = run_cli("drift", "run", "--date", "2017-09-15", env=demo["env"])
+    assert done.returncode == 0, done.stderr
+    assert f"2017-09-15 {demo['name']} v1 (backfill): ic " in done.stdout
+    empty = run_cli("drift", "run", "--date", "2017-09-16", env=demo["env"])  # a Saturday
+    assert "no predictions logged" in empty.stdout
+    scheduled = run_cli("drift", "run", "--every", "1s", "--times", "2", env=demo["env"])
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert scheduled.stdout.count("no predictions logged for that day") == 2  # yesterday, twice
+    bad = run_cli("drift", "run", "--date", "15/09/2017", env=demo["env"])
+    assert bad.returncode == 1
+    assert "--date '15/09/2017': must be a date written YYYY-MM-DD" in bad.stderr
+    backwards = run_cli("drift", "run", "--backfill", "2017-09-30", "2017-09-01", env=demo["env"])
+    assert backwards.returncode == 1 and "END must not be before START" in backwards.stderr
+
+
+def _apptest(page: str):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(REPO / "dashboard" / "pages" / page), default_timeout=60)
+    at.run()
+    return at
+
+
+@pytest.mark.parametrize("path", list(PAGES))
+def test_each_page_renders_demo_data(demo, path):
+    page, title, charts = PAGES[path]
+    at = _apptest(page)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == title
+    assert len(at.get("plotly_chart")) >= charts
+    assert not at.info, [i.value for i in at.info]  # no empty state: real data everywhere
+    assert not at.warning, [w.value for w in at.warning]
+
+
+def test_performance_page_switches_model_choice(demo):
+    at = _apptest("performance.py")
+    at.radio[0].set_value("version").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) >= 4
+    at.radio[0].set_value("algorithm").run()
+    assert not at.exception
+    assert at.selectbox[2].value == "xgboost"
+
+
+def test_every_page_in_a_real_browser(demo):
+    """Headless Chromium against the running dashboard: every page draws its plotly charts and
+    shows no exception; screenshots go to tests/artifacts/."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    from trendcast.config import Settings
+    from trendcast.stack import dashboard_server, processes
+
+    assert CHROMIUM.exists(), "run `make browser` (apt-get install chromium)"
+    port = _free_port()
+    env = {**demo["env"], "TRENDCAST_HOME": str(demo["home"] / "stack")}
+    env["TRENDCAST_STREAMLIT_PORT"] = str(port)
+    settings = Settings(home=demo["home"] / "stack", streamlit_port=port)
+    started = run_cli("dashboard", env=env)  # detached, like `trendcast up --with dashboard`
+    assert started.returncode == 0, started.stderr
+    assert f"dashboard: up, http://127.0.0.1:{port}" in started.stdout
+    record = processes.read_record(settings.run_dir, dashboard_server.NAME)
+    try:
+        status = run_cli("status", "--json", env=env)
+        parts = {p["name"]: p for p in json.loads(status.stdout)}
+        assert parts["dashboard"]["state"] == "up"
+        assert httpx.get(dashboard_server.url(settings), timeout=5).status_code == 200
+        ARTIFACTS.mkdir(exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=str(CHROMIUM),
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 2400})
+                for path, (_, title, charts) in PAGES.items():
+                    began = time.monotonic()
+                    page.goto(f"{dashboard_server.url(settings)}/{path}")
+                    page.get_by_role("heading", name=title).first.wait_for(timeout=30_000)
+                    page.wait_for_function(
+                        f"document.querySelectorAll('.js-plotly-plot').length >= {charts}",
+                        timeout=30_000,
+                    )
+                    page.wait_for_selector(
+                        "[data-testid='stStatusWidget']", state="detached", timeout=30_000
+                    )
+                    print(f"page /{path}: charts drawn {time.monotonic() - began:.2f} s after goto")
+                    page.wait_for_timeout(1500)  # let the data grids paint for the screenshot
+                    shot = ARTIFACTS / f"dashboard-{path or 'performance'}.png"
+                    page.screenshot(path=str(shot), full_page=True)
+                    print(f"screenshot: {shot}")
+                    assert page.locator("[data-testid='stException']").count() == 0, path
+                    assert page.locator(".js-plotly-plot .main-svg").count() >= charts, path
+            finally:
+                browser.close()
+    finally:
+        stopped = run_cli("down", env=env)
+    assert "stopped: dashboard" in stopped.stdout
+    assert not processes.is_alive(record)
