@@ -59,6 +59,13 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) promote EURUSD_1h_h4 --version best --alias production --gates training/gates/demo.json
 	$(TC) promote EURUSD_1h_h4 --version best:2 --alias challenger --gates training/gates/demo.json
 	$(TC) models
+	@echo "Serving: the production version behind BentoML, the real-time path and a batch:"
+	$(TC) up --with serving
+	$(TC) predict --symbols EURUSD
+	$(TC) predict --example
+	@echo "Hot swap: promote the challenger to production; the service loads, verifies and swaps it:"
+	$(TC) promote EURUSD_1h_h4 --version best:2 --alias production --gates training/gates/demo.json
+	$(TC) predict --wait-for-alias production --symbols EURUSD
 	@echo "Drift monitor: the production and challenger versions scored on the feature store's history"
 	@echo "(source 'backfill'), daily drift metrics and alerts, then the dashboard:"
 	$(TC) drift run --backfill $(DRIFT_BACKFILL)
@@ -70,6 +77,7 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	@echo "  models:         http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/models/EURUSD_1h_h4"
 	@echo "  grid runs:      http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/experiments (experiment 'training')"
 	@echo "Exchange replay:  http://127.0.0.1:$${TRENDCAST_REPLAY_PORT:-8900}/replay/state (keep ingesting: $(TC) ingest --every 'rate(1 minute)')"
+	@echo "Prediction API:   http://127.0.0.1:$${TRENDCAST_BENTOML_PORT:-3000}/docs (predict, predict_latest, model, reload; /readyz, /metrics)"
 	@echo "Dashboard:        http://127.0.0.1:$${TRENDCAST_STREAMLIT_PORT:-8501} (drift daily: $(TC) drift run --every 1d)"
 	@echo "State and logs:   $${TRENDCAST_HOME:-.trendcast}/ (run/*.log, pg/, mlartifacts/)"
 	@echo "Stop everything:  $(TC) down"

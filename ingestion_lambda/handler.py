@@ -106,7 +106,7 @@ def handler(event: dict | None, context: Any = None) -> dict:
         return {"status": "rejected", "error": str(exc)}
     engine = get_engine(settings)
     budget = Budget(_budget_seconds(settings, context))
-    client = BinanceClient(settings.exchange_url, budget, timeout_s=settings.exchange_timeout_s)
+    client = BinanceClient(settings.exchange, budget, timeout_s=settings.exchange_timeout_s)
     results = []
     try:
         for key in keys:

@@ -138,6 +138,7 @@ class ModelSlot:
     alias: str
     model: LoadedModel | None = None
     error: str | None = None
+    refused: int | None = None  # a version that failed verification is not retried each poll
 
 
 class ModelHolder:
@@ -162,12 +163,15 @@ class ModelHolder:
     def ready(self) -> bool:
         return self.primary.model is not None
 
-    def check(self) -> dict:
-        """Poll every alias once; load and verify new versions off the request path."""
+    def check(self, retry_refused: bool = False) -> dict:
+        """Poll every alias once; load and verify new versions off the request path.
+        ``retry_refused`` (POST /reload) verifies a previously refused version again."""
         with self._lock:  # one check at a time (poller and POST /reload)
             changes = {}
             try:
                 for slot in filter(None, (self.primary, self.shadow)):
+                    if retry_refused:
+                        slot.refused = None
                     changes[slot.alias] = self._refresh(slot)
                 self.mlflow_ok, self.mlflow_error = True, None
             except Exception as exc:  # MLflow unreachable: keep serving what we have
@@ -182,11 +186,14 @@ class ModelHolder:
             slot.model, slot.error = None, f"alias {slot.alias!r} is not set on {self.name}"
             return "unset"
         if slot.model is not None and slot.model.version == version:
+            slot.error = None  # e.g. the alias moved back from a refused version
             return "unchanged"
+        if slot.refused == version:
+            return f"unchanged (version {version} was refused)"
         try:
             loaded = load_version(self.client, self.name, version, slot.alias)
         except VerificationError as exc:
-            slot.error = str(exc)  # keep the old model; the error is logged and shown
+            slot.error, slot.refused = str(exc), version  # keep the old model; log and show
             return f"refused {version}: {exc}"
-        slot.model, slot.error = loaded, None  # the swap: one reference assignment
+        slot.model, slot.error, slot.refused = loaded, None, None  # the swap: one assignment
         return f"loaded {version}"

@@ -287,7 +287,7 @@ class Trendcast:
     @bentoml.api(route="/reload")
     def reload(self) -> dict:
         """Check the aliases now instead of waiting for the next poll."""
-        changes = self.holder.check()
+        changes = self.holder.check(retry_refused=True)
         return {
             "changes": changes,
             "mlflow": "ok" if self.holder.mlflow_ok else f"unreachable: {self.holder.mlflow_error}",

@@ -55,7 +55,15 @@ def status(env) -> tuple[int, dict[str, dict]]:
 def stack_env(tmp_path):
     home = tmp_path / "h"  # short: the embedded server's socket lives under it
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRENDCAST_")}
-    env.update(TRENDCAST_HOME=str(home), TRENDCAST_MLFLOW_PORT=str(free_port()), COLUMNS="200")
+    env.update(
+        TRENDCAST_HOME=str(home),
+        TRENDCAST_MLFLOW_PORT=str(free_port()),
+        TRENDCAST_REPLAY_PORT=str(free_port()),
+        TRENDCAST_BENTOML_PORT=str(free_port()),
+        TRENDCAST_STREAMLIT_PORT=str(free_port()),
+        TRENDCAST_SERVING_POLL_S="1",
+        COLUMNS="200",
+    )
     yield env, home
     run_cli("down", env=env)  # never leave servers behind, even when the test fails
 
@@ -166,6 +174,23 @@ def test_demo_path_up_load_status_down(stack_env):
     audit = run_cli("alias-history", "EURUSD_1h_h4", env=env)
     assert "promote" in audit.stdout
 
+    # Serving: the production version answers both endpoints; promoting the challenger swaps it.
+    served = run_cli("up", "--with", "serving", env=env)
+    assert served.returncode == 0, served.stderr + served.stdout
+    latest = run_cli("predict", "--symbols", "EURUSD", env=env)
+    assert latest.returncode == 0, latest.stderr
+    assert "EURUSD 1h bar closing 2017-10-02" in latest.stdout
+    assert "(EURUSD_1h_h4 version 1, production)" in latest.stdout
+    example = run_cli("predict", "--example", env=env)
+    assert "3 row(s):" in example.stdout and "version 1)" in example.stdout, example.stderr
+    swap = run_cli("promote", "EURUSD_1h_h4", "-v", "best:2", "--gates", demo_gates, env=env)
+    assert "EURUSD_1h_h4@production: 1 -> 2" in swap.stdout, swap.stderr
+    waited = run_cli("predict", "--wait-for-alias", "production", "-s", "EURUSD", env=env)
+    assert waited.returncode == 0, waited.stderr
+    assert "served after" in waited.stdout and "version 2, production" in waited.stdout
+    started = records(home)
+    assert set(started) == {"postgres", "mlflow", "replay", "serving"}
+
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0
     assert records(home) == started
@@ -185,7 +210,7 @@ def test_demo_path_up_load_status_down(stack_env):
     final = records(home)
     down = run_cli("down", env=env)
     assert down.returncode == 0
-    assert all(name in down.stdout for name in ("replay", "mlflow", "postgres"))
+    assert all(name in down.stdout for name in ("serving", "replay", "mlflow", "postgres"))
     assert not any(alive(r) for r in final.values())
     assert records(home) == {}
     code, parts = status(env)

@@ -50,7 +50,9 @@ def _status_table(parts) -> Table:
 @app.command()
 def up(
     with_parts: list[str] = typer.Option(
-        None, "--with", help="Also start an optional part: replay (the exchange replay)."
+        None,
+        "--with",
+        help="Also start an optional part: replay (exchange replay), serving (BentoML), dashboard.",
     ),
 ) -> None:
     """Start PostgreSQL (embedded unless TRENDCAST_DATABASE_URL is set), migrate, start MLflow."""
@@ -945,6 +947,101 @@ def alias_history(
             ", ".join(failed) or "-",
         )
     out.print(table)
+
+
+@app.command("predict")
+def predict_command(
+    symbols: str | None = typer.Option(
+        None, "--symbols", "-s", help="Comma list: score each on its newest bar (predict_latest)."
+    ),
+    interval: str = typer.Option("1h", "--interval", "-i"),
+    rows: Path | None = typer.Option(None, help="JSON file with a list of feature rows."),
+    example: bool = typer.Option(False, help="Send the served version's logged input example."),
+    wait_for_alias: str | None = typer.Option(
+        None, help="First wait until the service serves the version this alias points at."
+    ),
+    timeout: float = typer.Option(30.0, help="Seconds to wait with --wait-for-alias."),
+) -> None:
+    """Ask the running prediction service (`up --with serving`) for predictions."""
+    import time
+
+    import httpx
+
+    from serving.service import DEFAULT_MODEL
+    from trendcast.stack import serving_server
+
+    settings = _settings()
+    base = serving_server.url(settings)
+    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    name = settings.model_name or DEFAULT_MODEL
+
+    def call(path: str, body: dict) -> dict:
+        try:
+            response = httpx.post(f"{base}{path}", json=body, headers=headers, timeout=30)
+        except httpx.HTTPError as exc:
+            raise TrendcastError(
+                f"prediction service at {base} not reachable ({exc}); start it with "
+                "`trendcast up --with serving`"
+            ) from None
+        if response.status_code >= 400:
+            raise TrendcastError(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
+        return response.json()
+
+    if wait_for_alias:
+        from serving.models import resolve
+
+        target = resolve(_mlflow_client(), name, wait_for_alias)
+        if target is None:
+            raise InputError(f"--wait-for-alias {wait_for_alias}: not set on {name}")
+        started = time.monotonic()
+        while (served := call("/model", {}).get("version")) != target:
+            if time.monotonic() - started > timeout:
+                errors = call("/model", {}).get("errors") or {}
+                why = f": {errors[wait_for_alias]}" if wait_for_alias in errors else ""
+                raise TrendcastError(
+                    f"still serving version {served}, not {target}, after {timeout:.0f} s{why}"
+                )
+            time.sleep(0.5)
+        out.print(
+            f"{name}@{wait_for_alias} = version {target}: served after "
+            f"{time.monotonic() - started:.1f} s",
+            highlight=False,
+        )
+    if symbols:
+        answer = call(
+            "/predict_latest",
+            {"symbols": [s.strip() for s in symbols.split(",") if s.strip()], "interval": interval},
+        )
+        model = answer["model"]
+        for result in answer["results"]:
+            out.print(
+                f"{result['symbol']} {result['interval']} bar closing {result['event_time']}: "
+                f"predicted forward return {result['prediction']:+.6f} "
+                f"({model['name']} version {model['version']}, {model['alias']})",
+                highlight=False,
+            )
+    batch = None
+    if rows is not None:
+        try:
+            batch = json.loads(rows.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"--rows {rows}: not a readable JSON list of rows ({exc})") from None
+    elif example:
+        import mlflow
+
+        version = call("/model", {})["version"]
+        _mlflow_client()
+        mlflow.set_registry_uri(settings.tracking_uri)
+        loaded = mlflow.artifacts.load_dict(f"models:/{name}/{version}/input_example.json")
+        batch = [dict(zip(loaded["columns"], values, strict=True)) for values in loaded["data"]]
+    if batch is not None:
+        answer = call("/predict", {"rows": batch})
+        model = answer["model"]
+        predictions = ", ".join(f"{p:+.6f}" for p in answer["predictions"])
+        out.print(
+            f"{len(batch)} row(s): {predictions} ({model['name']} version {model['version']})",
+            highlight=False,
+        )
 
 
 @app.command()

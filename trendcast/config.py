@@ -60,10 +60,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["1h"], description="Comma-separated bar intervals to ingest."
     )
 
-    exchange_url: str = Field(
-        default="http://127.0.0.1:8900",
-        description="Binance-compatible REST API; the local default is the exchange replay. "
-        "Production sets https://api.binance.com.",
+    exchange_url: str | None = Field(
+        default=None,
+        description="Binance-compatible REST API; unset means the local exchange replay "
+        "(http://HOST:REPLAY_PORT). Production sets https://api.binance.com.",
     )
     exchange_source: str = Field(default="exchange", description="`source` stored with bars.")
     exchange_timeout_s: float = Field(default=5.0, gt=0)
@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def exchange(self) -> str:
+        """The exchange to ingest from: the configured URL, else the local replay."""
+        return self.exchange_url or f"http://{self.host}:{self.replay_port}"
 
     @property
     def embedded_database(self) -> bool:
