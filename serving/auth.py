@@ -32,6 +32,17 @@ class HealthAndAuth:
                 return await _json(
                     send, 401, {"error": "authorization: missing or wrong bearer token"}
                 )
+        if scope["method"] == "POST":
+            kind = dict(scope["headers"]).get(b"content-type", b"application/json")
+            if kind.split(b";")[0].strip().lower() != b"application/json":
+                return await _json(
+                    send,
+                    415,
+                    {
+                        "error": f"content-type: {kind.decode(errors='replace')!r} is not "
+                        "supported; send application/json"
+                    },
+                )
         return await self.app(scope, receive, send)
 
     async def _readyz(self, send) -> None:

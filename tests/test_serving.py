@@ -330,6 +330,83 @@ def test_tampered_artifact_is_refused_and_the_old_model_kept(stack):
     stack.client.set_registered_model_alias(NAME, "production", str(served))
 
 
+def test_schemathesis_finds_no_server_error(stack):
+    """Property-based requests generated from the service's own OpenAPI: never a 5xx."""
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("st")),
+            "run",
+            f"{stack.url}/docs.json",
+            "--url",
+            stack.url,
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--seed",
+            "7",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "generated" in result.stdout and "passed" in result.stdout
+
+
+def test_the_built_bento_serves(stack, tmp_path):
+    """`bentoml build` works offline (lock_packages: false) and the bento answers."""
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
+    built = subprocess.run(
+        [bentoml, "build", "-f", "serving/bentofile.yaml", "--output", "tag", "."],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    assert tag.startswith("trendcast:")
+    port = free_port()
+    serve_env = {
+        **env,
+        "TRENDCAST_DATABASE_URL": stack.engine.url.render_as_string(hide_password=False),
+        "TRENDCAST_MLFLOW_TRACKING_URI": stack.mlflow_url,
+        "TRENDCAST_MODEL_NAME": NAME,
+        "TRENDCAST_HOME": str(tmp_path / "home"),
+    }
+    process = subprocess.Popen(
+        [bentoml, "serve", tag, "--port", str(port)],
+        cwd=tmp_path,
+        env=serve_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline, ready = time.monotonic() + 90, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert ready is not None and ready.status_code == 200
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/predict", json={"rows": _rows(stack, 2)}, timeout=10
+        )
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
 def test_mlflow_stopped_keeps_serving_and_reports_degraded(stack):
     from trendcast.stack import processes
 
