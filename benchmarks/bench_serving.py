@@ -1,0 +1,289 @@
+"""Serving: the same registered model behind Trendcast's BentoML service and behind
+`mlflow models serve` (one worker each, same client, same run), one-row requests, sequential and
+at 16 concurrent clients: p50/p99 latency and requests/s, with the ratio. Then the hot swap:
+16 clients stream requests while the alias moves; failed requests and time to the new version.
+
+Run: `.venv/bin/python -m benchmarks.bench_serving` (part of `make bench`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import sqlalchemy as sa
+from mlflow import MlflowClient
+
+from benchmarks._harness import banner, scratch_database
+from training.dataset import build_dataset
+from training.train import train
+from trendcast import feature_pipeline
+from trendcast.config import Settings
+from trendcast.db import create_database, drop_database
+from trendcast.history import load_frame
+from trendcast.sample_data import SAMPLES
+from trendcast.stack import mlflow_server, processes
+
+NAME = "EURUSD_1h_h4_bench"
+SEQUENTIAL = 1500
+CONCURRENT = 16
+PER_CLIENT = 300
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not healthy after {timeout_s} s")
+
+
+def spawn(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
+        env=env,
+        cwd=REPO,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+async def load(url: str, body: dict, clients: int, per_client: int) -> tuple[np.ndarray, float]:
+    """Latencies (ms) of clients x per_client sequential requests each, and wall time."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+
+        async def client() -> None:
+            for _ in range(per_client):
+                started = time.perf_counter()
+                response = await http.post(url, json=body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != 200:
+                    raise RuntimeError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
+
+        for _ in range(20):  # warm-up
+            await http.post(url, json=body)
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return np.array(latencies), time.perf_counter() - started
+
+
+def measure(label: str, url: str, body: dict) -> dict:
+    out = {}
+    for mode, clients, per in (
+        ("sequential", 1, SEQUENTIAL),
+        ("16 clients", CONCURRENT, PER_CLIENT),
+    ):
+        latencies, wall = asyncio.run(load(url, body, clients, per))
+        out[mode] = {
+            "p50": float(np.percentile(latencies, 50)),
+            "p99": float(np.percentile(latencies, 99)),
+            "rps": len(latencies) / wall,
+        }
+        print(
+            f"   {label:<22} {mode:<11} p50 {out[mode]['p50']:6.2f} ms  "
+            f"p99 {out[mode]['p99']:6.2f} ms  {out[mode]['rps']:8.0f} req/s"
+        )
+    return out
+
+
+async def swap_under_load(base: str, body: dict, client: MlflowClient, version: int) -> dict:
+    failures, versions = 0, []
+    stop_at: list[float] = []
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def stream() -> None:
+            nonlocal failures
+            while not stop_at or time.monotonic() < stop_at[0]:
+                response = await http.post(f"{base}/predict", json=body)
+                if response.status_code != 200:
+                    failures += 1
+                else:
+                    versions.append((time.monotonic(), response.json()["model"]["version"]))
+
+        tasks = [asyncio.create_task(stream()) for _ in range(CONCURRENT)]
+        await asyncio.sleep(1)
+        moved = time.monotonic()
+        await asyncio.to_thread(client.set_registered_model_alias, NAME, "production", str(version))
+        while not any(v == version for _, v in versions[-50:]):
+            await asyncio.sleep(0.05)
+            if time.monotonic() - moved > 60:
+                break
+        stop_at.append(time.monotonic() + 1)
+        await asyncio.gather(*tasks)
+    first_new = min((t for t, v in versions if v == version), default=float("nan"))
+    return {"failures": failures, "requests": len(versions), "seconds": first_new - moved}
+
+
+def main() -> None:
+    banner("serving: Trendcast BentoML service vs `mlflow models serve`, one worker each")
+    with scratch_database() as url, tempfile.TemporaryDirectory(prefix="tcbs") as tmp:
+        home = Path(tmp)
+        engine = sa.create_engine(url)
+        frame, origin = next(s for s in SAMPLES if s.symbol == "EURUSD").reader()
+        load_frame(engine, frame, symbol="EURUSD", interval="1h", source="bench", origin=origin)
+        feature_pipeline.build(engine)
+        dataset = build_dataset(engine, "EURUSD", "1h", home / "snapshots", horizon=4)
+        admin = url.set(database="postgres")
+        store = create_database(admin, f"mlflow_bench_{os.getpid()}")
+        settings = Settings(
+            home=home,
+            mlflow_port=free_port(),
+            database_url=url.render_as_string(hide_password=False),
+            mlflow_database_url=store.render_as_string(hide_password=False),
+        )
+        record = processes.spawn(
+            settings.run_dir,
+            "mlflow",
+            mlflow_server.command(settings),
+            mlflow_server.environment(settings),
+        )
+        tracking = mlflow_server.url(settings)
+        services: list[subprocess.Popen] = []
+        try:
+            deadline = time.monotonic() + 120
+            while mlflow_server.probe(settings) is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            mlflow.set_tracking_uri(tracking)
+            mlflow.set_registry_uri(tracking)
+            mlflow.set_experiment("bench")
+            params = {"n_estimators": 200}
+            first = train(
+                engine, dataset, symbol="EURUSD", interval="1h", model_name=NAME, params=params
+            )
+            second = train(
+                engine,
+                dataset,
+                symbol="EURUSD",
+                interval="1h",
+                model_name=NAME,
+                params={"n_estimators": 120},
+            )
+            client = MlflowClient(tracking, registry_uri=tracking)
+            client.set_registered_model_alias(NAME, "production", str(first.version))
+            row = dataset.part("test")[dataset.features].head(1).to_dict("records")[0]
+
+            env = {
+                **os.environ,
+                "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+                "TRENDCAST_HOME": str(home),
+                "TRENDCAST_DATABASE_URL": url.render_as_string(hide_password=False),
+                "TRENDCAST_MLFLOW_TRACKING_URI": tracking,
+                "MLFLOW_TRACKING_URI": tracking,
+                "TRENDCAST_MODEL_NAME": NAME,
+                "TRENDCAST_SERVING_POLL_S": "1",
+            }
+            ours_port, theirs_port = free_port(), free_port()
+            ours = spawn(
+                [
+                    str(BIN / "bentoml"),
+                    "serve",
+                    "serving.service:Trendcast",
+                    "--port",
+                    str(ours_port),
+                ],
+                env,
+                home / "bento.log",
+            )
+            services.append(ours)
+            theirs = spawn(
+                [
+                    str(BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{NAME}/{first.version}",
+                    "--env-manager",
+                    "local",
+                    "-p",
+                    str(theirs_port),
+                    "-h",
+                    "127.0.0.1",
+                    "-w",
+                    "1",
+                ],
+                env,
+                home / "mlflow-serve.log",
+            )
+            services.append(theirs)
+            wait_http(f"http://127.0.0.1:{ours_port}/readyz", ours)
+            wait_http(f"http://127.0.0.1:{theirs_port}/ping", theirs)
+
+            ours_result = measure(
+                "Trendcast (BentoML)", f"http://127.0.0.1:{ours_port}/predict", {"rows": [row]}
+            )
+            theirs_result = measure(
+                "mlflow models serve",
+                f"http://127.0.0.1:{theirs_port}/invocations",
+                {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}},
+            )
+            for mode in ("sequential", "16 clients"):
+                ratio = ours_result[mode]["rps"] / theirs_result[mode]["rps"]
+                print(f"   throughput ratio ({mode}): {ratio:.2f}x")
+            p99 = ours_result["16 clients"]["p99"]
+            print(
+                f"   p99 at 16 clients: {p99:.2f} ms (target <= 20 ms: "
+                f"{'met' if p99 <= 20 else 'missed'})"
+            )
+            swap = asyncio.run(
+                swap_under_load(
+                    f"http://127.0.0.1:{ours_port}", {"rows": [row]}, client, second.version
+                )
+            )
+            print(
+                f"   swap under {CONCURRENT} streaming clients: {swap['failures']} failed of "
+                f"{swap['requests']} requests; new version answering {swap['seconds']:.2f} s "
+                "after the alias moved (poll interval 1 s)"
+            )
+            with engine.connect() as conn:
+                logged = conn.execute(sa.text("SELECT count(*) FROM serving.predictions")).scalar()
+            print(f"   prediction log rows written: {logged:,} (dropped: see /metrics)")
+            metrics = httpx.get(f"http://127.0.0.1:{ours_port}/metrics", timeout=10).text
+            dropped = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith("trendcast_prediction_log_dropped_total")
+            ]
+            print(f"   {dropped[0] if dropped else 'trendcast_prediction_log_dropped_total 0'}")
+        finally:
+            for service in services:
+                stop(service)
+            processes.stop(settings.run_dir, "mlflow")
+            del record
+            engine.dispose()
+            drop_database(admin, store.database)
+
+
+if __name__ == "__main__":
+    main()
