@@ -61,15 +61,15 @@ module "network" {
 module "database" {
   source = "./modules/database"
 
-  name                    = local.name
-  environment             = var.environment
-  subnet_ids              = module.network.database_subnet_ids
-  security_group_id       = module.network.database_security_group_id
-  instance_class          = var.db_instance_class
-  allocated_storage_gb    = var.db_allocated_storage_gb
-  backup_retention_days   = var.db_backup_retention_days
-  kms_key_arn             = aws_kms_key.main.arn
-  log_retention_days      = var.log_retention_days
+  name                  = local.name
+  environment           = var.environment
+  subnet_ids            = module.network.database_subnet_ids
+  security_group_id     = module.network.database_security_group_id
+  instance_class        = var.db_instance_class
+  allocated_storage_gb  = var.db_allocated_storage_gb
+  backup_retention_days = var.db_backup_retention_days
+  kms_key_arn           = aws_kms_key.main.arn
+  log_retention_days    = var.log_retention_days
 }
 
 module "artifacts" {

@@ -22,7 +22,7 @@ variable "vpc_cidr" {
   description = "CIDR block of the VPC; subnets are carved out of it (/20 each)."
   default     = "10.40.0.0/16"
   validation {
-    condition     = can(cidrnetmask(var.vpc_cidr)) && tonumber(split("/", var.vpc_cidr)[1]) <= 18
+    condition     = can(cidrnetmask(var.vpc_cidr)) && try(tonumber(split("/", var.vpc_cidr)[1]) <= 18, false)
     error_message = "vpc_cidr must be a valid IPv4 CIDR of /18 or larger."
   }
 }

@@ -508,3 +508,66 @@ def test_module_directory_listing_is_what_the_checks_cover():
     assert on_disk == set(MODULE_NAMES)
     for name in MODULE_NAMES:
         assert isinstance(load_module(INFRA / "modules" / name), Module)
+
+
+# ---- formatting ----
+
+_ASSIGN = re.compile(r"^(\s*)([A-Za-z0-9_\-\".]+)(\s*)=(?!=)(.*)$")
+
+
+def _net_brackets(text: str) -> int:
+    """Brackets an attribute's value opens and leaves open (a trailing comment excluded)."""
+    quoted, cut = False, len(text)
+    for i, char in enumerate(text):
+        if char == '"' and (i == 0 or text[i - 1] != "\\"):
+            quoted = not quoted
+        elif char == "#" and not quoted:
+            cut = i
+            break
+    value = text[:cut]
+    return sum(value.count(c) for c in "([{") - sum(value.count(c) for c in ")]}")
+
+
+def misaligned(text: str) -> list[int]:
+    """Lines `terraform fmt` would change, by its alignment rule (hclwrite's formatCells).
+
+    Consecutive lines that each hold a whole one-line attribute form a chain whose `=` signs
+    line up one space after the longest name; any other line (blank, comment, block, a value
+    that opens a bracket it does not close) ends the chain. A check of the rule terraform fmt
+    applies most, not of everything it does: CI runs the real `terraform fmt -check`.
+    """
+    bad: list[int] = []
+    chain: list[tuple[int, int, int]] = []
+
+    def close() -> None:
+        if chain:
+            width = max(name_end for _, name_end, _ in chain)
+            bad.extend(n for n, _, equals in chain if equals != width + 1)
+            chain.clear()
+
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _ASSIGN.match(line)
+        if match and not line.lstrip().startswith("#") and _net_brackets(match.group(4)) == 0:
+            indent, name, space, value = match.groups()
+            chain.append((number, len(indent) + len(name), len(indent) + len(name) + len(space)))
+            if not value.startswith(" ") or value.startswith("  "):
+                bad.append(number)
+            continue
+        close()
+        if line != line.rstrip():
+            bad.append(number)
+    close()
+    return bad
+
+
+def test_alignment_rule_catches_what_terraform_fmt_would_change():
+    assert misaligned("a   = 1\nbcd = 2\n\nx = {\n  y = 1\n}\n") == []
+    assert misaligned("a = 1\nbcd = 2\n") == [1]
+    assert misaligned('name = "x"\npolicy = jsonencode({\n  k = 1\n})\n') == []
+
+
+def test_terraform_files_are_aligned_as_terraform_fmt_leaves_them():
+    files = [p for p in INFRA.rglob("*") if p.suffix in {".tf", ".tfvars"}]
+    assert len(files) > 20
+    problems = [f"{p.relative_to(REPO)}:{n}" for p in files for n in misaligned(p.read_text())]
+    assert not problems, "not terraform-fmt aligned:\n" + "\n".join(problems)

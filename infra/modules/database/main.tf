@@ -123,8 +123,8 @@ resource "aws_secretsmanager_secret_version" "app" {
     port     = aws_db_instance.main.port
     dbname   = var.database_name
     # Ready-made URLs: ECS injects them as TRENDCAST_DATABASE_URL / MLFLOW_BACKEND_STORE_URI.
-    url         = "postgresql+psycopg2://${aws_db_instance.main.username}:${random_password.app.result}@${aws_db_instance.main.endpoint}/${var.database_name}?sslmode=require"
-    mlflow_url  = "postgresql+psycopg2://${aws_db_instance.main.username}:${random_password.app.result}@${aws_db_instance.main.endpoint}/mlflow?sslmode=require"
+    url        = "postgresql+psycopg2://${aws_db_instance.main.username}:${random_password.app.result}@${aws_db_instance.main.endpoint}/${var.database_name}?sslmode=require"
+    mlflow_url = "postgresql+psycopg2://${aws_db_instance.main.username}:${random_password.app.result}@${aws_db_instance.main.endpoint}/mlflow?sslmode=require"
   })
 }
 

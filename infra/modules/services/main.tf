@@ -5,8 +5,8 @@
 # Inside the VPC the service and the dashboard reach MLflow at http://mlflow.<namespace>:5000.
 
 locals {
-  is_prod   = var.environment == "prod"
-  namespace = "${var.name}.internal"
+  is_prod             = var.environment == "prod"
+  namespace           = "${var.name}.internal"
   mlflow_internal_url = "http://mlflow.${local.namespace}:5000"
 
   apps = {
@@ -79,7 +79,7 @@ locals {
       "--artifacts-destination", "s3://${var.artifact_bucket_name}/",
       "--allowed-hosts", "${aws_lb.main.dns_name},${aws_lb.main.dns_name}:5000,mlflow.${local.namespace},mlflow.${local.namespace}:5000",
     ]
-    service = null # the bento image's own entrypoint (bentoml serve, port 3000)
+    service   = null # the bento image's own entrypoint (bentoml serve, port 3000)
     dashboard = null
   }
 }
@@ -332,7 +332,8 @@ resource "aws_ecs_task_definition" "app" {
           }
         }
       },
-      local.app_command[each.key] == null ? {} : { command = local.app_command[each.key] },
+      # `command` only where the image's own entrypoint is not used.
+      { for key, value in { command = local.app_command[each.key] } : key => value if value != null },
     )
   ])
 }
