@@ -503,6 +503,14 @@ def test_tfvars_examples_hold_declared_placeholders_only(modules, env):
         assert cidr != "0.0.0.0/0"
 
 
+def test_bootstrap_example_holds_declared_placeholders_only(modules):
+    values = parse(INFRA / "bootstrap" / "example.tfvars")
+    boot = modules["bootstrap"].variables
+    assert set(values) <= set(boot)
+    assert {v for v, body in boot.items() if "default" not in body} <= set(values)
+    assert values["state_bucket_name"].startswith("example-")
+
+
 def test_module_directory_listing_is_what_the_checks_cover():
     on_disk = {p.name for p in (INFRA / "modules").iterdir() if p.is_dir()}
     assert on_disk == set(MODULE_NAMES)

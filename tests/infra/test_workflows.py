@@ -44,13 +44,14 @@ def scripts(workflow: dict) -> str:
     return "\n".join(step.get("run", "") for step in steps(workflow))
 
 
-def test_the_three_workflows_exist_and_nothing_else():
-    assert sorted(p.name for p in WORKFLOWS.iterdir()) == sorted(NAMES)
+def test_the_three_workflows_exist():
+    assert set(NAMES) <= {p.name for p in WORKFLOWS.iterdir()}
 
 
 def test_actionlint_finds_nothing():
-    results = actionlint(*(WORKFLOWS / name for name in NAMES))
-    assert len(results) == len(NAMES)
+    files = sorted(WORKFLOWS.glob("*.y*ml"))
+    results = actionlint(*files)
+    assert len(results) == len(files) >= len(NAMES)
     problems = [
         f"{Path(e['file']).name}:{e['line']}:{e['column']}: {e['message']} [{e['kind']}]"
         for errors in results.values()
