@@ -1,5 +1,7 @@
 """Helpers of the infrastructure checks: parse Terraform with python-hcl2, find the tools.
 
+(Not a conftest.py: tests/ modules import `conftest` by name, and a second one would shadow it.)
+
 Nothing here needs a terraform binary, AWS credentials or the network. The tools that cannot
 live in .venv (checkov, actionlint) come from .venv-tools, which `make test` syncs first.
 """

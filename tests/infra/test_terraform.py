@@ -22,6 +22,7 @@ from infra_support import (
     RESOURCE_REF,
     VAR_REF,
     Module,
+    load_all,
     load_module,
     one,
     parse,
@@ -32,6 +33,12 @@ from trendcast.config import Settings
 from trendcast.schedule import DEFAULT_INGEST_RATE, period_seconds
 
 ALL = ["root", "bootstrap", *MODULE_NAMES]
+
+
+@pytest.fixture(scope="module")
+def modules() -> dict[str, Module]:
+    """Every module by name: root, bootstrap and the five child modules."""
+    return load_all()
 
 
 def test_every_tf_file_parses_and_belongs_to_a_checked_module(modules):
