@@ -340,7 +340,7 @@ resource "aws_ecs_task_definition" "app" {
 
 resource "aws_lb" "main" {
   #checkov:skip=CKV2_AWS_28:The load balancer only accepts allowed_cidr_blocks (office/VPN ranges, 0.0.0.0/0 rejected by validation); add a WAF web ACL before opening it to the internet.
-  #checkov:skip=CKV_AWS_91:ALB access logs need a log bucket with the ELB log-delivery policy; request logs of each app go to its CloudWatch log group.
+  #checkov:skip=CKV_AWS_91:ALB access logs need a separate log bucket with the ELB log-delivery policy (not built yet); each app logs to its own CloudWatch group.
   name                       = "${var.name}-alb"
   load_balancer_type         = "application"
   internal                   = false
