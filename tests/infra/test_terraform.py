@@ -586,3 +586,22 @@ def test_terraform_files_are_aligned_as_terraform_fmt_leaves_them():
     assert len(files) > 20
     problems = [f"{p.relative_to(REPO)}:{n}" for p in files for n in misaligned(p.read_text())]
     assert not problems, "not terraform-fmt aligned:\n" + "\n".join(problems)
+
+
+def test_execution_roles_may_pull_each_apps_image(modules):
+    """The ECR repository ARN each execution role may pull from, for the example images."""
+    svc = modules["services"]
+    arns = svc.locals["image_repository_arns"]
+    assert arns["service"] == ["${aws_ecr_repository.service.arn}"]
+    for app, variable in (("mlflow", "mlflow_image"), ("dashboard", "dashboard_image")):
+        expression = arns[app]
+        pattern = re.search(r'regexall\("(.*)", var\.' + variable + r"\)", expression).group(1)
+        pattern = pattern.encode().decode("unicode_escape")
+        for env in ("dev", "prod"):
+            image = parse(INFRA / "environments" / f"{env}.tfvars")[variable]
+            groups = re.match(pattern, image).groups()
+            assert groups[0] == "123456789012" and groups[2].startswith("trendcast-"), groups
+        assert re.match(pattern, "ghcr.io/mlflow/mlflow:v3.17.0") is None  # public: no grant
+    execution = svc.data[("aws_iam_policy_document", "execution")]
+    pull = one(execution["dynamic"])["statement"]
+    assert pull["content"][0]["resources"] == "${local.image_repository_arns[each.key]}"

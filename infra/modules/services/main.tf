@@ -67,6 +67,20 @@ locals {
     }
   }
 
+  # The ECR repository each app pulls from: the service's own; for MLflow and the dashboard the
+  # repository named in their image reference when it is an ECR image (none for public images).
+  image_repository_arns = {
+    service = [aws_ecr_repository.service.arn]
+    mlflow = [
+      for m in regexall("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com/([^:@]+)", var.mlflow_image) :
+      "arn:aws:ecr:${m[1]}:${m[0]}:repository/${m[2]}"
+    ]
+    dashboard = [
+      for m in regexall("^([0-9]{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com/([^:@]+)", var.dashboard_image) :
+      "arn:aws:ecr:${m[1]}:${m[0]}:repository/${m[2]}"
+    ]
+  }
+
   app_image = {
     mlflow    = var.mlflow_image
     service   = "${aws_ecr_repository.service.repository_url}:${var.service_image_tag}"
@@ -180,10 +194,13 @@ data "aws_iam_policy_document" "execution" {
     actions   = ["ecr:GetAuthorizationToken"] # supports no resource-level scoping
     resources = ["*"]
   }
-  statement {
-    sid       = "PullServiceImage"
-    actions   = ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
-    resources = [aws_ecr_repository.service.arn]
+  dynamic "statement" {
+    for_each = length(local.image_repository_arns[each.key]) > 0 ? [1] : []
+    content {
+      sid       = "PullOwnImage"
+      actions   = ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"]
+      resources = local.image_repository_arns[each.key]
+    }
   }
   statement {
     sid       = "WriteOwnLogs"
