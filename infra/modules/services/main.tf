@@ -14,6 +14,7 @@ locals {
       port          = 5000
       listener_port = 5000
       health        = "/health"
+      read_only     = true
       sg            = var.mlflow_security_group_id
       cpu           = 1024
       memory        = 2048
@@ -23,6 +24,7 @@ locals {
       port          = 3000
       listener_port = 3000
       health        = "/readyz"
+      read_only     = false # BentoML writes $BENTOML_HOME/prometheus_multiproc_dir in the image
       sg            = var.service_security_group_id
       cpu           = 1024
       memory        = 2048
@@ -32,6 +34,7 @@ locals {
       port          = 8501
       listener_port = 443
       health        = "/_stcore/health"
+      read_only     = true
       sg            = var.dashboard_security_group_id
       cpu           = 512
       memory        = 1024
@@ -308,6 +311,7 @@ resource "aws_iam_role_policy" "task" {
 # ---- Task definitions and services ----
 
 resource "aws_ecs_task_definition" "app" {
+  #checkov:skip=CKV_AWS_336:MLflow and the dashboard run with a read-only root; the BentoML service cannot yet (it writes $BENTOML_HOME/prometheus_multiproc_dir inside the image). checkov cannot see per-app values through for_each, so this says it.
   for_each                 = local.apps
   family                   = "${var.name}-${each.key}"
   requires_compatibilities = ["FARGATE"]
@@ -323,7 +327,7 @@ resource "aws_ecs_task_definition" "app" {
   }
 
   volume {
-    name = "tmp" # the only writable path: the root filesystem is read-only
+    name = "tmp" # the only writable path where the root filesystem is read-only
   }
 
   container_definitions = jsonencode([
@@ -332,7 +336,7 @@ resource "aws_ecs_task_definition" "app" {
         name                   = each.key
         image                  = local.app_image[each.key]
         essential              = true
-        readonlyRootFilesystem = true
+        readonlyRootFilesystem = each.value.read_only
         portMappings           = [{ containerPort = each.value.port, protocol = "tcp" }]
         mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
         environment            = [for k, v in merge(local.app_environment[each.key], { TMPDIR = "/tmp", HOME = "/tmp" }) : { name = k, value = v }]
