@@ -439,6 +439,8 @@ def test_services_on_fargate_with_ports_health_checks_and_private_tasks(modules)
     assert one(service["network_configuration"])["assign_public_ip"] is False
     definition = svc.resource("aws_ecs_task_definition", "app")
     assert definition["requires_compatibilities"] == ["FARGATE"]
+    assert "readonlyRootFilesystem = each.value.read_only" in definition["container_definitions"]
+    assert apps["mlflow"]["read_only"] is True and apps["dashboard"]["read_only"] is True
     health = one(svc.resource("aws_lb_target_group", "app")["health_check"])
     assert health["path"] == "${each.value.health}"
     listener = svc.resource("aws_lb_listener", "app")
