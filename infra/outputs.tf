@@ -52,3 +52,8 @@ output "service_ecs_service_name" {
   description = "ECS service of the BentoML container (the bento workflow deploys to it)."
   value       = module.services.service_ecs_service_name
 }
+
+output "service_api_token_secret_arn" {
+  description = "Secrets Manager secret with the prediction service's bearer token (TRENDCAST_API_TOKEN)."
+  value       = module.services.service_api_token_secret_arn
+}

@@ -471,7 +471,16 @@ def test_task_roles_grant_what_each_app_needs_and_no_more(modules):
     dashboard = _grants(svc, "task_dashboard")
     assert set(dashboard) == {"secretsmanager:GetSecretValue", "kms:Decrypt"}
     assert dashboard["secretsmanager:GetSecretValue"] == ["${var.database_readonly_secret_arn}"]
-    assert svc.locals["app_secret"]["dashboard"] == "${var.database_readonly_secret_arn}"
+    assert svc.locals["app_secret_arns"]["dashboard"] == ["${var.database_readonly_secret_arn}"]
+    injected = svc.locals["app_secrets"]
+    readonly_url = "${var.database_readonly_secret_arn}:url::"
+    assert injected["dashboard"] == {"TRENDCAST_DASHBOARD_DATABASE_URL": readonly_url}
+    assert (
+        injected["service"]["TRENDCAST_API_TOKEN"] == "${aws_secretsmanager_secret.api_token.arn}"
+    )
+    for app, variables in injected.items():  # each execution role reads exactly what it injects
+        arns = {value.split(":url::")[0].split(":mlflow_url::")[0] for value in variables.values()}
+        assert arns == set(svc.locals["app_secret_arns"][app]), app
     for grants in (mlflow, service, dashboard):
         assert all(r != "*" for resources in grants.values() for r in resources)
 

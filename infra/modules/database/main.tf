@@ -128,8 +128,9 @@ resource "aws_secretsmanager_secret_version" "app" {
   })
 }
 
-# Read-only credentials for the dashboard: role trendcast_readonly (SELECT only), created in the
-# database with the password stored here (infra/README.md, "First deployment").
+# Read-only credentials for the dashboard: login role trendcast_dashboard, a member of
+# trendcast_reader (SELECT only; created by migration 0005), with the password stored here
+# (infra/README.md, apply order step 4).
 resource "random_password" "readonly" {
   length           = 40
   special          = true
@@ -147,11 +148,11 @@ resource "aws_secretsmanager_secret" "readonly" {
 resource "aws_secretsmanager_secret_version" "readonly" {
   secret_id = aws_secretsmanager_secret.readonly.id
   secret_string = jsonencode({
-    username = "trendcast_readonly"
+    username = "trendcast_dashboard"
     password = random_password.readonly.result
     host     = aws_db_instance.main.address
     port     = aws_db_instance.main.port
     dbname   = var.database_name
-    url      = "postgresql+psycopg2://trendcast_readonly:${random_password.readonly.result}@${aws_db_instance.main.endpoint}/${var.database_name}?sslmode=require"
+    url      = "postgresql+psycopg2://trendcast_dashboard:${random_password.readonly.result}@${aws_db_instance.main.endpoint}/${var.database_name}?sslmode=require"
   })
 }

@@ -42,17 +42,22 @@ locals {
     }
   }
 
-  # Which database secret each app's execution role may inject, and which keys become which
-  # environment variables (ECS `secrets` with valueFrom "<arn>:<json key>::").
-  app_secret = {
-    mlflow    = var.database_secret_arn
-    service   = var.database_secret_arn
-    dashboard = var.database_readonly_secret_arn
+  # Environment variables ECS fills from Secrets Manager at start (valueFrom "<arn>:<json key>::"
+  # or a whole secret), and the secrets each app's execution role may read to do it. The
+  # dashboard connects as a login role in trendcast_reader (SELECT only) through
+  # TRENDCAST_DASHBOARD_DATABASE_URL.
+  app_secrets = {
+    mlflow = { MLFLOW_BACKEND_STORE_URI = "${var.database_secret_arn}:mlflow_url::" }
+    service = {
+      TRENDCAST_DATABASE_URL = "${var.database_secret_arn}:url::"
+      TRENDCAST_API_TOKEN    = aws_secretsmanager_secret.api_token.arn
+    }
+    dashboard = { TRENDCAST_DASHBOARD_DATABASE_URL = "${var.database_readonly_secret_arn}:url::" }
   }
-  app_secret_env = {
-    mlflow    = { MLFLOW_BACKEND_STORE_URI = "mlflow_url" }
-    service   = { TRENDCAST_DATABASE_URL = "url" }
-    dashboard = { TRENDCAST_DATABASE_URL = "url" }
+  app_secret_arns = {
+    mlflow    = [var.database_secret_arn]
+    service   = [var.database_secret_arn, aws_secretsmanager_secret.api_token.arn]
+    dashboard = [var.database_readonly_secret_arn]
   }
 
   app_environment = {
@@ -99,6 +104,26 @@ locals {
     service   = null # the bento image's own entrypoint (bentoml serve, port 3000)
     dashboard = null
   }
+}
+
+# Bearer token of the BentoML service (TRENDCAST_API_TOKEN): every endpoint but /livez, /readyz
+# and /metrics asks for it. Clients read it from this secret (output service_api_token_secret_arn).
+resource "random_password" "api_token" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "api_token" {
+  #checkov:skip=CKV2_AWS_57:A static bearer token; rotate with terraform apply -replace=module.services.random_password.api_token, then a forced new deployment of the service.
+  name                    = "${var.name}/service/api-token"
+  description             = "Bearer token of the Trendcast prediction service (TRENDCAST_API_TOKEN)"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = local.is_prod ? 30 : 7
+}
+
+resource "aws_secretsmanager_secret_version" "api_token" {
+  secret_id     = aws_secretsmanager_secret.api_token.id
+  secret_string = random_password.api_token.result
 }
 
 resource "aws_ecs_cluster" "main" {
@@ -211,9 +236,9 @@ data "aws_iam_policy_document" "execution" {
     resources = ["${aws_cloudwatch_log_group.app[each.key].arn}:*"]
   }
   statement {
-    sid       = "InjectDatabaseSecret"
+    sid       = "InjectOwnSecrets"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [local.app_secret[each.key]]
+    resources = local.app_secret_arns[each.key]
   }
   statement {
     sid       = "DecryptSecretAndImage"
@@ -341,8 +366,8 @@ resource "aws_ecs_task_definition" "app" {
         mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
         environment            = [for k, v in merge(local.app_environment[each.key], { TMPDIR = "/tmp", HOME = "/tmp" }) : { name = k, value = v }]
         secrets = [
-          for env_name, key in local.app_secret_env[each.key] :
-          { name = env_name, valueFrom = "${local.app_secret[each.key]}:${key}::" }
+          for env_name, value_from in local.app_secrets[each.key] :
+          { name = env_name, valueFrom = value_from }
         ]
         logConfiguration = {
           logDriver = "awslogs"

@@ -32,3 +32,8 @@ output "service_ecs_service_name" {
   description = "ECS service running the BentoML container."
   value       = aws_ecs_service.app["service"].name
 }
+
+output "service_api_token_secret_arn" {
+  description = "Secret holding the service's bearer token (TRENDCAST_API_TOKEN)."
+  value       = aws_secretsmanager_secret.api_token.arn
+}
