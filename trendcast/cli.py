@@ -13,6 +13,7 @@ from rich.table import Table
 
 from trendcast.config import Settings, get_settings
 from trendcast.errors import InputError, TrendcastError
+from trendcast.schedule import DEFAULT_INGEST_RATE
 
 app = typer.Typer(
     help="Trendcast: market-prediction models from exchange bars to a served, monitored model.",
@@ -297,7 +298,14 @@ def ingest(
     every: str | None = typer.Option(
         None, help="Run on a schedule like the EventBridge rule: 'rate(1 minute)', 30s, 5m."
     ),
-    times: int | None = typer.Option(None, min=1, help="With --every: stop after N runs."),
+    scheduled: bool = typer.Option(
+        False,
+        "--scheduled",
+        help=f"Run on the production schedule, {DEFAULT_INGEST_RATE} (the EventBridge rule's).",
+    ),
+    times: int | None = typer.Option(
+        None, min=1, help="With --every or --scheduled: stop after N runs."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print each summary as JSON."),
 ) -> None:
     """Run the ingestion Lambda's handler here, once or on a schedule."""
@@ -306,6 +314,10 @@ def ingest(
     from ingestion_lambda.handler import handler
     from trendcast.schedule import period_seconds
 
+    if scheduled and every:
+        raise InputError("give either --every or --scheduled, not both")
+    if scheduled:
+        every = DEFAULT_INGEST_RATE
     period = period_seconds(every) if every else None
     event: dict = {"source": "trendcast.cli"}
     if symbols:

@@ -6,6 +6,11 @@ import re
 
 from trendcast.errors import InputError
 
+# The production schedule of the ingestion Lambda: the EventBridge rule in
+# infra/modules/ingestion (root variable `ingest_schedule`) defaults to this expression, and
+# `trendcast ingest --scheduled` runs at this rate locally. tests/infra checks they agree.
+DEFAULT_INGEST_RATE = "rate(1 minute)"
+
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _SHORT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
