@@ -126,6 +126,7 @@ bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
 	$(VENV)/bin/python -m benchmarks.bench_ingest
 	$(VENV)/bin/python -m benchmarks.bench_features
 	$(VENV)/bin/python -m benchmarks.bench_backtest
+	$(VENV)/bin/python -m benchmarks.bench_serving
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down

@@ -9,12 +9,15 @@ Run: `.venv/bin/python -m benchmarks.bench_serving` (part of `make bench`).
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from trendcast.db import create_database, drop_database
 from trendcast.history import load_frame
 from trendcast.sample_data import SAMPLES
 from trendcast.stack import mlflow_server, processes
+from trendcast.tracking import use_mlflow
 
 NAME = "EURUSD_1h_h4_bench"
 SEQUENTIAL = 1500
@@ -78,42 +82,58 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-async def load(url: str, body: dict, clients: int, per_client: int) -> tuple[np.ndarray, float]:
-    """Latencies (ms) of clients x per_client sequential requests each, and wall time."""
+def load(port: int, path: str, body: dict, clients: int, per_client: int):
+    """Latencies (ms) of ``clients`` threads, each sending ``per_client`` requests one after
+    another on its own keep-alive connection (http.client: the lightest client at hand, so the
+    2 cores go to the servers), and the wall time."""
+    payload = json.dumps(body)
+    headers = {"content-type": "application/json"}
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+    lock = threading.Lock()
+    errors: list[str] = []
 
-        async def client() -> None:
-            for _ in range(per_client):
-                started = time.perf_counter()
-                response = await http.post(url, json=body)
-                latencies.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{url}: HTTP {response.status_code} {response.text[:200]}")
+    def client(count: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        for _ in range(count):
+            started = time.perf_counter()
+            connection.request("POST", path, payload, headers)
+            response = connection.getresponse()
+            text = response.read()
+            mine.append((time.perf_counter() - started) * 1000)
+            if response.status != 200:
+                errors.append(f"HTTP {response.status} {text[:200]!r}")
+        with lock:
+            latencies.extend(mine)
 
-        for _ in range(20):  # warm-up
-            await http.post(url, json=body)
-        started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        return np.array(latencies), time.perf_counter() - started
+    client(50)  # warm-up
+    latencies.clear()
+    threads = [threading.Thread(target=client, args=(per_client,)) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{path}: {errors[0]}")
+    return np.array(latencies), time.perf_counter() - started
 
 
-def measure(label: str, url: str, body: dict) -> dict:
+def measure(label: str, port: int, path: str, body: dict) -> dict:
     out = {}
     for mode, clients, per in (
         ("sequential", 1, SEQUENTIAL),
         ("16 clients", CONCURRENT, PER_CLIENT),
     ):
-        latencies, wall = asyncio.run(load(url, body, clients, per))
+        latencies, wall = load(port, path, body, clients, per)
         out[mode] = {
             "p50": float(np.percentile(latencies, 50)),
             "p99": float(np.percentile(latencies, 99)),
             "rps": len(latencies) / wall,
         }
         print(
-            f"   {label:<22} {mode:<11} p50 {out[mode]['p50']:6.2f} ms  "
-            f"p99 {out[mode]['p99']:6.2f} ms  {out[mode]['rps']:8.0f} req/s"
+            f"   {label:<24} {mode:<11} p50 {out[mode]['p50']:6.2f} ms  "
+            f"p99 {out[mode]['p99']:6.2f} ms  {out[mode]['rps']:7.0f} req/s"
         )
     return out
 
@@ -175,8 +195,7 @@ def main() -> None:
             deadline = time.monotonic() + 120
             while mlflow_server.probe(settings) is None and time.monotonic() < deadline:
                 time.sleep(0.5)
-            mlflow.set_tracking_uri(tracking)
-            mlflow.set_registry_uri(tracking)
+            use_mlflow(tracking)
             mlflow.set_experiment("bench")
             params = {"n_estimators": 200}
             first = train(
@@ -240,14 +259,31 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{ours_port}/readyz", ours)
             wait_http(f"http://127.0.0.1:{theirs_port}/ping", theirs)
 
-            ours_result = measure(
-                "Trendcast (BentoML)", f"http://127.0.0.1:{ours_port}/predict", {"rows": [row]}
-            )
+            ours_result = measure("Trendcast (BentoML)", ours_port, "/predict", {"rows": [row]})
             theirs_result = measure(
                 "mlflow models serve",
-                f"http://127.0.0.1:{theirs_port}/invocations",
+                theirs_port,
+                "/invocations",
                 {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}},
             )
+            # The floor: a BentoML service that does nothing, same worker count and client.
+            stop(theirs)
+            services.remove(theirs)
+            floor_port = free_port()
+            floor = spawn(
+                [
+                    str(BIN / "bentoml"),
+                    "serve",
+                    "benchmarks._noop_service:Noop",
+                    "--port",
+                    str(floor_port),
+                ],
+                env,
+                home / "noop.log",
+            )
+            services.append(floor)
+            wait_http(f"http://127.0.0.1:{floor_port}/readyz", floor)
+            measure("no-op BentoML (floor)", floor_port, "/predict", {"rows": [row]})
             for mode in ("sequential", "16 clients"):
                 ratio = ours_result[mode]["rps"] / theirs_result[mode]["rps"]
                 print(f"   throughput ratio ({mode}): {ratio:.2f}x")

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from trendcast.config import Settings, get_settings
 from trendcast.db import database_url, normalize_url
+from trendcast.tracking import use_mlflow
 
 TTL_S = 30
 READER_ROLE = "trendcast_reader"
@@ -165,7 +166,7 @@ def _artifact_text(run_id: str, path: str) -> str | None:
     import mlflow
 
     try:
-        mlflow.set_tracking_uri(tracking_uri())
+        use_mlflow(tracking_uri())
         return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
     except Exception:  # a missing artifact is an empty state, not a crash
         return None

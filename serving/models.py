@@ -20,6 +20,8 @@ import numpy as np
 import xgboost as xgb
 import yaml
 
+from trendcast.tracking import use_mlflow
+
 # The poller must notice an unreachable MLflow within a poll, not after minutes of backoff.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
@@ -99,6 +101,7 @@ def load_version(client, name: str, version: int, alias: str) -> LoadedModel:
             )
         booster = xgb.Booster()
         booster.load_model(str(data))
+        booster.set_param({"nthread": 1})  # one row at a time: OpenMP threads only contend
         example = _input_example(local, spec)
     best = booster.attr("best_iteration")
     iterations = (0, int(best) + 1) if best is not None else (0, 0)
@@ -145,11 +148,9 @@ class ModelHolder:
     """The served (and shadow) models and the alias poller's view of MLflow."""
 
     def __init__(self, tracking_uri: str, name: str, alias: str, shadow: str | None) -> None:
-        import mlflow
         from mlflow import MlflowClient
 
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        use_mlflow(tracking_uri)
         self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         self.name = name
         self.primary = ModelSlot(alias)

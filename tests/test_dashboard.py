@@ -48,6 +48,7 @@ def demo(db_url, mlflow_url, tmp_path_factory):
     from trendcast.config import get_settings
     from trendcast.history import load_frame
     from trendcast.sample_data import SAMPLES
+    from trendcast.tracking import use_mlflow
 
     home = tmp_path_factory.mktemp("dash")
     values = {
@@ -89,7 +90,7 @@ def demo(db_url, mlflow_url, tmp_path_factory):
                 )
             )
         dataset = build_dataset(engine, "EURUSD", "1h", home / "snapshots", horizon=4)
-        mlflow.set_tracking_uri(mlflow_url)
+        use_mlflow(mlflow_url)
         mlflow.set_experiment("training")
         name = f"EURUSD_1h_h4_dash{os.getpid()}"
         result = train(

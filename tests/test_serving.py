@@ -27,6 +27,7 @@ from training.train import train
 from trendcast import feature_pipeline
 from trendcast.history import load_frame
 from trendcast.sample_data import SAMPLES
+from trendcast.tracking import use_mlflow
 
 pytestmark = pytest.mark.slow
 
@@ -94,9 +95,9 @@ def stack(pg_server_url, db_url, tmp_path_factory):
     feature_pipeline.build(engine)
     home = tmp_path_factory.mktemp("serving")
     dataset = build_dataset(engine, "EURUSD", "1h", home / "snapshots", horizon=4)
+    saved = {v: os.environ.get(v) for v in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     with running_mlflow(pg_server_url, home / "mlflow") as (mlflow_url, record):
-        mlflow.set_tracking_uri(mlflow_url)
-        mlflow.set_registry_uri(mlflow_url)
+        use_mlflow(mlflow_url)
         mlflow.set_experiment("serving-tests")
         first = _train(engine, dataset, 20)
         client = MlflowClient(mlflow_url, registry_uri=mlflow_url)
@@ -147,6 +148,11 @@ def stack(pg_server_url, db_url, tmp_path_factory):
             process.wait(timeout=30)
             log.close()
             engine.dispose()
+            for variable, value in saved.items():  # later tests must not talk to this server
+                if value is None:
+                    os.environ.pop(variable, None)
+                else:
+                    os.environ[variable] = value
 
 
 def _rows(stack: Stack, n: int) -> list[dict]:

@@ -15,6 +15,7 @@ from training.train import fit, train
 from trendcast import feature_pipeline
 from trendcast.history import load_frame
 from trendcast.sample_data import SAMPLES
+from trendcast.tracking import use_mlflow
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,7 @@ def test_split_is_by_time_with_a_purge_gap(dataset):
 
 
 def test_run_logs_registers_and_reproduces(dataset, engine, mlflow_url):
-    mlflow.set_tracking_uri(mlflow_url)
+    use_mlflow(mlflow_url)
     mlflow.set_experiment("training-tests")
     params = {"n_estimators": 40}
 

@@ -26,6 +26,7 @@ from training.dataset import Dataset, build_dataset
 from training.grid import GridSpec, Period
 from training.train import TrainResult, train
 from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric
+from trendcast.tracking import use_mlflow
 
 
 @dataclass
@@ -52,7 +53,7 @@ def _run_candidate(
 
     from trendcast.db import normalize_url
 
-    mlflow.set_tracking_uri(tracking_uri)
+    use_mlflow(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
     engine = sa.create_engine(normalize_url(database_url), poolclass=sa.pool.NullPool)
     try:
@@ -131,7 +132,7 @@ def run_grid(
     candidates = spec.candidates()
     # Datasets first (cheap, and a period too short to train on fails before any run starts).
     datasets = {p.name: _dataset(engine, spec, p, datasets_dir) for p in spec.periods}
-    mlflow.set_tracking_uri(tracking_uri)
+    use_mlflow(tracking_uri)
     experiment_id = mlflow.set_experiment("training").experiment_id
     client = MlflowClient(tracking_uri)
     parent = client.create_run(

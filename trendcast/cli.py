@@ -14,6 +14,7 @@ from rich.table import Table
 from trendcast.config import Settings, get_settings
 from trendcast.errors import InputError, TrendcastError
 from trendcast.schedule import DEFAULT_INGEST_RATE
+from trendcast.tracking import use_mlflow
 
 app = typer.Typer(
     help="Trendcast: market-prediction models from exchange bars to a served, monitored model.",
@@ -632,7 +633,7 @@ def backtest(
 def _log_report(report, gates: dict) -> None:
     import mlflow
 
-    mlflow.set_tracking_uri(_settings().tracking_uri)
+    use_mlflow(_settings().tracking_uri)
     mlflow.set_experiment("backtests")
     with mlflow.start_run(run_name=f"{report.symbol}_{report.strategy}"):
         mlflow.log_params(
@@ -656,11 +657,10 @@ def _log_report(report, gates: dict) -> None:
 
 
 def _mlflow_client():
-    import mlflow
     from mlflow import MlflowClient
 
     settings = _settings()
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    use_mlflow(settings.tracking_uri)
     return MlflowClient(settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
@@ -696,7 +696,7 @@ def train_command(
     dataset = build_dataset(
         engine, symbol, interval, settings.home / "datasets", horizon=horizon, start=start, end=end
     )
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    use_mlflow(settings.tracking_uri)
     mlflow.set_experiment("training")
     result = train(
         engine,
@@ -1043,7 +1043,6 @@ def predict_command(
 
         version = call("/model", {})["version"]
         _mlflow_client()
-        mlflow.set_registry_uri(settings.tracking_uri)
         loaded = mlflow.artifacts.load_dict(f"models:/{name}/{version}/input_example.json")
         batch = [dict(zip(loaded["columns"], values, strict=True)) for values in loaded["data"]]
     if batch is not None:
