@@ -12,7 +12,7 @@ RUFF := $(VENV)/bin/ruff
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup tools uv lock demo up down status test test-fast lint format bench clean lambda-zip browser
+.PHONY: help setup tools uv lock demo up down status test test-fast lint format bench clean lambda-zip browser wrk
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -121,7 +121,12 @@ test: lint browser tools  ## Lint and run every test (what CI runs)
 test-fast: lint tools  ## Lint and run the tests that start no servers
 	$(PYTEST) -m "not slow"
 
-bench: setup  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
+# wrk (Debian) is bench_serving's load client: a C client leaves the 2 cores to the servers.
+wrk:  ## Install wrk with apt-get when it is missing
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk; }
+
+bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
 	$(VENV)/bin/python -m benchmarks.bench_load
 	$(VENV)/bin/python -m benchmarks.bench_ingest
 	$(VENV)/bin/python -m benchmarks.bench_features

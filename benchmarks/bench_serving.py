@@ -33,11 +33,9 @@ from benchmarks._harness import banner, scratch_database
 from training.dataset import build_dataset
 from training.train import train
 from trendcast import feature_pipeline
-from trendcast.config import Settings
-from trendcast.db import create_database, drop_database
 from trendcast.history import load_frame
 from trendcast.sample_data import SAMPLES
-from trendcast.stack import mlflow_server, processes
+from trendcast.stack import mlflow_server
 from trendcast.tracking import use_mlflow
 
 NAME = "EURUSD_1h_h4_bench"
@@ -258,155 +256,141 @@ def main() -> None:
         feature_pipeline.build(engine)
         dataset = build_dataset(engine, "EURUSD", "1h", home / "snapshots", horizon=4)
         admin = url.set(database="postgres")
-        store = create_database(admin, f"mlflow_bench_{os.getpid()}")
-        settings = Settings(
-            home=home,
-            mlflow_port=free_port(),
-            database_url=url.render_as_string(hide_password=False),
-            mlflow_database_url=store.render_as_string(hide_password=False),
-        )
-        record = processes.spawn(
-            settings.run_dir,
-            "mlflow",
-            mlflow_server.command(settings),
-            mlflow_server.environment(settings),
-        )
-        tracking = mlflow_server.url(settings)
-        services: list[subprocess.Popen] = []
-        try:
-            deadline = time.monotonic() + 120
-            while mlflow_server.probe(settings) is None and time.monotonic() < deadline:
-                time.sleep(0.5)
-            use_mlflow(tracking)
-            mlflow.set_experiment("bench")
-            params = {"n_estimators": 200}
-            first = train(
-                engine, dataset, symbol="EURUSD", interval="1h", model_name=NAME, params=params
-            )
-            second = train(
-                engine,
-                dataset,
-                symbol="EURUSD",
-                interval="1h",
-                model_name=NAME,
-                params={"n_estimators": 120},
-            )
-            client = MlflowClient(tracking, registry_uri=tracking)
-            client.set_registered_model_alias(NAME, "production", str(first.version))
-            row = dataset.part("test")[dataset.features].head(1).to_dict("records")[0]
+        with mlflow_server.throwaway(admin, home / "mlflow") as (tracking, _):
+            run(engine, frame, dataset, url, tracking, home)
+        engine.dispose()
 
-            env = {
-                **os.environ,
-                "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-                "TRENDCAST_HOME": str(home),
-                "TRENDCAST_DATABASE_URL": url.render_as_string(hide_password=False),
-                "TRENDCAST_MLFLOW_TRACKING_URI": tracking,
-                "MLFLOW_TRACKING_URI": tracking,
-                "TRENDCAST_MODEL_NAME": NAME,
-                "TRENDCAST_SERVING_POLL_S": "1",
-            }
-            ours_port, theirs_port = free_port(), free_port()
-            ours = spawn(
-                [
-                    str(BIN / "bentoml"),
-                    "serve",
-                    "serving.service:Trendcast",
-                    "--port",
-                    str(ours_port),
-                ],
-                env,
-                home / "bento.log",
-            )
-            services.append(ours)
-            theirs = spawn(
-                [
-                    str(BIN / "mlflow"),
-                    "models",
-                    "serve",
-                    "-m",
-                    f"models:/{NAME}/{first.version}",
-                    "--env-manager",
-                    "local",
-                    "-p",
-                    str(theirs_port),
-                    "-h",
-                    "127.0.0.1",
-                    "-w",
-                    "1",
-                ],
-                env,
-                home / "mlflow-serve.log",
-            )
-            services.append(theirs)
-            wait_http(f"http://127.0.0.1:{ours_port}/readyz", ours)
-            wait_http(f"http://127.0.0.1:{theirs_port}/ping", theirs)
 
-            ours_result = measure("Trendcast (BentoML)", ours_port, "/predict", {"rows": [row]})
-            theirs_result = measure(
-                "mlflow models serve",
-                theirs_port,
-                "/invocations",
-                {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}},
+def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
+    """Train two versions, start both servers, measure, swap, and the real-time path."""
+    services: list[subprocess.Popen] = []
+    try:
+        use_mlflow(tracking)
+        mlflow.set_experiment("bench")
+        params = {"n_estimators": 200}
+        first = train(
+            engine, dataset, symbol="EURUSD", interval="1h", model_name=NAME, params=params
+        )
+        second = train(
+            engine,
+            dataset,
+            symbol="EURUSD",
+            interval="1h",
+            model_name=NAME,
+            params={"n_estimators": 120},
+        )
+        client = MlflowClient(tracking, registry_uri=tracking)
+        client.set_registered_model_alias(NAME, "production", str(first.version))
+        row = dataset.part("test")[dataset.features].head(1).to_dict("records")[0]
+
+        env = {
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+            "TRENDCAST_HOME": str(home),
+            "TRENDCAST_DATABASE_URL": url.render_as_string(hide_password=False),
+            "TRENDCAST_MLFLOW_TRACKING_URI": tracking,
+            "MLFLOW_TRACKING_URI": tracking,
+            "TRENDCAST_MODEL_NAME": NAME,
+            "TRENDCAST_SERVING_POLL_S": "1",
+        }
+        ours_port, theirs_port = free_port(), free_port()
+        ours = spawn(
+            [
+                str(BIN / "bentoml"),
+                "serve",
+                "serving.service:Trendcast",
+                "--port",
+                str(ours_port),
+            ],
+            env,
+            home / "bento.log",
+        )
+        services.append(ours)
+        theirs = spawn(
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                f"models:/{NAME}/{first.version}",
+                "--env-manager",
+                "local",
+                "-p",
+                str(theirs_port),
+                "-h",
+                "127.0.0.1",
+                "-w",
+                "1",
+            ],
+            env,
+            home / "mlflow-serve.log",
+        )
+        services.append(theirs)
+        wait_http(f"http://127.0.0.1:{ours_port}/readyz", ours)
+        wait_http(f"http://127.0.0.1:{theirs_port}/ping", theirs)
+
+        ours_result = measure("Trendcast (BentoML)", ours_port, "/predict", {"rows": [row]})
+        theirs_result = measure(
+            "mlflow models serve",
+            theirs_port,
+            "/invocations",
+            {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}},
+        )
+        # The floor: a BentoML service that does nothing, same worker count and client.
+        stop(theirs)
+        services.remove(theirs)
+        floor_port = free_port()
+        floor = spawn(
+            [
+                str(BIN / "bentoml"),
+                "serve",
+                "benchmarks._noop_service:Noop",
+                "--port",
+                str(floor_port),
+            ],
+            env,
+            home / "noop.log",
+        )
+        services.append(floor)
+        wait_http(f"http://127.0.0.1:{floor_port}/readyz", floor)
+        measure("no-op BentoML (floor)", floor_port, "/predict", {"rows": [row]})
+        for mode in ("sequential", "16 clients"):
+            ratio = ours_result[mode]["rps"] / theirs_result[mode]["rps"]
+            print(f"   throughput ratio ({mode}): {ratio:.2f}x")
+        p99 = ours_result["16 clients"]["p99"]
+        print(
+            f"   p99 at 16 clients: {p99:.2f} ms (target <= 20 ms: "
+            f"{'met' if p99 <= 20 else 'missed'})"
+        )
+        swap = asyncio.run(
+            swap_under_load(
+                f"http://127.0.0.1:{ours_port}", {"rows": [row]}, client, second.version
             )
-            # The floor: a BentoML service that does nothing, same worker count and client.
-            stop(theirs)
-            services.remove(theirs)
-            floor_port = free_port()
-            floor = spawn(
-                [
-                    str(BIN / "bentoml"),
-                    "serve",
-                    "benchmarks._noop_service:Noop",
-                    "--port",
-                    str(floor_port),
-                ],
-                env,
-                home / "noop.log",
-            )
-            services.append(floor)
-            wait_http(f"http://127.0.0.1:{floor_port}/readyz", floor)
-            measure("no-op BentoML (floor)", floor_port, "/predict", {"rows": [row]})
-            for mode in ("sequential", "16 clients"):
-                ratio = ours_result[mode]["rps"] / theirs_result[mode]["rps"]
-                print(f"   throughput ratio ({mode}): {ratio:.2f}x")
-            p99 = ours_result["16 clients"]["p99"]
-            print(
-                f"   p99 at 16 clients: {p99:.2f} ms (target <= 20 ms: "
-                f"{'met' if p99 <= 20 else 'missed'})"
-            )
-            swap = asyncio.run(
-                swap_under_load(
-                    f"http://127.0.0.1:{ours_port}", {"rows": [row]}, client, second.version
-                )
-            )
-            print(
-                f"   swap under {CONCURRENT} streaming clients: {swap['failures']} failed of "
-                f"{swap['requests']} requests; new version answering {swap['seconds']:.2f} s "
-                "after the alias moved (poll interval 1 s)"
-            )
-            fresh = real_time_path(engine, frame, ours_port)
-            print(
-                f"   real-time path: new bar stored -> predict_latest answered on it in "
-                f"{fresh['median']:.0f} ms median, {fresh['max']:.0f} ms max over "
-                f"{fresh['n']} bars (target <= 1 s), features computed on the spot"
-            )
-            with engine.connect() as conn:
-                logged = conn.execute(sa.text("SELECT count(*) FROM serving.predictions")).scalar()
-            print(f"   prediction log rows written: {logged:,} (dropped: see /metrics)")
-            metrics = httpx.get(f"http://127.0.0.1:{ours_port}/metrics", timeout=10).text
-            dropped = [
-                line
-                for line in metrics.splitlines()
-                if line.startswith("trendcast_prediction_log_dropped_total")
-            ]
-            print(f"   {dropped[0] if dropped else 'trendcast_prediction_log_dropped_total 0'}")
-        finally:
-            for service in services:
-                stop(service)
-            processes.stop(settings.run_dir, "mlflow")
-            del record
-            engine.dispose()
-            drop_database(admin, store.database)
+        )
+        print(
+            f"   swap under {CONCURRENT} streaming clients: {swap['failures']} failed of "
+            f"{swap['requests']} requests; new version answering {swap['seconds']:.2f} s "
+            "after the alias moved (poll interval 1 s)"
+        )
+        fresh = real_time_path(engine, frame, ours_port)
+        print(
+            f"   real-time path: new bar stored -> predict_latest answered on it in "
+            f"{fresh['median']:.0f} ms median, {fresh['max']:.0f} ms max over "
+            f"{fresh['n']} bars (target <= 1 s), features computed on the spot"
+        )
+        with engine.connect() as conn:
+            logged = conn.execute(sa.text("SELECT count(*) FROM serving.predictions")).scalar()
+        print(f"   prediction log rows written: {logged:,} (dropped: see /metrics)")
+        metrics = httpx.get(f"http://127.0.0.1:{ours_port}/metrics", timeout=10).text
+        dropped = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("trendcast_prediction_log_dropped_total")
+        ]
+        print(f"   {dropped[0] if dropped else 'trendcast_prediction_log_dropped_total 0'}")
+    finally:
+        for service in services:
+            stop(service)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ drops it at the end, so runs never see each other's rows.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -105,50 +104,11 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess
     )
 
 
-@contextlib.contextmanager
-def running_mlflow(pg_server_url: URL, home: Path) -> Iterator[tuple[str, object]]:
-    """Start a real MLflow tracking server (PostgreSQL backend store, artifacts under ``home``)
-    and stop it afterwards; yields its URL and its process record."""
-    import socket
+def running_mlflow(pg_server_url: URL, home: Path):
+    """A real MLflow tracking server of our own (see ``mlflow_server.throwaway``)."""
+    from trendcast.stack import mlflow_server
 
-    import httpx
-
-    from trendcast.config import Settings
-    from trendcast.stack import mlflow_server, processes
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    store = create_database(pg_server_url, f"mlflow_test_{uuid.uuid4().hex[:10]}")
-    settings = Settings(
-        home=home,
-        mlflow_port=port,
-        database_url=pg_server_url.render_as_string(hide_password=False),
-        mlflow_database_url=store.render_as_string(hide_password=False),
-    )
-    record = processes.spawn(
-        settings.run_dir,
-        "mlflow",
-        mlflow_server.command(settings),
-        mlflow_server.environment(settings),
-    )
-    url = mlflow_server.url(settings)
-    try:
-        import time
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert processes.is_alive(record), Path(record.log).read_text()[-2000:]
-            time.sleep(0.5)
-        yield url, record
-    finally:
-        processes.stop(settings.run_dir, "mlflow")
-        drop_database(pg_server_url, store.database)
+    return mlflow_server.throwaway(pg_server_url, home)
 
 
 @pytest.fixture(scope="session")

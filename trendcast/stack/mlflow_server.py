@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import URL
 
 from trendcast.config import Settings
 from trendcast.db import database_url, ensure_database
@@ -78,3 +81,43 @@ def prepare(settings: Settings) -> None:
 def start(settings: Settings) -> processes.ProcessRecord:
     prepare(settings)
     return processes.spawn(settings.run_dir, NAME, command(settings), environment(settings))
+
+
+@contextmanager
+def throwaway(
+    server_url: URL, home: Path, timeout_s: float = 120.0
+) -> Iterator[tuple[str, processes.ProcessRecord]]:
+    """A private MLflow tracking server on a free port, its backend store a new database on
+    ``server_url``'s PostgreSQL and its artifacts under ``home``; stopped and dropped after.
+    For tests and benchmarks; yields the URL and the process record."""
+    import socket
+    import time
+    import uuid
+
+    from trendcast.db import create_database, drop_database
+    from trendcast.errors import TrendcastError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = create_database(server_url, f"mlflow_scratch_{uuid.uuid4().hex[:10]}")
+    settings = Settings(
+        home=home,
+        mlflow_port=port,
+        database_url=server_url.render_as_string(hide_password=False),
+        mlflow_database_url=store.render_as_string(hide_password=False),
+    )
+    record = processes.spawn(settings.run_dir, NAME, command(settings), environment(settings))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while probe(settings) is None:
+            if not processes.is_alive(record) or time.monotonic() > deadline:
+                raise TrendcastError(
+                    f"throwaway MLflow did not start; {record.log}:\n"
+                    + Path(record.log).read_text(errors="replace")[-2000:]
+                )
+            time.sleep(0.5)
+        yield url(settings), record
+    finally:
+        processes.stop(settings.run_dir, NAME)
+        drop_database(server_url, store.database)
