@@ -8,7 +8,12 @@ from __future__ import annotations
 
 
 def use_mlflow(uri: str) -> None:
+    import os
+
     import mlflow
+
+    # Artifact downloads draw a progress bar per file; in CLI output and service logs it is noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
