@@ -20,6 +20,7 @@ import numpy as np
 import xgboost as xgb
 import yaml
 
+from trendcast.registry import alias_version
 from trendcast.tracking import use_mlflow
 
 # The poller must notice an unreachable MLflow within a poll, not after minutes of backoff.
@@ -63,18 +64,6 @@ class LoadedModel:
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def resolve(client, name: str, alias: str) -> int | None:
-    """The version ``alias`` points at, or None when the alias is not set."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return int(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
-            return None
-        raise
 
 
 def load_version(client, name: str, version: int, alias: str) -> LoadedModel:
@@ -182,7 +171,7 @@ class ModelHolder:
             return changes
 
     def _refresh(self, slot: ModelSlot) -> str:
-        version = resolve(self.client, self.name, slot.alias)
+        version = alias_version(self.client, self.name, slot.alias)
         if version is None:
             slot.model, slot.error = None, f"alias {slot.alias!r} is not set on {self.name}"
             return "unset"

@@ -1000,9 +1000,9 @@ def predict_command(
         return response.json()
 
     if wait_for_alias:
-        from serving.models import resolve
+        from trendcast.registry import alias_version
 
-        target = resolve(_mlflow_client(), name, wait_for_alias)
+        target = alias_version(_mlflow_client(), name, wait_for_alias)
         if target is None:
             raise InputError(f"--wait-for-alias {wait_for_alias}: not set on {name}")
         started = time.monotonic()

@@ -157,13 +157,17 @@ def _who() -> str:
     return os.environ.get("TRENDCAST_USER") or getpass.getuser()
 
 
-def _current(client, name: str, alias: str) -> int | None:
+def alias_version(client, name: str, alias: str) -> int | None:
+    """The version ``alias`` points at, or None when the alias (or model) does not exist;
+    any other MLflow error (an outage) propagates, so it is never mistaken for "unset"."""
     from mlflow.exceptions import MlflowException
 
     try:
         return int(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+            return None
+        raise
 
 
 def _record(engine: Engine, move: AliasMove) -> None:
@@ -209,7 +213,7 @@ def promote(
         name,
         alias,
         "promote",
-        _current(client, name, alias),
+        alias_version(client, name, alias),
         int(version),
         _who(),
         bool(failed) and force,
@@ -222,7 +226,7 @@ def promote(
 
 def rollback(client, engine: Engine, name: str, alias: str = "production") -> AliasMove:
     """Move ``alias`` back to the version it held before its current one was promoted."""
-    current = _current(client, name, alias)
+    current = alias_version(client, name, alias)
     if current is None:
         raise InputError(f"model {name!r} has no alias {alias!r} to roll back")
     with engine.connect() as conn:
