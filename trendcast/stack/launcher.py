@@ -45,6 +45,32 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _port_holder(port: int) -> str:
+    """``pid N (name)`` of the process listening on ``port``, or "" when the OS will not say."""
+    import psutil
+
+    try:
+        listening = [
+            c
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        ]
+    except psutil.Error:
+        return ""
+    for conn in listening:
+        try:
+            return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+        except psutil.Error:
+            return f"pid {conn.pid}"
+    return ""
+
+
+def _taken_port_message(host: str, port: int, variable: str) -> str:
+    holder = _port_holder(port)
+    held = f" by {holder}," if holder else ","
+    return f"port {port} on {host} is taken{held} not by Trendcast: stop it or set {variable}"
+
+
 def _tail(path: str | Path, lines: int = 15) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
@@ -101,10 +127,7 @@ def _up_service(
         _wait_until(lambda: probe() is not None, record, label, settings.startup_timeout_s)
         return describe("already running")
     if _port_in_use(settings.host, port):
-        raise TrendcastError(
-            f"port {port} on {settings.host} is taken by a process Trendcast did not start: "
-            f"stop it or set {port_variable} to a free port"
-        )
+        raise TrendcastError(_taken_port_message(settings.host, port, port_variable))
     record = start()
     _wait_until(lambda: probe() is not None, record, label, settings.startup_timeout_s)
     return describe(f"pid {record.pid}, started")
@@ -180,6 +203,7 @@ def up(
         raise TrendcastError(
             f"--with {', '.join(unknown)}: unknown part; choose from {', '.join(OPTIONAL_PARTS)}"
         )
+    _check_ports(settings, ["mlflow", *(with_parts or [])])
     parts = []
     starters = [up_database, up_mlflow, *(OPTIONAL_PARTS[name] for name in with_parts or [])]
     for start in starters:
@@ -188,6 +212,28 @@ def up(
         if on_part:
             on_part(part)
     return parts
+
+
+#: Each service part: its process record name, its port setting and the variable that moves it.
+_PORTS: dict[str, tuple[str, str, str]] = {
+    "mlflow": (mlflow_server.NAME, "mlflow_port", "TRENDCAST_MLFLOW_PORT"),
+    "replay": (replay_server.NAME, "replay_port", "TRENDCAST_REPLAY_PORT"),
+    "serving": (serving_server.NAME, "bentoml_port", "TRENDCAST_BENTOML_PORT"),
+    "dashboard": (dashboard_server.NAME, "streamlit_port", "TRENDCAST_STREAMLIT_PORT"),
+}
+
+
+def _check_ports(settings: Settings, parts: list[str]) -> None:
+    """Before anything starts: every port a part would take must be free or held by that part."""
+    taken = []
+    for part in dict.fromkeys(parts):
+        name, field, variable = _PORTS[part]
+        port = getattr(settings, field)
+        ours = processes.is_alive(processes.read_record(settings.run_dir, name))
+        if not ours and _port_in_use(settings.host, port):
+            taken.append(_taken_port_message(settings.host, port, variable))
+    if taken:
+        raise TrendcastError("; ".join(taken) + "; nothing was started")
 
 
 def _database_status(settings: Settings, detail: str = "") -> PartStatus:
