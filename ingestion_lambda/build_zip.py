@@ -24,8 +24,8 @@ FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 
 def uv() -> list[str]:
-    found = shutil.which("uv")
-    return [found] if found else [sys.executable, "-m", "uv"]
+    """The uv pinned in this environment (main.lock), never one found on PATH."""
+    return [sys.executable, "-m", "uv"]
 
 
 def install_dependencies(target: Path) -> None:
