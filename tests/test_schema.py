@@ -64,7 +64,13 @@ def test_migrations_upgrade_downgrade_upgrade(pg_server_url):
             tables = conn.execute(
                 sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'market'")
             ).scalars()
-            assert set(tables) == {"bars", "quarantine", "ingestion_runs", "bar_changes"}
+            assert set(tables) == {
+                "bars",
+                "quarantine",
+                "ingestion_runs",
+                "bar_changes",
+                "instruments",
+            }
         engine.dispose()
     finally:
         drop_database(pg_server_url, url.database)
