@@ -287,17 +287,21 @@ def test_swap_under_load_and_challenger_in_shadow(stack):
     (shadow,) = _logged(stack, "shadow")[shadow_before:]
     assert shadow["model_version"] == second.version and shadow["alias"] == "challenger"
 
-    failures, versions, stop = [], [], threading.Event()
+    # (sent, answered, version) per request: threads append in the order their answers
+    # arrive, not the order the service served them, so the check below compares clocks.
+    failures, answers, stop = [], [], threading.Event()
 
     def stream():
         with httpx.Client(headers=AUTH, timeout=10) as http:
             while not stop.is_set():
+                sent = time.monotonic()
                 try:
                     response = http.post(f"{stack.url}/predict", json={"rows": rows})
                     if response.status_code != 200:
                         failures.append(response.status_code)
                     else:
-                        versions.append(response.json()["model"]["version"])
+                        version = response.json()["model"]["version"]
+                        answers.append((sent, time.monotonic(), version))
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
 
@@ -315,9 +319,12 @@ def test_swap_under_load_and_challenger_in_shadow(stack):
             worker.join()
     assert failures == []
     assert took < 15
-    assert versions[0] == 1 and versions[-1] == second.version
-    switch = versions.index(second.version)
-    assert set(versions[switch:]) == {second.version}  # no flapping back
+    answers.sort()
+    assert answers[0][2] == 1 and answers[-1][2] == second.version
+    first_new = min(answered for _, answered, version in answers if version == second.version)
+    # No flapping back: a request sent after anyone got the new version gets it too.
+    late = [version for sent, _, version in answers if sent > first_new]
+    assert late and set(late) == {second.version}
 
 
 def test_tampered_artifact_is_refused_and_the_old_model_kept(stack):

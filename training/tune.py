@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,16 @@ def _run_candidate(
     candidate: int,
     params: dict,
     period: str,
+    owner_pid: int,
 ) -> tuple[int, str, dict, str]:
     """One nested run (in a worker process): train and backtest ``params`` on one period."""
     import sqlalchemy as sa
+
+    if os.getpid() != owner_pid:
+        # Ctrl-C reaches the whole process group; the parent alone decides what an interrupt
+        # means (it stops the pool and marks the runs). A worker hit mid-XGBoost would
+        # otherwise print its own KeyboardInterrupt traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     from trendcast.db import normalize_url
 
@@ -161,6 +169,7 @@ def run_grid(
                 i,
                 {**params, **thread_cap},
                 period,
+                os.getpid(),
             )
             for i, params, period in tasks
         )
