@@ -129,7 +129,7 @@ def test_stop_loss_exits_at_the_stop_price():
             "close": [100.0, 99.5, 95.0, 96.0, 96.0],
         }
     )
-    strategy = ModelThreshold(threshold=0.0, stop_loss=0.03)
+    strategy = ModelThreshold(threshold=0.0, stop_loss=0.03, trust_predictions=True)
     frame["prediction"] = 1.0
     result = bt.run(frame, strategy, bt.Costs(fee=0.0))
     trade = result.trades.iloc[0]
@@ -151,7 +151,11 @@ def test_short_positions_profit_from_falls():
             "prediction": [-1.0, -1.0, -1.0],
         }
     )
-    result = bt.run(frame, ModelThreshold(threshold=0.0, allow_short=True), bt.Costs(fee=0.0))
+    result = bt.run(
+        frame,
+        ModelThreshold(threshold=0.0, allow_short=True, trust_predictions=True),
+        bt.Costs(fee=0.0),
+    )
     assert result.equity[-1] == pytest.approx(11_000.0)
 
 

@@ -21,6 +21,9 @@ PASSING = {
     "backtest_cumulative_return": 0.30,
     "backtest_benchmark_cumulative_return": 0.10,
     "test_ic": 0.05,
+    "backtest_dsr": 0.97,
+    "selection_end_ts": 1_500_000_000.0,
+    "test_start_ts": 1_500_003_600.0,
 }
 
 
@@ -126,6 +129,8 @@ def test_gates_defaults_match_the_spec():
         "backtest max drawdown <= 30%",
         "test IC > 0.02",
         "beats buy-and-hold",
+        "backtest deflated sharpe >= 0.95",
+        "test window after selection",
     }
 
 

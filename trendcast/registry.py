@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from trendcast.errors import InputError, TrendcastError
+
+log = logging.getLogger(__name__)
 
 # The metrics every training run logs (see training/train.py): what --metric may name.
 TEST_METRICS = (
@@ -47,6 +50,8 @@ BACKTEST_METRICS = tuple(
         "average_trade",
         "expected_daily_gain",
         "expected_monthly_gain",
+        "psr",
+        "dsr",
     )
 )
 KNOWN_METRICS = TEST_METRICS + BACKTEST_METRICS
@@ -63,9 +68,21 @@ def resolve_metric(name: str) -> str:
     raise InputError(f"--metric {name!r}: unknown metric; choose from {', '.join(KNOWN_METRICS)}")
 
 
+def selection_metric(key: str) -> str:
+    """The validation counterpart a search ranks on: ``test_ic`` -> ``validation_ic``,
+    ``backtest_sharpe`` -> ``validation_backtest_sharpe``. Test metrics are for the gates."""
+    if key.startswith("test_"):
+        return "validation_" + key.removeprefix("test_")
+    return "validation_" + key
+
+
 def better_first(metric: str, values: list[float]) -> list[int]:
     """Indices of ``values`` best first for ``metric`` (missing or NaN values last)."""
-    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    base = metric.removeprefix("validation_")
+    lower = (
+        metric in LOWER_IS_BETTER or base in LOWER_IS_BETTER or f"test_{base}" in LOWER_IS_BETTER
+    )
+    sign = 1.0 if lower else -1.0
 
     def key(i: int) -> tuple[bool, float]:
         v = values[i]
@@ -87,6 +104,10 @@ class Gates:
     max_backtest_drawdown: float = 0.30
     beat_buy_and_hold: bool = True
     min_test_ic: float = 0.02
+    #: deflated Sharpe ratio (Bailey and López de Prado): P(skill is real | trials behind it)
+    min_backtest_dsr: float = 0.95
+    # Not a setting: a version whose test window is not after everything its selection saw is
+    # always refused (``test_start_ts`` > ``selection_end_ts``).
 
     @classmethod
     def from_file(cls, path: Path) -> Gates:
@@ -125,8 +146,19 @@ class Gates:
                     lambda v: v <= self.max_backtest_drawdown,
                 ),
                 gate(f"test IC > {self.min_test_ic}", "test_ic", lambda v: v > self.min_test_ic),
+                gate(
+                    f"backtest deflated sharpe >= {self.min_backtest_dsr}",
+                    "backtest_dsr",
+                    lambda v: v >= self.min_backtest_dsr,
+                ),
             ]
         )
+        end, start = metrics.get("selection_end_ts"), metrics.get("test_start_ts")
+        results["test window after selection"] = {
+            "metric": "test_start_ts > selection_end_ts",
+            "value": None if start is None or end is None else start - end,
+            "passed": start is not None and end is not None and start > end,
+        }
         if self.beat_buy_and_hold:
             ours = metrics.get("backtest_cumulative_return")
             bench = metrics.get("backtest_benchmark_cumulative_return")
@@ -170,16 +202,43 @@ def alias_version(client, name: str, alias: str) -> int | None:
         raise
 
 
-def _record(engine: Engine, move: AliasMove) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO registry.alias_events (model_name, alias, action, from_version, "
-                "to_version, moved_by, forced, gate_results) VALUES (:model_name, :alias, "
-                ":action, :from_version, :to_version, :moved_by, :forced, :gates)"
-            ),
-            {**move.as_dict(), "gates": json.dumps(move.gate_results)},
-        )
+def _move_audited(client, engine: Engine, move: AliasMove) -> None:
+    """Move the alias and write its audit row as one unit: the row is inserted first, the alias
+    moved inside the same transaction, and if the commit then fails the alias is put back, so
+    no move is ever left unaudited (nor an audit row without its move)."""
+    try:
+        with engine.begin() as conn:
+            _insert(conn, move)
+            client.set_registered_model_alias(move.model_name, move.alias, str(move.to_version))
+    except Exception:
+        try:
+            _undo(client, move)
+        except Exception as undo_error:  # MLflow unreachable: say so, keep the first error
+            log.error(
+                "alias %s@%s may have moved unaudited: %s", move.model_name, move.alias, undo_error
+            )
+        raise
+
+
+def _undo(client, move: AliasMove) -> None:
+    """Put the alias back where it was, if the failed move got as far as moving it."""
+    if alias_version(client, move.model_name, move.alias) != move.to_version:
+        return
+    if move.from_version is None:
+        client.delete_registered_model_alias(move.model_name, move.alias)
+    elif move.from_version != move.to_version:
+        client.set_registered_model_alias(move.model_name, move.alias, str(move.from_version))
+
+
+def _insert(conn, move: AliasMove) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO registry.alias_events (model_name, alias, action, from_version, "
+            "to_version, moved_by, forced, gate_results) VALUES (:model_name, :alias, "
+            ":action, :from_version, :to_version, :moved_by, :forced, :gates)"
+        ),
+        {**move.as_dict(), "gates": json.dumps(move.gate_results)},
+    )
 
 
 def promote(
@@ -219,8 +278,7 @@ def promote(
         bool(failed) and force,
         results,
     )
-    client.set_registered_model_alias(name, alias, str(version))
-    _record(engine, move)
+    _move_audited(client, engine, move)
     return move
 
 
@@ -242,8 +300,7 @@ def rollback(client, engine: Engine, name: str, alias: str = "production") -> Al
             f"{name}@{alias} (version {current}) has no earlier version on record to go back to"
         )
     move = AliasMove(name, alias, "rollback", current, int(previous), _who(), False, {})
-    client.set_registered_model_alias(name, alias, str(previous))
-    _record(engine, move)
+    _move_audited(client, engine, move)
     return move
 
 
