@@ -51,6 +51,14 @@ def engine() -> Engine:
     return reader_engine()
 
 
+@st.cache_data(ttl=300)
+def periods_per_year(symbol: str, interval: str) -> float:
+    """Bars per year of the instrument's calendar: the Sharpe annualisation everywhere."""
+    from trendcast.instruments import get_instrument
+
+    return get_instrument(engine(), symbol, warn=False).periods_per_year(interval)
+
+
 def query(sql: str, **params: Any) -> pd.DataFrame:
     with engine().connect() as conn:
         return pd.read_sql(sa.text(sql), conn, params=params)

@@ -555,9 +555,20 @@ def backtest(
     interval: str | None = typer.Option(None, "--interval", "-i", help="Only this interval."),
     start: str | None = typer.Option(None, help="First bar (ISO 8601)."),
     end: str | None = typer.Option(None, help="Last bar (ISO 8601)."),
-    fee: float = typer.Option(0.001, help="Fee as a fraction of traded notional."),
-    spread: float = typer.Option(0.0, help="Bid-ask spread as a fraction (half paid per trade)."),
-    slippage: float = typer.Option(0.0, help="Slippage as a fraction per trade."),
+    fee: float | None = typer.Option(
+        None, help="Fee as a fraction of traded notional (default: the instrument's profile)."
+    ),
+    spread: float | None = typer.Option(
+        None, help="Bid-ask spread as a fraction, half paid per fill (default: the profile's)."
+    ),
+    slippage: float | None = typer.Option(
+        None, help="Slippage as a fraction per fill (default: the profile's)."
+    ),
+    trust_predictions: bool = typer.Option(
+        False,
+        "--trust-predictions",
+        help="Accept a ready-made 'prediction' column (recorded in the report).",
+    ),
     capital: float = typer.Option(10_000.0, help="Starting capital."),
     min_sharpe: float = typer.Option(1.0, help="Performance filter: minimum Sharpe."),
     max_drawdown: float = typer.Option(0.30, help="Performance filter: maximum drawdown."),
@@ -569,12 +580,18 @@ def backtest(
     import sqlalchemy as sa
 
     from trendcast.backtest import Costs
+    from trendcast.costs import market_terms
     from trendcast.db import get_engine
     from trendcast.report import PerformanceFilter, run_report
     from trendcast.strategy import make_strategy
 
-    chosen = make_strategy(strategy, **_parse_params(param))
-    costs = Costs(fee=fee, spread=spread, slippage=slippage)
+    params = _parse_params(param)
+    if trust_predictions:
+        params["trust_predictions"] = True
+    chosen = make_strategy(strategy, **params)
+    custom = None
+    if (fee, spread, slippage) != (None, None, None):
+        custom = Costs(fee=fee or 0.0, spread=spread or 0.0, slippage=slippage or 0.0)
     gate = PerformanceFilter(min_sharpe=min_sharpe, max_drawdown=max_drawdown)
     engine = get_engine(_settings())
     wanted = None if symbols == "all" else [s.strip() for s in symbols.split(",")]
@@ -605,8 +622,15 @@ def backtest(
         if len(frame) < 2:
             continue
         frame["open_time"] = pd.to_datetime(frame["open_time"], utc=True)
+        terms = market_terms(engine, symbol, series_interval, float(frame["close"].iloc[0]))
         report = run_report(
-            frame, chosen, costs, symbol=symbol, interval=series_interval, capital=capital
+            frame,
+            chosen,
+            custom or terms.costs.costs,
+            symbol=symbol,
+            interval=series_interval,
+            capital=capital,
+            periods_per_year=terms.periods_per_year,
         )
         reports.append((report, gate.evaluate(report)))
         if log_to_mlflow:
@@ -619,10 +643,12 @@ def backtest(
             )
         )
         return
-    table = Table(title=f"{chosen!r}, fee {fee:g}, spread {spread:g}, slippage {slippage:g}")
+    table = Table(title=f"{chosen!r}")
     for column in (
         "symbol",
         "interval",
+        "costs",
+        "bars/yr",
         "return",
         "buy&hold",
         "sharpe",
@@ -630,11 +656,15 @@ def backtest(
         "trades",
         "passes",
     ):
-        table.add_column(column, justify="right" if column not in ("symbol", "passes") else "left")
+        table.add_column(
+            column, justify="right" if column not in ("symbol", "costs", "passes") else "left"
+        )
     for r, g in reports:
         table.add_row(
             r.symbol,
             r.interval,
+            f"{r.costs['cost_profile']} {r.costs['round_trip_cost'] * 1e4:.2f} bp/round trip",
+            f"{r.periods_per_year:,.0f}",
             f"{r.cumulative_return:+.1%}",
             f"{r.benchmark_cumulative_return:+.1%}",
             f"{r.sharpe:.2f}",
@@ -659,6 +689,8 @@ def _log_report(report, gates: dict) -> None:
                 "symbol": report.symbol,
                 "interval": report.interval,
                 **report.params,
+                **{k: v for k, v in report.costs.items() if k != "cost_params"},
+                "periods_per_year": report.periods_per_year,
             }
         )
         numbers = {

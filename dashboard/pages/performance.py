@@ -126,7 +126,7 @@ threshold = st.number_input(
     "Strategy threshold (predicted log return)", value=threshold, format="%.6f", step=0.0001
 )
 equity_fig, drawdown_fig, sharpe_fig = go.Figure(), go.Figure(), go.Figure()
-ppy = metrics.periods_per_year(interval)
+ppy = data.periods_per_year(symbol, interval)  # the instrument's calendar
 for source in present:
     curve = data.strategy_curve(joined[joined["source"] == source], bars, threshold)
     if curve.empty:
