@@ -183,14 +183,16 @@ class ModelThreshold(Strategy):
         return np.asarray(self.model.predict(inputs), dtype="float64")
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Score the model once, row by row; verified row-wise (the same scores for the rows in
-        reverse order), so no prediction can mix rows, past or future."""
+        """Score the model once, row by row; verified row-wise (the same scores for the rows
+        shuffled), so no prediction can mix rows, past or future."""
         frame = frame.drop(columns=[SCORED], errors="ignore")
         if self.model is None:
             return frame
         scores = self._score(frame)
-        reverse = self._score(frame.iloc[::-1])[::-1]
-        if not np.allclose(scores, reverse, equal_nan=True, rtol=1e-6, atol=1e-12):
+        order = np.random.default_rng(0).permutation(len(frame))
+        shuffled = np.empty_like(scores)
+        shuffled[order] = self._score(frame.iloc[order])
+        if not np.allclose(scores, shuffled, equal_nan=True, rtol=1e-6, atol=1e-12):
             raise InputError(
                 f"{self.name}: the model's prediction for a row depends on other rows; "
                 "predictions must be scored row by row from point-in-time features"
