@@ -164,3 +164,51 @@ def test_best_ranks_versions_and_promote_takes_the_best_passing(
     rows = {line.split("│")[2].strip(): line for line in listed.stdout.splitlines() if name in line}
     assert "production" in rows[str(strong)] and "challenger" in rows[str(decent)]
     assert "2.5" in rows[str(strong)] and "-" in rows[str(failing)].split("│")[3]
+
+
+@pytest.mark.parametrize("fails_at", ["insert", "commit"])
+def test_an_alias_never_moves_without_its_audit_row(client, engine, name, fails_at):
+    """The audit row and the alias move are one unit: when the row cannot be written (at the
+    insert, or at the commit after the alias already moved) the alias stays or is put back."""
+    first = register(client, name, PASSING)
+    second = register(client, name, PASSING)
+    promote(client, engine, name, first, "production")
+    if fails_at == "insert":
+        ddl = (
+            "ALTER TABLE registry.alias_events ADD CONSTRAINT audit_down "
+            "CHECK (model_name <> '{name}') NOT VALID"
+        )
+        undo = "ALTER TABLE registry.alias_events DROP CONSTRAINT audit_down"
+    else:  # a deferred trigger fails the transaction at COMMIT, after the alias moved
+        ddl = (
+            "CREATE FUNCTION registry.audit_down() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'audit store down'; END $$; "
+            "CREATE CONSTRAINT TRIGGER audit_down AFTER INSERT ON registry.alias_events "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+            "WHEN (NEW.model_name = '{name}') EXECUTE FUNCTION registry.audit_down()"
+        )
+        undo = (
+            "DROP TRIGGER audit_down ON registry.alias_events; "
+            "DROP FUNCTION registry.audit_down()"
+        )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(ddl.format(name=name))
+    try:
+        with pytest.raises(sa.exc.DBAPIError):
+            promote(client, engine, name, second, "production")
+        with pytest.raises(sa.exc.DBAPIError):
+            promote(client, engine, name, second, "challenger")
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(undo)
+    assert client.get_model_version_by_alias(name, "production").version == str(first)
+    assert registry_alias_missing(client, name, "challenger")
+    assert [(e["alias"], e["to_version"]) for e in history(engine, name)] == [
+        ("production", first)
+    ]
+
+
+def registry_alias_missing(client: MlflowClient, name: str, alias: str) -> bool:
+    from trendcast.registry import alias_version
+
+    return alias_version(client, name, alias) is None
