@@ -351,7 +351,7 @@ def alerts(status: str | None = "open", limit: int = 500) -> pd.DataFrame:
 def alias_events() -> pd.DataFrame:
     frame = query(
         "SELECT moved_at, model_name, alias, action, from_version, to_version, moved_by, forced, "
-        "gate_results FROM registry.alias_events ORDER BY id DESC LIMIT 500"
+        "reason, gate_results FROM registry.alias_events ORDER BY id DESC LIMIT 500"
     )
     if frame.empty:
         return frame

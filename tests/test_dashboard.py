@@ -102,7 +102,9 @@ def demo(db_url, mlflow_url, tmp_path_factory):
             params={"n_estimators": 30},
         )
         client = MlflowClient(mlflow_url)
-        registry.promote(client, engine, name, result.version, "production", force=True)
+        registry.promote(
+            client, engine, name, result.version, "production", force=True, reason="test data"
+        )
         env = {**os.environ}
         backfill = run_cli("drift", "run", "--backfill", *BACKFILL, env=env)
         assert backfill.returncode == 0, backfill.stderr

@@ -70,7 +70,9 @@ def test_promote_refuse_force_and_roll_back_are_audited(client, engine, name, mo
     assert client.get_model_version_by_alias(name, "production").version == str(good)
     assert len(history(engine, name)) == 1  # a refusal moves nothing
 
-    forced = promote(client, engine, name, bad, "production", force=True)
+    with pytest.raises(InputError, match="--reason: required with --force"):
+        promote(client, engine, name, bad, "production", force=True)
+    forced = promote(client, engine, name, bad, "production", force=True, reason="demo data")
     assert forced.forced and client.get_model_version_by_alias(name, "production").version == str(
         bad
     )
@@ -87,6 +89,7 @@ def test_promote_refuse_force_and_roll_back_are_audited(client, engine, name, mo
     ]
     assert {e["moved_by"] for e in events} == {"alice"}
     assert events[1]["gate_results"]["backtest sharpe >= 1.0"]["passed"] is False
+    assert [e["reason"] for e in events] == [None, "demo data", None]
     with pytest.raises(InputError, match="no earlier version"):
         rollback(client, engine, name, "production")
 
@@ -111,6 +114,9 @@ def test_cli_promote_rollback_and_gate_file(client, engine, env, mlflow_url, nam
     assert f"{name}@production: - -> {loose}" in moved.stdout
     listed = run_cli("alias-history", name, env=cli_env)
     assert "promote" in listed.stdout
+    unexplained = run_cli("promote", name, "-v", str(loose), "--force", env=cli_env)
+    assert unexplained.returncode == 1
+    assert "--reason: required with --force" in unexplained.stderr
     bad_gates = tmp_path / "bad.json"
     bad_gates.write_text(json.dumps({"min_sharp": 1}))
     wrong = run_cli("promote", name, "-v", str(loose), "--gates", str(bad_gates), env=cli_env)
@@ -188,8 +194,7 @@ def test_an_alias_never_moves_without_its_audit_row(client, engine, name, fails_
             "WHEN (NEW.model_name = '{name}') EXECUTE FUNCTION registry.audit_down()"
         )
         undo = (
-            "DROP TRIGGER audit_down ON registry.alias_events; "
-            "DROP FUNCTION registry.audit_down()"
+            "DROP TRIGGER audit_down ON registry.alias_events; DROP FUNCTION registry.audit_down()"
         )
     with engine.begin() as conn:
         conn.exec_driver_sql(ddl.format(name=name))
@@ -203,9 +208,7 @@ def test_an_alias_never_moves_without_its_audit_row(client, engine, name, fails_
             conn.exec_driver_sql(undo)
     assert client.get_model_version_by_alias(name, "production").version == str(first)
     assert registry_alias_missing(client, name, "challenger")
-    assert [(e["alias"], e["to_version"]) for e in history(engine, name)] == [
-        ("production", first)
-    ]
+    assert [(e["alias"], e["to_version"]) for e in history(engine, name)] == [("production", first)]
 
 
 def registry_alias_missing(client: MlflowClient, name: str, alias: str) -> bool:

@@ -858,12 +858,22 @@ def _gates(path: Path | None):
 @app.command()
 def models(
     name: str | None = typer.Argument(None, help="One registered model (default: all)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Every version with its metrics, trials, sealing and costs."
+    ),
 ) -> None:
     """Registered models: versions, aliases and key metrics."""
     from trendcast import registry
 
     client = _mlflow_client()
     names = [name] if name else sorted(m.name for m in client.search_registered_models())
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [v.as_dict() for n in names for v in registry.versions(client, n)], default=str
+            )
+        )
+        return
     if not names:
         out.print("no registered models yet: run `trendcast train` (or `make demo`)")
         return
@@ -877,7 +887,9 @@ def models(
         "max DD",
         "return",
         "buy&hold",
-        "accuracy",
+        "DSR",
+        "trials",
+        "costs",
         "sha256",
     ):
         table.add_column(column, justify="right" if column not in ("model", "aliases") else "left")
@@ -896,9 +908,11 @@ def models(
                         "backtest_max_drawdown",
                         "backtest_cumulative_return",
                         "backtest_benchmark_cumulative_return",
-                        "test_accuracy",
+                        "backtest_dsr",
+                        "n_trials",
                     )
                 ),
+                v.params.get("cost_profile", "-"),
                 (v.sha256 or "-")[:12],
             )
     out.print(table)
@@ -953,6 +967,9 @@ def promote(
     gates: Path | None = typer.Option(None, help="JSON gate file (defaults from the spec)."),
     metric: str = typer.Option("sharpe", "--metric", "-m", help="What 'best' ranks on."),
     force: bool = typer.Option(False, "--force", help="Move the alias even if a gate fails."),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why (required with --force; audited beside the failed gates)."
+    ),
 ) -> None:
     """Move ALIAS to VERSION if its logged metrics pass the gates; every move is audited."""
     from trendcast.db import get_engine
@@ -960,9 +977,12 @@ def promote(
 
     profile = _gates(gates)
     client = _mlflow_client()
-    number = _resolve_version(client, name, version, metric, profile)
-    move = do_promote(client, get_engine(_settings()), name, number, alias, profile, force)
-    forced = " (FORCED past failing gates)" if move.forced else ""
+    if force and not (reason or "").strip():
+        raise InputError("--reason: required with --force (say why the gates are overridden)")
+    # A forced move picks "best" among every version: the gates are what it overrides.
+    number = _resolve_version(client, name, version, metric, None if force else profile)
+    move = do_promote(client, get_engine(_settings()), name, number, alias, profile, force, reason)
+    forced = f" (FORCED past failing gates: {move.reason})" if move.forced else ""
     out.print(
         f"{name}@{alias}: {move.from_version or '-'} -> {move.to_version}{forced}", highlight=False
     )
@@ -993,7 +1013,17 @@ def alias_history(
     from trendcast.registry import history
 
     table = Table(title=f"alias moves of {name}", show_header=True)
-    for column in ("when", "alias", "action", "from", "to", "by", "forced", "failed gates"):
+    for column in (
+        "when",
+        "alias",
+        "action",
+        "from",
+        "to",
+        "by",
+        "forced",
+        "failed gates",
+        "reason",
+    ):
         table.add_column(column)
     for row in history(get_engine(_settings()), name, alias):
         failed = [g for g, r in (row["gate_results"] or {}).items() if not r["passed"]]
@@ -1006,6 +1036,7 @@ def alias_history(
             row["moved_by"],
             "yes" if row["forced"] else "no",
             ", ".join(failed) or "-",
+            row.get("reason") or "-",
         )
     out.print(table)
 

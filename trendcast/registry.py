@@ -11,7 +11,7 @@ import getpass
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -180,6 +180,7 @@ class AliasMove:
     moved_by: str
     forced: bool
     gate_results: dict
+    reason: str | None = None  # required when forced: why the gates were overridden
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -234,8 +235,8 @@ def _insert(conn, move: AliasMove) -> None:
     conn.execute(
         sa.text(
             "INSERT INTO registry.alias_events (model_name, alias, action, from_version, "
-            "to_version, moved_by, forced, gate_results) VALUES (:model_name, :alias, "
-            ":action, :from_version, :to_version, :moved_by, :forced, :gates)"
+            "to_version, moved_by, forced, gate_results, reason) VALUES (:model_name, :alias, "
+            ":action, :from_version, :to_version, :moved_by, :forced, :gates, :reason)"
         ),
         {**move.as_dict(), "gates": json.dumps(move.gate_results)},
     )
@@ -249,9 +250,17 @@ def promote(
     alias: str = "production",
     gates: Gates | None = None,
     force: bool = False,
+    reason: str | None = None,
 ) -> AliasMove:
-    """Point ``alias`` at ``version`` if its run's metrics pass ``gates`` (or ``force``)."""
+    """Point ``alias`` at ``version`` if its run's metrics pass ``gates`` (or ``force``, which
+    needs a ``reason``: a forced move is audited with the gates it failed and why)."""
     from mlflow.exceptions import MlflowException
+
+    reason = (reason or "").strip() or None
+    if force and reason is None:
+        raise InputError("--reason: required with --force (say why the gates are overridden)")
+    if reason is not None and len(reason) > 500:
+        raise InputError("--reason: at most 500 characters")
 
     try:
         found = client.get_model_version(name, str(version))
@@ -277,6 +286,7 @@ def promote(
         _who(),
         bool(failed) and force,
         results,
+        reason,
     )
     _move_audited(client, engine, move)
     return move
@@ -331,6 +341,33 @@ class VersionSummary:
     created: int
     metrics: dict[str, float]
     sha256: str | None
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """What ``trendcast models --json`` prints: the honesty record of the version too."""
+        m = self.metrics
+        return {
+            "model": self.name,
+            "version": self.version,
+            "aliases": self.aliases,
+            "run_id": self.run_id,
+            "sha256": self.sha256,
+            "n_trials": int(m["n_trials"]) if "n_trials" in m else None,
+            "selection_end": self.tags.get("selection_end"),
+            "test_start": self.tags.get("test_start"),
+            "cost_profile": self.params.get("cost_profile"),
+            "round_trip_cost": _number(self.params.get("round_trip_cost")),
+            "periods_per_year": _number(self.params.get("periods_per_year")),
+            "metrics": dict(sorted(m.items())),
+        }
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def versions(client, name: str) -> list[VersionSummary]:
@@ -341,18 +378,22 @@ def versions(client, name: str) -> list[VersionSummary]:
     aliases: dict[str, list[str]] = {}
     for alias, version in (client.get_registered_model(name).aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)
-    summaries = [
-        VersionSummary(
-            name,
-            int(v.version),
-            sorted(aliases.get(str(v.version), [])),
-            v.run_id,
-            int(v.creation_timestamp or 0),
-            dict(client.get_run(v.run_id).data.metrics) if v.run_id else {},
-            (v.tags or {}).get("sha256"),
+    summaries = []
+    for v in found:
+        data = client.get_run(v.run_id).data if v.run_id else None
+        summaries.append(
+            VersionSummary(
+                name,
+                int(v.version),
+                sorted(aliases.get(str(v.version), [])),
+                v.run_id,
+                int(v.creation_timestamp or 0),
+                dict(data.metrics) if data else {},
+                (v.tags or {}).get("sha256"),
+                dict(data.params) if data else {},
+                dict(data.tags) if data else {},
+            )
         )
-        for v in found
-    ]
     return sorted(summaries, key=lambda s: s.version, reverse=True)
 
 
