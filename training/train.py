@@ -180,35 +180,7 @@ def train(
         parent_run_id=parent_run_id,
         tags=tags,
     ) as run:
-        mlflow.log_params(
-            {
-                **params,
-                "symbol": symbol,
-                "interval": interval,
-                "horizon": dataset.horizon,
-                "feature_set": DEFAULT_FEATURE_SET.key,
-            }
-        )
-        mlflow.set_tags(
-            {
-                "dataset_fingerprint": dataset.snapshot.fingerprint,
-                "feature_set_fingerprint": DEFAULT_FEATURE_SET.fingerprint,
-                "git_sha": producer_version(),
-            }
-        )
-        # Our snapshot fingerprint is the digest: MLflow's own digest code breaks on pandas 3
-        # string columns, and ours already identifies the exact rows.
-        with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
-            warnings.simplefilter("ignore", UserWarning)
-            source = mlflow.data.from_pandas(
-                dataset.frame,
-                source=str(dataset.snapshot.path),
-                name=dataset.snapshot.path.name,
-                targets="label",
-                digest=dataset.snapshot.fingerprint[:16],
-            )
-        mlflow.log_input(source, "training")
-        _log_reference(dataset)
+        log_inputs(dataset, params, symbol, interval)
         model = fit(dataset, params)
         for step, value in enumerate(model.evals_result()["validation_0"]["rmse"]):
             mlflow.log_metric("validation_rmse", value, step=step)
@@ -234,17 +206,8 @@ def train(
         mlflow.set_tag("sha256", checksum)
         version = None
         if register:  # grid candidates only rank: their models are retrained when registered
-            info = mlflow.xgboost.log_model(
-                model,
-                name="model",
-                model_format="ubj",
-                registered_model_name=model_name,
-                signature=infer_signature(test[features], predicted),
-                input_example=test[features].head(3),
-            )
+            version = register_model(model, model_name, test[features], predicted, checksum)
             mlflow.xgboost.log_model(direction, name="direction_model")
-            version = int(info.registered_model_version)
-            MlflowClient().set_model_version_tag(model_name, str(version), "sha256", checksum)
         # The strategy's one fitted parameter comes from validation predictions, never test.
         strategy = ModelThreshold(
             model=model,
@@ -258,6 +221,27 @@ def train(
         log_backtest(val_report, "validation_backtest", artifacts=False)
         log_selection(report, sealed, selection)
     return TrainResult(run.info.run_id, model_name, version, checksum, scores | validation_scores)
+
+
+def register_model(
+    model: xgb.XGBModel,
+    model_name: str,
+    example: pd.DataFrame,
+    predicted: np.ndarray,
+    checksum: str,
+) -> int:
+    """Log the regressor to the active run and register it, tagged with its SHA-256."""
+    info = mlflow.xgboost.log_model(
+        model,
+        name="model",
+        model_format="ubj",
+        registered_model_name=model_name,
+        signature=infer_signature(example, predicted),
+        input_example=example.head(3),
+    )
+    version = int(info.registered_model_version)
+    MlflowClient().set_model_version_tag(model_name, str(version), "sha256", checksum)
+    return version
 
 
 def seal(dataset: Dataset, selection: Selection) -> dict[str, pd.Timestamp]:
@@ -329,6 +313,39 @@ def _backtest(engine: Engine, symbol: str, interval: str, part: pd.DataFrame, st
         interval=interval,
         periods_per_year=terms.periods_per_year,
     )
+
+
+def log_inputs(dataset: Dataset, params: dict, symbol: str, interval: str) -> None:
+    """Params, provenance tags, the dataset snapshot and the PSI reference of the active run."""
+    mlflow.log_params(
+        {
+            **params,
+            "symbol": symbol,
+            "interval": interval,
+            "horizon": dataset.horizon,
+            "feature_set": DEFAULT_FEATURE_SET.key,
+        }
+    )
+    mlflow.set_tags(
+        {
+            "dataset_fingerprint": dataset.snapshot.fingerprint,
+            "feature_set_fingerprint": DEFAULT_FEATURE_SET.fingerprint,
+            "git_sha": producer_version(),
+        }
+    )
+    # Our snapshot fingerprint is the digest: MLflow's own digest code breaks on pandas 3
+    # string columns, and ours already identifies the exact rows.
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
+        warnings.simplefilter("ignore", UserWarning)
+        source = mlflow.data.from_pandas(
+            dataset.frame,
+            source=str(dataset.snapshot.path),
+            name=dataset.snapshot.path.name,
+            targets="label",
+            digest=dataset.snapshot.fingerprint[:16],
+        )
+    mlflow.log_input(source, "training")
+    _log_reference(dataset)
 
 
 def _log_reference(dataset: Dataset) -> None:

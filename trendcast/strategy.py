@@ -106,8 +106,10 @@ class SmaCrossover(Strategy):
         return out
 
 
-#: The frame column ``ModelThreshold.prepare`` writes: predictions the project scored itself.
+#: The frame columns ``ModelThreshold.prepare`` writes: predictions the project scored itself,
+#: and per-row thresholds when the model fitted one per row (walk-forward folds).
 SCORED = "prediction__scored"
+FITTED_THRESHOLD = "threshold__fitted"
 #: A ``prediction`` column whose correlation with a return it could not know exceeds this is a
 #: leak (an honest hourly model reaches an IC of a few hundredths).
 LEAK_IC = 0.3
@@ -116,15 +118,17 @@ LEAK_HORIZONS = (1, 2, 3, 4, 6, 8, 12, 24)
 
 
 @numba.njit(cache=True)
-def _hold_positions(predicted, entry, stay, min_hold, allow_short):
-    """Enter when |prediction| clears ``entry``; stay while it clears ``stay`` on the same side;
-    never leave (or reverse) before ``min_hold`` bars."""
+def _hold_positions(predicted, entries, stays, min_hold, allow_short):
+    """Enter when |prediction| clears ``entries[t]``; stay while it clears ``stays[t]`` on the
+    same side; never leave (or reverse) before ``min_hold`` bars."""
     n = len(predicted)
     out = np.zeros(n)
     position = 0.0
     held = 0
     for t in range(n):
         p = predicted[t]
+        entry = entries[t]
+        stay = stays[t]
         want = position
         if np.isnan(p):
             want = 0.0
@@ -177,15 +181,17 @@ class ModelThreshold(Strategy):
         if float(self.params["margin"]) < 0 or float(self.params["threshold"]) < 0:
             raise InputError(f"{self.name}: threshold and margin must be >= 0")
 
-    def _score(self, frame: pd.DataFrame) -> np.ndarray:
+    def _inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
         columns = self.params["features"] or getattr(self.model, "feature_names_in_", None)
-        inputs = frame[list(columns)] if columns is not None else frame
-        return np.asarray(self.model.predict(inputs), dtype="float64")
+        return frame[list(columns)] if columns is not None else frame
+
+    def _score(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.model.predict(self._inputs(frame)), dtype="float64")
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score the model once, row by row; verified row-wise (the same scores for the rows
         shuffled), so no prediction can mix rows, past or future."""
-        frame = frame.drop(columns=[SCORED], errors="ignore")
+        frame = frame.drop(columns=[SCORED, FITTED_THRESHOLD], errors="ignore")
         if self.model is None:
             return frame
         scores = self._score(frame)
@@ -197,7 +203,12 @@ class ModelThreshold(Strategy):
                 f"{self.name}: the model's prediction for a row depends on other rows; "
                 "predictions must be scored row by row from point-in-time features"
             )
-        return frame.assign(**{SCORED: scores})
+        frame = frame.assign(**{SCORED: scores})
+        if hasattr(self.model, "row_thresholds"):  # each row's threshold, fitted with its model
+            frame[FITTED_THRESHOLD] = np.asarray(
+                self.model.row_thresholds(self._inputs(frame)), dtype="float64"
+            )
+        return frame
 
     def check_inputs(self, frame: pd.DataFrame) -> dict[str, Any]:
         """Refuse predictions of unknown origin, and any that know the future."""
@@ -222,16 +233,23 @@ class ModelThreshold(Strategy):
             raise InputError(f"{self.name}: needs a model or a 'prediction' column")
         return frame["prediction"].to_numpy(dtype="float64")
 
-    def entry_level(self) -> float:
+    def entry_level(self, threshold: float | np.ndarray | None = None):
+        """The predicted move a trade must clear: the threshold, or the round-trip cost plus
+        the margin when that is higher."""
+        threshold = self.params["threshold"] if threshold is None else threshold
         cost = float(self.params["round_trip_cost"] or 0.0)
-        return max(float(self.params["threshold"]), cost + float(self.params["margin"]))
+        return np.maximum(threshold, cost + float(self.params["margin"]))
 
     def signals(self, frame: pd.DataFrame) -> np.ndarray:
         predicted = np.ascontiguousarray(self.predictions(frame), dtype="float64")
+        if FITTED_THRESHOLD in frame and self.model is not None:
+            stay = frame[FITTED_THRESHOLD].to_numpy(dtype="float64")
+        else:
+            stay = np.full(len(predicted), float(self.params["threshold"]))
         return _hold_positions(
             predicted,
-            self.entry_level(),
-            float(self.params["threshold"]),
+            np.ascontiguousarray(self.entry_level(stay), dtype="float64"),
+            np.ascontiguousarray(stay),
             int(self.params["min_hold"]),
             bool(self.params["allow_short"]),
         )
