@@ -2,8 +2,10 @@
 
 Execution model (never look-ahead): the position a strategy wants at bar t's close is traded at
 bar t+1's open, at open x (1 ± half spread ± slippage), paying ``fee`` on the traded notional.
-Positions are share-based like a broker account (buy with all equity x weight, hold the shares
-until the target changes), which is also vectorbt's model, so the two agree to the last digits.
+Positions are share-based like a broker account (buy weight x equity at the open, as far as the
+cash goes, and hold the shares until the target changes; a new weight on the same side is
+rebalanced to), which is also vectorbt's model (``targetpercent`` orders), so the two agree to
+the last digits.
 Stops (fractions of the entry price) are path-dependent and run in a Numba loop: a stop hit
 inside a bar exits at the stop price (or the open, if the bar gapped through it).
 """
@@ -115,6 +117,7 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
     entry_bar = -1
     stopped = False  # after a stop, wait for the signal to change before re-entering
     last_target = 0.0
+    weight = 0.0  # the target weight the held shares were sized for
     for t in range(n):
         want = target[t - 1] if t > 0 else 0.0
         if want != last_target:
@@ -133,10 +136,25 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
         if shares == 0.0 and want != 0.0:
             direction = np.sign(want)
             price = open_[t] * (1.0 + cost * direction)
-            shares = direction * abs(want) * cash / (price * (1.0 + fee))
+            affordable = cash / (price * (1.0 + fee))
+            if direction > 0:  # weight x equity at the open, as far as the cash goes
+                shares = min(want * cash / open_[t], affordable)
+            else:
+                shares = -abs(want) * affordable
             cash -= shares * price + abs(shares * price) * fee
             entry_price = price
             entry_bar = t
+            weight = want
+        elif shares != 0.0 and want != weight:
+            # same side, new weight: rebalance to weight x equity at the open
+            delta = want * (cash + shares * open_[t]) / open_[t] - shares
+            side = np.sign(delta)
+            price = open_[t] * (1.0 + cost * side)
+            if side > 0 and direction > 0:
+                delta = min(delta, cash / (price * (1.0 + fee)))
+            cash -= delta * price + abs(delta * price) * fee
+            shares += delta
+            weight = want
         # 2. stops inside the bar (stop first when both levels are touched)
         if shares != 0.0 and (stop_loss > 0.0 or take_profit > 0.0):
             exit_price = 0.0
