@@ -162,7 +162,11 @@ def backtest_runs() -> pd.DataFrame:
                     "buy_and_hold": m.get("backtest_benchmark_cumulative_return"),
                     "sharpe": m.get("backtest_sharpe"),
                     "max_drawdown": m.get("backtest_max_drawdown"),
-                    "trades": m.get("backtest_trades"),
+                    "trades": None
+                    if m.get("backtest_trades") is None
+                    else int(m["backtest_trades"]),
+                    "costs": p.get("cost_profile", ""),
+                    "bars_per_year": m.get("backtest_periods_per_year"),
                     "started": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
                 }
             )
