@@ -5,6 +5,7 @@ tests/artifacts/)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import time
@@ -188,6 +189,16 @@ def test_each_page_renders_demo_data(demo, path):
     assert not at.warning, [w.value for w in at.warning]
 
 
+def test_backtests_table_shows_trades_and_costs_for_every_run(demo):
+    at = _apptest("backtests.py")
+    table = at.dataframe[0].value
+    assert table["trades"].notna().all(), table  # never None beside a report that says 24
+    assert (table["costs"] == "fx").any()
+    chosen = table.iloc[0]
+    trades = next(m for m in at.metric if m.label == "Trades")
+    assert trades.value == f"{int(chosen['trades']):,}"
+
+
 def test_performance_page_switches_model_choice(demo):
     at = _apptest("performance.py")
     at.radio[0].set_value("version").run()
@@ -196,6 +207,52 @@ def test_performance_page_switches_model_choice(demo):
     at.radio[0].set_value("algorithm").run()
     assert not at.exception
     assert at.selectbox[2].value == "xgboost"
+
+
+def _a_real_number(demo, path: str) -> str:
+    """One figure each page must show, computed here from the database (or MLflow)."""
+    engine = demo["engine"]
+    with engine.connect() as conn:
+        if path == "":
+            last = conn.execute(
+                sa.text("SELECT max(event_time) FROM serving.predictions WHERE model_name = :n"),
+                {"n": demo["name"]},
+            ).scalar_one()
+            first = conn.execute(
+                sa.text("SELECT min(event_time) FROM serving.predictions WHERE model_name = :n"),
+                {"n": demo["name"]},
+            ).scalar_one()
+            start = max(first, last - dt.timedelta(days=30)).date()
+            count = conn.execute(
+                sa.text(
+                    "SELECT count(DISTINCT (source, event_time)) FROM serving.predictions "
+                    "WHERE model_name = :n AND event_time >= :t AND alias = 'production'"
+                ),
+                {"n": demo["name"], "t": dt.datetime.combine(start, dt.time(), dt.UTC)},
+            ).scalar_one()
+            return f"{count:,} predictions of {demo['name']}"
+        if path == "drift":
+            count = conn.execute(
+                sa.text("SELECT count(*) FROM monitoring.alerts WHERE status = 'open'")
+            ).scalar_one()
+            return f"Open alerts ({min(count, 500)})"
+        if path == "registry":
+            (reason,) = conn.execute(
+                sa.text("SELECT reason FROM registry.alias_events WHERE model_name = :n"),
+                {"n": demo["name"]},
+            ).one()
+            return reason
+        if path == "data_health":
+            count = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM (SELECT DISTINCT symbol, interval FROM market.bars) s"
+                )
+            ).scalar_one()
+            return f"Series\n{count}"
+    client = MlflowClient(os.environ["TRENDCAST_MLFLOW_TRACKING_URI"])
+    (version,) = client.search_model_versions(f"name = '{demo['name']}'")
+    trades = int(client.get_run(version.run_id).data.metrics["backtest_trades"])
+    return f"Trades\n{trades:,}"
 
 
 def test_every_page_in_a_real_browser(demo):
@@ -255,6 +312,9 @@ def test_every_page_in_a_real_browser(demo):
                     print(f"screenshot: {shot}")
                     assert page.locator("[data-testid='stException']").count() == 0, path
                     assert page.locator(".js-plotly-plot .main-svg").count() >= charts, path
+                    shown = page.locator("[data-testid='stMain']").inner_text()
+                    expected = _a_real_number(demo, path)
+                    assert expected in shown, (path, expected)
             finally:
                 browser.close()
     finally:
