@@ -248,11 +248,11 @@ def _a_real_number(demo, path: str) -> str:
                     "SELECT count(*) FROM (SELECT DISTINCT symbol, interval FROM market.bars) s"
                 )
             ).scalar_one()
-            return f"Series\n{count}"
+            return f"Series\n\n{count}\n"
     client = MlflowClient(os.environ["TRENDCAST_MLFLOW_TRACKING_URI"])
     (version,) = client.search_model_versions(f"name = '{demo['name']}'")
     trades = int(client.get_run(version.run_id).data.metrics["backtest_trades"])
-    return f"Trades\n{trades:,}"
+    return f"Trades\n\n{trades:,}\n"
 
 
 def test_every_page_in_a_real_browser(demo):
