@@ -155,6 +155,25 @@ def test_a_model_that_mixes_rows_is_refused_and_a_row_wise_one_recorded(eurusd):
     assert result.inputs["predictions"].startswith("scored by the model")
 
 
+class FutureInPrepare(Strategy):
+    """Smuggles the next bar's return in through prepare(), which runs before the guard."""
+
+    name = "future-in-prepare"
+
+    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(peek=frame["close"].shift(-1).to_numpy())
+
+    def signals(self, frame: pd.DataFrame) -> np.ndarray:
+        return (frame["peek"] > frame["close"]).to_numpy(dtype="float64")
+
+
+@pytest.mark.parametrize("bars", [500, 20_000])
+def test_a_prepare_step_that_reads_other_rows_is_refused(crypto, bars):
+    frame = synth_bars(bars, interval="1h", seed=2)
+    with pytest.raises(InputError, match="prepared column 'peek' of a row depends on other rows"):
+        bt.run(frame, FutureInPrepare(), bt.Costs(fee=0.0))
+
+
 def test_deflated_sharpe_matches_bailey_and_lopez_de_prado_worked_example():
     """The paper's example (2014, section 5): 100 trials, variance of their annualised Sharpe
     0.5, best annualised Sharpe 2.5 over 1,250 daily returns (250 a year), skew -3, kurtosis

@@ -229,6 +229,44 @@ def check_causal(
     return full
 
 
+#: Rows ``prepare_row_wise`` re-computes, shuffled, to prove ``prepare`` is row-wise.
+ROW_WISE_SAMPLE = 4096
+
+
+def prepare_row_wise(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
+    """``strategy.prepare(frame)``, proven row-wise: the same output for a random sample of the
+    rows handed over alone and shuffled (all of them when there are few). ``prepare`` runs once
+    on the whole frame, before the look-ahead guard sees any prefix, so a column that mixed rows
+    could carry the future past the guard; one that mixes rows is refused here."""
+    prepared = strategy.prepare(frame)
+    if prepared is frame:
+        return frame
+    if len(prepared) != len(frame):
+        raise InputError(
+            f"{strategy.name}: prepare() returned {len(prepared)} rows for {len(frame)}"
+        )
+    rng = np.random.default_rng(0)
+    rows = rng.permutation(len(frame))[:ROW_WISE_SAMPLE]
+    alone = strategy.prepare(frame.iloc[rows]).reset_index(drop=True)
+    whole = prepared.iloc[rows].reset_index(drop=True)
+    for column in prepared.columns:
+        a = whole[column].to_numpy()
+        b = alone[column].to_numpy() if column in alone else None
+        if b is None or not _same(a, b):
+            raise InputError(
+                f"{strategy.name}: the prepared column {column!r} of a row depends on other "
+                "rows; prepare() must work row by row (e.g. a model scoring point-in-time "
+                "features)"
+            )
+    return prepared
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        return bool(np.allclose(a, b, rtol=1e-6, atol=1e-12, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
 def run(
     frame: pd.DataFrame,
     strategy: Strategy,
@@ -246,7 +284,7 @@ def run(
         raise InputError(f"max_position {max_position}: must be in (0, 1] (no leverage)")
     frame = frame.reset_index(drop=True)
     inputs = strategy.check_inputs(frame)
-    frame = strategy.prepare(frame)
+    frame = prepare_row_wise(strategy, frame)
     target = np.clip(check_causal(strategy, frame), -max_position, max_position)
     target = np.nan_to_num(target, nan=0.0)
     stop_loss = strategy.params.get("stop_loss") or 0.0
