@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -197,6 +198,48 @@ def test_backtests_table_shows_trades_and_costs_for_every_run(demo):
     chosen = table.iloc[0]
     trades = next(m for m in at.metric if m.label == "Trades")
     assert trades.value == f"{int(chosen['trades']):,}"
+
+
+def test_performance_page_says_when_live_predictions_have_no_outcome_yet(demo):
+    """Live predictions of the last bar (its outcome is not known yet) next to the backfill:
+    the page says there is nothing to score yet and which command makes some, instead of nan,
+    and the alias choice starts at production even when a challenger sorts first."""
+    engine, name = demo["engine"], demo["name"]
+    with engine.connect() as conn:
+        last = conn.execute(
+            sa.text("SELECT max(event_time) FROM serving.predictions WHERE model_name = :n"),
+            {"n": name},
+        ).scalar_one()
+    rows = [
+        {"rid": str(uuid.uuid4()), "t": last, "alias": alias, "v": 1}
+        for alias in ("production", "challenger")
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO serving.predictions (request_id, predicted_at, symbol, interval, "
+                "event_time, model_name, model_version, alias, source, inputs, prediction) "
+                "VALUES (:rid, now(), 'EURUSD', '1h', :t, :n, :v, :alias, 'live', "
+                "CAST('{}' AS jsonb), 0.001)"
+            ),
+            [{**r, "n": name} for r in rows],
+        )
+    try:
+        at = _apptest("performance.py")
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.selectbox[2].value == "production"  # preselected, though challenger sorts first
+        shown = {m.label: m.value for m in at.metric}
+        assert shown["MSE (live)"] == "none yet" and shown["IC (live)"] == "none yet"
+        assert shown["IC (backfill)"] not in ("nan", "none yet")
+        captions = " ".join(c.value for c in at.caption)
+        assert "No live prediction has a realised outcome yet" in captions
+        assert "trendcast predict --symbols SYMBOL" in captions
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("DELETE FROM serving.predictions WHERE request_id = ANY(:r)"),
+                {"r": [r["rid"] for r in rows]},
+            )
 
 
 def test_performance_page_switches_model_choice(demo):

@@ -80,7 +80,7 @@ def test_grid_expands_every_combination_and_spans_the_periods(tmp_path):
         {"learning_rate": 0.3, "max_depth": 3},
     ]
     final = spec.final_period()
-    assert (final.start.month, final.end.month) == (6, 12)
+    assert (final.start.month, final.end.month) == (6, 11)
     assert spec.name == "EURUSD_1h_h4"
 
 
