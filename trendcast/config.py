@@ -11,8 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: The model the service serves when TRENDCAST_MODEL_NAME is unset (the demo's model).
+DEFAULT_MODEL = "EURUSD_1h_h4"
 
 
 class Settings(BaseSettings):
@@ -115,6 +118,32 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Days of predictions each daily PSI is computed over."
     )
 
+    user: str | None = Field(
+        default=None, description="Who alias moves are recorded as; unset = the login name."
+    )
+    debug: bool = Field(default=False, description="Show tracebacks of unexpected errors.")
+    git_sha: str | None = Field(
+        default=None, description="Commit recorded as the feature producer; unset = git's HEAD."
+    )
+    test_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL server the tests and benchmarks use; unset = a throwaway one.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_S3_ENDPOINT_URL", "TRENDCAST_S3_ENDPOINT_URL"),
+        description="S3-compatible endpoint for artifacts (MLflow's own variable name).",
+    )
+    serving_mlflow_retries: int = Field(
+        default=1, ge=0, description="MLflow HTTP retries of the service's alias poller."
+    )
+    dashboard_mlflow_retries: int = Field(
+        default=0, ge=0, description="MLflow HTTP retries of the dashboard (never wait long)."
+    )
+    mlflow_timeout_s: float = Field(
+        default=5.0, gt=0, description="MLflow HTTP timeout of the service and the dashboard."
+    )
+
     @field_validator("symbols", "intervals", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -154,10 +183,36 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
 
+    def as_env(self, **overrides: object) -> dict[str, str]:
+        """The effective settings as the variables that set them (``TRENDCAST_X``, and
+        MLflow's own names): what a child process must see to agree with this one, including
+        values read from ``.env`` or passed in code. Unset (None) values are left out."""
+        values = {**self.model_dump(), **overrides}
+        env = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            key = "MLFLOW_S3_ENDPOINT_URL" if name == "s3_endpoint_url" else f"TRENDCAST_{name}"
+            env[key.upper()] = _env_text(value)
+        return env
+
+    def child_env(self, **overrides: object) -> dict[str, str]:
+        """The environment for a child process: the inherited one with the effective settings
+        on top (so ``up``'s children never disagree with it)."""
+        return {**os.environ, **self.as_env(**overrides)}
+
     @property
-    def s3_endpoint_url(self) -> str | None:
-        """S3-compatible endpoint for artifacts (MLflow's own variable name)."""
-        return os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    def serving_model_name(self) -> str:
+        """The registered model the service serves and the CLI asks about."""
+        return self.model_name or DEFAULT_MODEL
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 @lru_cache(maxsize=1)
