@@ -27,7 +27,6 @@ class Strategy(ABC):
     name: ClassVar[str] = "strategy"
     defaults: ClassVar[dict[str, Any]] = {}
     #: bars before the first valid decision (windows filling up)
-    warmup: int = 0
 
     def __init__(self, model: Any = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -43,10 +42,6 @@ class Strategy(ABC):
 
     def set_params(self, **params: Any) -> Strategy:
         return type(self)(model=self.model, **{**self.params, **params})
-
-    def reset(self, frame: pd.DataFrame) -> pd.Series:
-        """The valid decision times: every bar after the warm-up."""
-        return frame["open_time"].iloc[self.warmup :]
 
     @abstractmethod
     def signals(self, frame: pd.DataFrame) -> np.ndarray:
@@ -84,7 +79,6 @@ class SmaCrossover(Strategy):
         super().__init__(model, **params)
         if not 1 <= int(self.params["fast"]) < int(self.params["slow"]):
             raise InputError(f"{self.name}: need 1 <= fast < slow, got {self.params}")
-        self.warmup = int(self.params["slow"]) - 1
 
     def signals(self, frame: pd.DataFrame) -> np.ndarray:
         close = frame["close"].to_numpy(dtype="float64")

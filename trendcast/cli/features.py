@@ -36,7 +36,7 @@ def features_build(
         return
     if runner != "mage":
         raise TrendcastError(f"--runner {runner!r}: must be 'mage' or 'python'")
-    from trendcast.mage_runner import run_pipeline
+    from trendcast.stack.mage_runner import run_pipeline
 
     out.print(run_pipeline(config, full=full), highlight=False)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from trendcast.config import Settings
 from trendcast.errors import TrendcastError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PIPELINE = "derive_indicators"
 
 
