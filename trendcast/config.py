@@ -14,6 +14,10 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+#: The checkout holding this package: ``.env`` and the default home live here, so a command
+#: means the same from any working directory.
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
 #: The model the service serves when TRENDCAST_MODEL_NAME is unset (the demo's model).
 DEFAULT_MODEL = "EURUSD_1h_h4"
 
@@ -22,12 +26,16 @@ class Settings(BaseSettings):
     """Trendcast configuration. Field ``x`` is read from ``TRENDCAST_X``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRENDCAST_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="TRENDCAST_",
+        env_file=PROJECT_DIR / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
     )
 
     home: Path = Field(
-        default=Path(".trendcast"),
-        description="Local state: embedded PostgreSQL data, MLflow artifacts, pids and logs.",
+        default=PROJECT_DIR / ".trendcast",
+        description="Local state: embedded PostgreSQL data, MLflow artifacts, pids and logs "
+        "(a relative path is taken from the project folder, never the working directory).",
     )
     database_url: str | None = Field(
         default=None,
@@ -154,7 +162,7 @@ class Settings(BaseSettings):
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+        return (PROJECT_DIR / value.expanduser()).resolve()
 
     @property
     def exchange(self) -> str:
@@ -177,7 +185,10 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_destination(self) -> str:
-        return self.artifacts_uri or str(self.home / "mlartifacts")
+        """The artifact store: a URI as given, a folder made absolute against ``home``."""
+        if self.artifacts_uri and "://" in self.artifacts_uri:
+            return self.artifacts_uri
+        return str(self.home / (self.artifacts_uri or "mlartifacts"))
 
     @property
     def tracking_uri(self) -> str:
