@@ -136,7 +136,7 @@ def train(
     ``register=False`` (grid candidates) logs and backtests but registers no version;
     ``parent_run_id`` nests the run under a grid's parent run."""
     from trendcast.report import run_report
-    from trendcast.strategy import ModelThreshold
+    from trendcast.strategy import ModelThreshold, median_threshold
 
     params = {**DEFAULT_PARAMS, **(params or {})}
     model_name = model_name or f"{symbol}_{interval}_h{dataset.horizon}"
@@ -216,7 +216,7 @@ def train(
         bars = _test_bars(engine, symbol, interval, test)
         report = run_report(
             bars.assign(prediction=model.predict(bars[features])),
-            ModelThreshold(threshold=float(np.quantile(np.abs(predicted), 0.5))),
+            ModelThreshold(threshold=median_threshold(predicted)),
             symbol=symbol,
             interval=interval,
         )

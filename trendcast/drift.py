@@ -38,6 +38,7 @@ from trendcast.artifacts import BACKTEST_REPORT, REFERENCE_ARTIFACT
 from trendcast.errors import InputError
 from trendcast.gaps import step_offset
 from trendcast.labels import forward_log_returns
+from trendcast.strategy import DEFAULT_THRESHOLD, logged_threshold
 
 log = logging.getLogger("trendcast.drift")
 
@@ -186,7 +187,7 @@ class ModelInfo:
     features: list[str]
     reference: pd.DataFrame  # the training split's features
     reference_predictions: np.ndarray
-    threshold: float = 0.0005
+    threshold: float = DEFAULT_THRESHOLD
     allow_short: bool = False
     model: object = field(default=None, repr=False)
 
@@ -583,12 +584,12 @@ def load_model_info(client, name: str, version: int) -> ModelInfo:
     reference = pd.read_parquet(path)
     model = mlflow.xgboost.load_model(f"models:/{name}/{version}")
     features = list(getattr(model, "feature_names_in_", reference.columns))
-    threshold, allow_short = 0.0005, False
     try:
         report = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{BACKTEST_REPORT}")
-        threshold = float(report["params"].get("threshold", threshold))
-        allow_short = bool(report["params"].get("allow_short", False))
-    except (MlflowException, KeyError, TypeError, ValueError):
+    except MlflowException:
+        report = None
+    threshold, allow_short = logged_threshold(report if isinstance(report, dict) else None)
+    if report is None:
         log.info("%s v%s: no backtest report, default threshold %g", name, version, threshold)
     return ModelInfo(
         name=name,
@@ -617,7 +618,13 @@ def served_versions(client, aliases: tuple[str, ...]) -> list[tuple[str, str, in
 
 
 def backfill_predictions(
-    engine: Engine, info: ModelInfo, alias: str, start: dt.date, end: dt.date
+    engine: Engine,
+    info: ModelInfo,
+    alias: str,
+    start: dt.date,
+    end: dt.date,
+    *,
+    primary_alias: str,
 ) -> int:
     """Score the version on the feature store's point-in-time history of bars closing in
     [start, end] (whole UTC days) and write the rows to serving.predictions with source
@@ -667,7 +674,7 @@ def backfill_predictions(
                 "n": info.name,
                 "v": info.version,
                 "alias": alias,
-                "shadow": alias != "production",
+                "shadow": alias != primary_alias,
                 "inputs": json.dumps(dict(zip(info.features, map(float, values), strict=True))),
                 "p": float(p),
             }

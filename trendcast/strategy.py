@@ -90,6 +90,27 @@ class SmaCrossover(Strategy):
         return out
 
 
+#: The model-threshold strategy's threshold when nothing better is known.
+DEFAULT_THRESHOLD = 0.0005
+
+
+def median_threshold(predictions: np.ndarray) -> float:
+    """Training's rule for a model's threshold: the median absolute prediction on its test
+    split, so the strategy trades on the stronger half of the model's calls."""
+    return float(np.quantile(np.abs(np.asarray(predictions, dtype="float64")), 0.5))
+
+
+def logged_threshold(report: dict | None) -> tuple[float, bool]:
+    """(threshold, allow_short) of the strategy a model's logged backtest report ran; the
+    defaults when there is no report. The drift monitor and the dashboard both read it here."""
+    params = (report or {}).get("params") or {}
+    threshold = params.get("threshold")
+    return (
+        DEFAULT_THRESHOLD if threshold is None else float(threshold),
+        bool(params.get("allow_short", False)),
+    )
+
+
 class ModelThreshold(Strategy):
     """Long when the predicted forward return beats ``threshold``, short below ``-threshold``
     if allowed, flat otherwise. Predictions come from ``model.predict(features)`` on the frame's
@@ -98,7 +119,7 @@ class ModelThreshold(Strategy):
 
     name = "model-threshold"
     defaults: ClassVar[dict[str, Any]] = {
-        "threshold": 0.0005,
+        "threshold": DEFAULT_THRESHOLD,
         "allow_short": False,
         "stop_loss": None,
         "take_profit": None,
