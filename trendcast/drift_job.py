@@ -74,5 +74,7 @@ class DriftJob:
                 name,
                 alias,
                 version,
-                drift.backfill_predictions(self.engine, info, alias, start, end),
+                drift.backfill_predictions(
+                    self.engine, info, alias, start, end, primary_alias=self.settings.model_alias
+                ),
             )
