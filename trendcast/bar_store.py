@@ -24,23 +24,13 @@ from psycopg2.extras import Json, execute_values
 from sqlalchemy.engine import Engine
 
 from trendcast import pgcopy
+from trendcast.bars import NUMERIC_COLUMNS
 from trendcast.db import driver_cursor
 from trendcast.schema import SeriesKey
 
 COPY_CHUNK_ROWS = 500_000
-_FLOATS = ("open", "high", "low", "close", "volume")
-COPY_COLUMNS = (
-    "symbol",
-    "interval",
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "trades",
-    "source",
-)
+_FLOATS = NUMERIC_COLUMNS
+COPY_COLUMNS = ("symbol", "interval", "open_time", *NUMERIC_COLUMNS, "trades", "source")
 
 
 @dataclass(frozen=True)
