@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from trendcast.artifacts import BACKTEST_REPORT, backtest_figure
 from trendcast.config import Settings, get_settings
 from trendcast.db import database_url, normalize_url
 from trendcast.tracking import mlflow_client
@@ -174,7 +175,7 @@ def _artifact_text(run_id: str, path: str) -> str | None:
 
 @st.cache_data(ttl=300, show_spinner=False)
 def backtest_report(run_id: str) -> dict | None:
-    text = _artifact_text(run_id, "backtest/report.json")
+    text = _artifact_text(run_id, BACKTEST_REPORT)
     return json.loads(text) if text else None
 
 
@@ -195,7 +196,7 @@ def figure_from_html(html: str):
 
 @st.cache_data(ttl=300, show_spinner=False)
 def backtest_figure_json(run_id: str, name: str) -> str | None:
-    html = _artifact_text(run_id, f"backtest/{name}.html")
+    html = _artifact_text(run_id, backtest_figure(name))
     if not html:
         return None
     fig = figure_from_html(html)

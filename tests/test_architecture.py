@@ -283,3 +283,29 @@ def test_the_lambda_keeps_credentials_in_memory():
     """The decrypted database URL must not be written to os.environ (children, crash dumps)."""
     uses = environ_uses(TREES["ingestion_lambda.handler"])
     assert not [u for u in uses if u[1] == "write"], uses
+
+
+#: Concepts defined once: a marker of the definition and the one module allowed to hold it.
+ONE_DEFINITION = {
+    "the binary COPY framing": ("PGCOPY", "trendcast/pgcopy.py"),
+    "the MLflow client factory": ("MlflowClient(", "trendcast/tracking.py"),
+    "backtest artefact names": ('"backtest/', "trendcast/artifacts.py"),
+    "the training label": ("def forward_log_returns", "trendcast/labels.py"),
+    "the scheduler loop": ("time.monotonic() - began", "trendcast/schedule.py"),
+    "the default strategy threshold": ("0.0005", "trendcast/strategy.py"),
+    "the performance gates": ("class Gates", "trendcast/gates.py"),
+    "the default served model": ('"EURUSD_1h_h4"', "trendcast/config.py"),
+    "the reference artefact": ('"reference/', "trendcast/artifacts.py"),
+    "backtest metric logging": ('f"backtest_{k}"', "trendcast/recorder.py"),
+}
+
+
+@pytest.mark.parametrize("concept", sorted(ONE_DEFINITION))
+def test_one_definition_per_concept(concept):
+    marker, home = ONE_DEFINITION[concept]
+    holders = sorted(
+        str(path.relative_to(REPO))
+        for name, path in MODULES.items()
+        if not name.startswith("benchmarks") and marker in path.read_text()
+    )
+    assert holders == [home], f"{concept} ({marker!r}) is defined in {holders}, not only {home}"

@@ -10,6 +10,15 @@ from pathlib import Path
 REFERENCE_ARTIFACT = "reference/train_features.parquet"
 #: Run artifact holding the backtest report (JSON) logged by :mod:`trendcast.recorder`.
 BACKTEST_REPORT = "backtest/report.json"
+#: Run artifact holding the gate results of a strategy backtest.
+BACKTEST_GATES = "backtest/gates.json"
+
+
+def backtest_figure(name: str) -> str:
+    """Run artifact of a backtest figure (``equity``, ``drawdown``): plotly HTML."""
+    return f"backtest/{name}.html"
+
+
 #: Model-version tag holding the SHA-256 of the stored model file.
 CHECKSUM_TAG = "sha256"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from trendcast.artifacts import BACKTEST_REPORT
+from trendcast.artifacts import BACKTEST_GATES, BACKTEST_REPORT, backtest_figure
 
 
 def report_metrics(report) -> dict[str, float]:
@@ -27,9 +27,9 @@ def log_backtest(report, gates: dict | None = None) -> None:
     mlflow.log_metrics(report_metrics(report))
     mlflow.log_dict(report.as_dict(), BACKTEST_REPORT)
     if gates is not None:
-        mlflow.log_dict(gates, "backtest/gates.json")
+        mlflow.log_dict(gates, BACKTEST_GATES)
     for name, figure in report.figures().items():
-        mlflow.log_figure(figure, f"backtest/{name}.html")
+        mlflow.log_figure(figure, backtest_figure(name))
 
 
 def record_backtest(report, gates: dict, tracking_uri: str, experiment: str = "backtests") -> str:
