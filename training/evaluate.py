@@ -29,13 +29,14 @@ from training.train import (
     _backtest,
     _prediction_scores,
     fit,
-    log_backtest,
     log_inputs,
     log_selection,
     model_checksum,
     register_model,
 )
+from trendcast.artifacts import CHECKSUM_TAG
 from trendcast.errors import InputError
+from trendcast.recorder import log_backtest
 
 Window = Literal["expanding", "rolling"]
 
@@ -155,7 +156,7 @@ def walk_forward(
     register: bool = True,
 ) -> WalkForwardResult:
     """Evaluate walk-forward and log it to one run (see the module docstring)."""
-    from trendcast.strategy import ModelThreshold
+    from trendcast.strategy import ModelThreshold, median_threshold
 
     params = {**DEFAULT_PARAMS, **(params or {})}
     model_name = model_name or f"{symbol}_{interval}_h{dataset.horizon}"
@@ -175,7 +176,7 @@ def walk_forward(
             fold_set = replace(dataset, frame=part.reset_index(drop=True))
             model = fit(fold_set, params)
             validation, test = fold_set.part("validation"), fold_set.part("test")
-            threshold = float(np.quantile(np.abs(model.predict(validation[features])), 0.5))
+            threshold = median_threshold(model.predict(validation[features]))
             predicted = model.predict(test[features])
             scores = _prediction_scores(test["label"].to_numpy(), predicted, "test")
             report = _backtest(
@@ -232,7 +233,7 @@ def walk_forward(
         _, end, start = min(margins, key=lambda m: m[0])
         log_selection(report, {"selection_end": end, "test_start": start}, Selection(n_trials=1))
         checksum = model_checksum(models[-1])
-        mlflow.set_tag("sha256", checksum)
+        mlflow.set_tag(CHECKSUM_TAG, checksum)
         mlflow.set_tag("evaluation", "walk-forward")
         version = None
         if register:
@@ -241,3 +242,41 @@ def walk_forward(
                 models[-1], model_name, example, models[-1].predict(example), checksum
             )
     return WalkForwardResult(run.info.run_id, model_name, version, table, scores)
+
+
+def walk_forward_series(
+    engine: Engine,
+    settings,
+    symbol: str,
+    interval: str,
+    *,
+    horizon: int = 4,
+    start: str | None = None,
+    end: str | None = None,
+    model_name: str | None = None,
+    params: dict | None = None,
+    folds: int = 4,
+    window: Window = "expanding",
+    embargo: int | None = None,
+) -> WalkForwardResult:
+    """Build one series' point-in-time dataset and evaluate it walk-forward in experiment
+    ``training`` of the settings' tracking server (what `trendcast train --walk-forward` does)."""
+    from training.dataset import build_dataset
+    from trendcast.tracking import use_mlflow
+
+    dataset = build_dataset(
+        engine, symbol, interval, settings.home / "datasets", horizon=horizon, start=start, end=end
+    )
+    use_mlflow(settings.tracking_uri)
+    mlflow.set_experiment("training")
+    return walk_forward(
+        engine,
+        dataset,
+        symbol=symbol,
+        interval=interval,
+        folds=folds,
+        window=window,
+        embargo=embargo,
+        model_name=model_name or settings.model_name,
+        params=params,
+    )

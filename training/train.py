@@ -3,7 +3,6 @@ the version with its artifact's SHA-256, backtest it and log the report to the s
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -13,17 +12,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sqlalchemy.engine import Engine
 
 from training.dataset import Dataset
 from trendcast import metrics
+from trendcast.artifacts import CHECKSUM_TAG, REFERENCE_ARTIFACT, sha256_file
 from trendcast.feature_pipeline import producer_version
 from trendcast.feature_sets import DEFAULT_FEATURE_SET
-
-# Run artifact holding the training split's features (the drift monitor's PSI reference).
-REFERENCE_ARTIFACT = "reference/train_features.parquet"
+from trendcast.recorder import log_backtest
+from trendcast.tracking import mlflow_client, use_mlflow
 
 DEFAULT_PARAMS = {
     "n_estimators": 300,
@@ -53,7 +51,7 @@ def model_checksum(model: xgb.XGBModel) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.ubj"
         model.save_model(path)
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
 
 
 def fit(dataset: Dataset, params: dict | None = None) -> xgb.XGBRegressor:
@@ -167,7 +165,7 @@ def train(
 
     ``register=False`` (grid candidates) logs and backtests but registers no version;
     ``parent_run_id`` nests the run under a grid's parent run."""
-    from trendcast.strategy import ModelThreshold
+    from trendcast.strategy import ModelThreshold, median_threshold
 
     selection = selection or Selection()
     params = {**DEFAULT_PARAMS, **(params or {})}
@@ -203,7 +201,7 @@ def train(
         mlflow.log_dict(importance, "feature_importance.json")
         _log_plots(importance, actual, predicted)
         checksum = model_checksum(model)
-        mlflow.set_tag("sha256", checksum)
+        mlflow.set_tag(CHECKSUM_TAG, checksum)
         version = None
         if register:  # grid candidates only rank: their models are retrained when registered
             version = register_model(model, model_name, test[features], predicted, checksum)
@@ -212,13 +210,13 @@ def train(
         strategy = ModelThreshold(
             model=model,
             features=features,
-            threshold=float(np.quantile(np.abs(val_predicted), 0.5)),
+            threshold=median_threshold(val_predicted),
         )
         val_report = _backtest(engine, symbol, interval, validation, strategy)
         report = _backtest(engine, symbol, interval, test, strategy)
         sealed = seal(dataset, selection)
-        log_backtest(report, "backtest")
-        log_backtest(val_report, "validation_backtest", artifacts=False)
+        log_backtest(report)
+        log_backtest(val_report, prefix="validation_backtest", artifacts=False)
         log_selection(report, sealed, selection)
     return TrainResult(run.info.run_id, model_name, version, checksum, scores | validation_scores)
 
@@ -240,7 +238,9 @@ def register_model(
         input_example=example.head(3),
     )
     version = int(info.registered_model_version)
-    MlflowClient().set_model_version_tag(model_name, str(version), "sha256", checksum)
+    mlflow_client(mlflow.get_tracking_uri()).set_model_version_tag(
+        model_name, str(version), CHECKSUM_TAG, checksum
+    )
     return version
 
 
@@ -271,31 +271,6 @@ def log_selection(report, sealed: dict[str, pd.Timestamp], selection: Selection)
         "backtest_dsr": dsr,
     }
     mlflow.log_metrics({k: v for k, v in values.items() if np.isfinite(v)})
-
-
-def log_backtest(report, prefix: str = "backtest", artifacts: bool = True) -> None:
-    """One backtest report into the active run: its numbers as ``PREFIX_*`` metrics, its cost
-    profile and annualisation as params, the report and figures as artifacts (the one place
-    a backtest becomes MLflow records)."""
-    data = report.as_dict()
-    numbers = {
-        k: float(v)
-        for k, v in data.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-    }
-    mlflow.log_metrics({f"{prefix}_{k}": v for k, v in numbers.items()})
-    if artifacts:
-        mlflow.log_params(
-            {
-                "cost_profile": report.costs.get("cost_profile"),
-                "round_trip_cost": report.costs.get("round_trip_cost"),
-                "periods_per_year": report.periods_per_year,
-                "strategy_threshold": report.params.get("threshold"),
-            }
-        )
-        mlflow.log_dict(data, f"{prefix}/report.json")
-        for name, figure in report.figures().items():
-            mlflow.log_figure(figure, f"{prefix}/{name}.html")
 
 
 def _backtest(engine: Engine, symbol: str, interval: str, part: pd.DataFrame, strategy):
@@ -346,6 +321,37 @@ def log_inputs(dataset: Dataset, params: dict, symbol: str, interval: str) -> No
         )
     mlflow.log_input(source, "training")
     _log_reference(dataset)
+
+
+def train_series(
+    engine: Engine,
+    settings,
+    symbol: str,
+    interval: str,
+    *,
+    horizon: int = 4,
+    start: str | None = None,
+    end: str | None = None,
+    model_name: str | None = None,
+    params: dict | None = None,
+) -> TrainResult:
+    """Build the point-in-time dataset of one series and train on it in experiment
+    ``training`` of the settings' tracking server (what `trendcast train` does)."""
+    from training.dataset import build_dataset
+
+    dataset = build_dataset(
+        engine, symbol, interval, settings.home / "datasets", horizon=horizon, start=start, end=end
+    )
+    use_mlflow(settings.tracking_uri)
+    mlflow.set_experiment("training")
+    return train(
+        engine,
+        dataset,
+        symbol=symbol,
+        interval=interval,
+        model_name=model_name or settings.model_name,
+        params=params,
+    )
 
 
 def _log_reference(dataset: Dataset) -> None:

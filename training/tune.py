@@ -28,7 +28,7 @@ from training.grid import GridSpec, Period
 from training.train import Selection, TrainResult, train
 from trendcast.errors import InputError
 from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric, selection_metric
-from trendcast.tracking import use_mlflow
+from trendcast.tracking import mlflow_client, use_mlflow
 
 
 @dataclass
@@ -79,7 +79,7 @@ def _run_candidate(
         )
     finally:
         engine.dispose()
-    backtest = MlflowClient(tracking_uri).get_run(result.run_id).data.metrics
+    backtest = mlflow_client(tracking_uri).get_run(result.run_id).data.metrics
     return candidate, period, {**backtest, **result.metrics}, result.run_id
 
 
@@ -150,7 +150,7 @@ def run_grid(
     seen_until = check_sealed(datasets, final, spec)
     use_mlflow(tracking_uri)
     experiment_id = mlflow.set_experiment("training").experiment_id
-    client = MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     parent = client.create_run(
         experiment_id,
         run_name=f"{spec.name}_grid",

@@ -28,7 +28,6 @@ class Strategy(ABC):
     name: ClassVar[str] = "strategy"
     defaults: ClassVar[dict[str, Any]] = {}
     #: bars before the first valid decision (windows filling up)
-    warmup: int = 0
 
     def __init__(self, model: Any = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -54,10 +53,6 @@ class Strategy(ABC):
     def check_inputs(self, frame: pd.DataFrame) -> dict[str, Any]:
         """Refuse inputs the strategy cannot trust; returns what the report should record."""
         return {}
-
-    def reset(self, frame: pd.DataFrame) -> pd.Series:
-        """The valid decision times: every bar after the warm-up."""
-        return frame["open_time"].iloc[self.warmup :]
 
     @abstractmethod
     def signals(self, frame: pd.DataFrame) -> np.ndarray:
@@ -95,7 +90,6 @@ class SmaCrossover(Strategy):
         super().__init__(model, **params)
         if not 1 <= int(self.params["fast"]) < int(self.params["slow"]):
             raise InputError(f"{self.name}: need 1 <= fast < slow, got {self.params}")
-        self.warmup = int(self.params["slow"]) - 1
 
     def signals(self, frame: pd.DataFrame) -> np.ndarray:
         close = frame["close"].to_numpy(dtype="float64")
@@ -151,6 +145,28 @@ def _hold_positions(predicted, entries, stays, min_hold, allow_short):
     return out
 
 
+#: The model-threshold strategy's threshold when nothing better is known.
+DEFAULT_THRESHOLD = 0.0005
+
+
+def median_threshold(predictions: np.ndarray) -> float:
+    """Training's rule for a model's threshold: the median absolute prediction on its
+    validation split (never test), so the strategy trades on the stronger half of the model's
+    calls."""
+    return float(np.quantile(np.abs(np.asarray(predictions, dtype="float64")), 0.5))
+
+
+def logged_threshold(report: dict | None) -> tuple[float, bool]:
+    """(threshold, allow_short) of the strategy a model's logged backtest report ran; the
+    defaults when there is no report. The drift monitor and the dashboard both read it here."""
+    params = (report or {}).get("params") or {}
+    threshold = params.get("threshold")
+    return (
+        DEFAULT_THRESHOLD if threshold is None else float(threshold),
+        bool(params.get("allow_short", False)),
+    )
+
+
 class ModelThreshold(Strategy):
     """Long when the predicted forward return clears the entry level, short below its negative
     if allowed, flat when it falls back to ``threshold``; a position is held at least
@@ -165,7 +181,7 @@ class ModelThreshold(Strategy):
 
     name = "model-threshold"
     defaults: ClassVar[dict[str, Any]] = {
-        "threshold": 0.0005,
+        "threshold": DEFAULT_THRESHOLD,
         "margin": 0.0,
         "min_hold": 1,
         "round_trip_cost": None,
