@@ -15,8 +15,8 @@ from trendcast import backtest as bt
 from trendcast import costs as cost_profiles
 from trendcast import metrics
 from trendcast.errors import InputError
+from trendcast.gates import Gates
 from trendcast.instruments import Instrument
-from trendcast.registry import Gates
 from trendcast.report import run_report
 from trendcast.sample_data import SAMPLES
 from trendcast.strategy import BuyAndHold, ModelThreshold, SmaCrossover, Strategy
@@ -303,3 +303,16 @@ def test_each_gate_at_just_above_and_just_below_its_threshold(gate, changes, pas
     assert results[gate]["passed"] is passes
     others = [g for g, r in results.items() if g != gate and not r["passed"]]
     assert others == []  # only the gate under test moved
+
+
+def test_a_gate_file_cannot_turn_the_test_window_seal_off(tmp_path):
+    loose = tmp_path / "gates.json"
+    loose.write_text('{"sealed_test": false, "min_backtest_dsr": 0.5}')
+    with pytest.raises(InputError, match="sealed_test: not a setting"):
+        Gates.from_file(loose)
+    loose.write_text('{"min_backtest_dsr": 0.5}')
+    profile = Gates.from_file(loose)
+    assert profile.sealed_test and profile.min_backtest_dsr == 0.5
+    assert not profile.evaluate({**BASE, "test_start_ts": 900.0})["test window after selection"][
+        "passed"
+    ]
