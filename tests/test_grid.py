@@ -186,7 +186,14 @@ def test_ctrl_c_keeps_finished_runs_and_marks_the_grid(eurusd, env, mlflow_url, 
     grid = write_grid(
         tmp_path,
         model_name=f"EURUSD_interrupted_{os.getpid()}",
-        params={"max_depth": [2, 3, 4, 5, 6], "n_estimators": [25]},
+        # slow learners (400 rounds at 0.01): a grid long enough that the poll below, starved
+        # of CPU on a loaded machine, still catches it mid-way
+        params={
+            "max_depth": [2, 3, 4, 5, 6],
+            "n_estimators": [400],
+            "learning_rate": [0.01],
+            "early_stopping_rounds": [400],
+        },
     )
     exe = Path(sys.executable).with_name("trendcast")
     process = subprocess.Popen(
