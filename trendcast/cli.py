@@ -827,10 +827,13 @@ def _gates(path: Path | None):
 def models(
     name: str | None = typer.Argument(None, help="One registered model (default: all)."),
 ) -> None:
-    """Registered models: versions, aliases and key metrics."""
-    from trendcast import registry
+    """Registered models: versions, aliases and key metrics; an alias whose move is not on
+    record is marked "moved outside Trendcast" (the service refuses to serve it)."""
+    from trendcast import governance, registry
+    from trendcast.db import get_engine
 
     client = _mlflow_client()
+    engine = get_engine(_settings())
     names = [name] if name else sorted(m.name for m in client.search_registered_models())
     if not names:
         out.print("no registered models yet: run `trendcast train` (or `make demo`)")
@@ -849,13 +852,22 @@ def models(
         "sha256",
     ):
         table.add_column(column, justify="right" if column not in ("model", "aliases") else "left")
+    outside = []
     for model_name in names:
+        verdicts = governance.alias_verdicts(client, engine, model_name)
+        outside += [v for v in verdicts.values() if not v.audited]
         for v in registry.versions(client, model_name):
             m = v.metrics
+            shown = [
+                a
+                if verdicts.get(a) is None or verdicts[a].audited
+                else f"{a} ({governance.OUTSIDE})"
+                for a in v.aliases
+            ]
             table.add_row(
                 model_name,
                 str(v.version),
-                ", ".join(v.aliases) or "-",
+                ", ".join(shown) or "-",
                 *(
                     _fmt(m.get(k))
                     for k in (
@@ -870,6 +882,8 @@ def models(
                 (v.sha256 or "-")[:12],
             )
     out.print(table)
+    for verdict in outside:
+        err.print(f"[red]not served:[/] {verdict.reason}", highlight=False)
 
 
 def _fmt(value: float | None) -> str:
@@ -920,16 +934,26 @@ def promote(
     alias: str = typer.Option("production", "--alias", "-a"),
     gates: Path | None = typer.Option(None, help="JSON gate file (defaults from the spec)."),
     metric: str = typer.Option("sharpe", "--metric", "-m", help="What 'best' ranks on."),
-    force: bool = typer.Option(False, "--force", help="Move the alias even if a gate fails."),
+    force: bool = typer.Option(
+        False, "--force", help="Move the alias even if a gate fails (needs --reason)."
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why (required with --force); stored in the audit."
+    ),
 ) -> None:
     """Move ALIAS to VERSION if its logged metrics pass the gates; every move is audited."""
     from trendcast.db import get_engine
     from trendcast.registry import promote as do_promote
 
+    if force and not (reason or "").strip():
+        raise InputError(
+            "--reason: required with --force; say why the gates are overridden (it is stored "
+            "in the audit and shown by alias-history and the dashboard)"
+        )
     profile = _gates(gates)
     client = _mlflow_client()
     number = _resolve_version(client, name, version, metric, profile)
-    move = do_promote(client, get_engine(_settings()), name, number, alias, profile, force)
+    move = do_promote(client, get_engine(_settings()), name, number, alias, profile, force, reason)
     forced = " (FORCED past failing gates)" if move.forced else ""
     out.print(
         f"{name}@{alias}: {move.from_version or '-'} -> {move.to_version}{forced}", highlight=False
@@ -940,12 +964,13 @@ def promote(
 def rollback(
     name: str = typer.Argument(..., help="Registered model name."),
     alias: str = typer.Option("production", "--alias", "-a"),
+    reason: str | None = typer.Option(None, "--reason", help="Why; stored in the audit."),
 ) -> None:
     """Move ALIAS back to the version it held before the current one."""
     from trendcast.db import get_engine
     from trendcast.registry import rollback as do_rollback
 
-    move = do_rollback(_mlflow_client(), get_engine(_settings()), name, alias)
+    move = do_rollback(_mlflow_client(), get_engine(_settings()), name, alias, reason)
     out.print(
         f"{name}@{alias}: {move.from_version} -> {move.to_version} (rolled back)", highlight=False
     )
@@ -961,7 +986,17 @@ def alias_history(
     from trendcast.registry import history
 
     table = Table(title=f"alias moves of {name}", show_header=True)
-    for column in ("when", "alias", "action", "from", "to", "by", "forced", "failed gates"):
+    for column in (
+        "when",
+        "alias",
+        "action",
+        "from",
+        "to",
+        "by",
+        "forced",
+        "reason",
+        "failed gates",
+    ):
         table.add_column(column)
     for row in history(get_engine(_settings()), name, alias):
         failed = [g for g, r in (row["gate_results"] or {}).items() if not r["passed"]]
@@ -973,6 +1008,7 @@ def alias_history(
             str(row["to_version"]),
             row["moved_by"],
             "yes" if row["forced"] else "no",
+            row.get("reason") or "-",
             ", ".join(failed) or "-",
         )
     out.print(table)
@@ -1189,8 +1225,12 @@ def drift_run(
             raise InputError(f"--backfill {start} {end}: END must not be before START")
         if (end - start).days > 400:
             raise InputError(f"--backfill {start} {end}: at most 400 days at a time")
+        from trendcast import governance
+
         client = _mlflow_client()
-        served = drift.served_versions(client)
+        served, refused = governance.split_audited(engine, drift.served_versions(client))
+        for verdict in refused:
+            err.print(f"[red]skipped:[/] {verdict.reason}", highlight=False)
         if not served:
             raise TrendcastError(
                 "no registered model has a production or challenger alias to backfill: promote "

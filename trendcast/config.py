@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -115,7 +115,31 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Days of predictions each daily PSI is computed over."
     )
 
-    @field_validator("symbols", "intervals", mode="before")
+    mlflow_auth: bool = Field(
+        default=False,
+        description="Start the local MLflow server with authentication (MLflow's basic-auth "
+        "app; only the promoters may set or delete aliases).",
+    )
+    mlflow_username: str | None = Field(
+        default=None, description="MLflow user our clients authenticate as (auth on)."
+    )
+    mlflow_password: SecretStr | None = Field(
+        default=None, description="That user's password (environment or a secret, never argv)."
+    )
+    mlflow_admin_username: str = Field(
+        default="admin", description="MLflow admin created when the auth store is new."
+    )
+    mlflow_admin_password: SecretStr | None = Field(
+        default=None,
+        description="The admin's password; unset locally = generated once and kept in "
+        "<home>/mlflow-auth/ (mode 0600). Production reads it from Secrets Manager.",
+    )
+    mlflow_promoters: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["trendcast-promoter"],
+        description="Comma-separated MLflow users allowed to set or delete aliases.",
+    )
+
+    @field_validator("symbols", "intervals", "mlflow_promoters", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
