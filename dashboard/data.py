@@ -76,6 +76,9 @@ def mlflow_up() -> bool:
 def client():
     from mlflow import MlflowClient
 
+    from trendcast.tracking import use_mlflow
+
+    use_mlflow(tracking_uri())  # also the MLflow credentials (TRENDCAST_MLFLOW_USERNAME, auth on)
     return MlflowClient(tracking_uri(), registry_uri=tracking_uri())
 
 

@@ -14,6 +14,12 @@ def use_mlflow(uri: str) -> None:
 
     # Artifact downloads draw a progress bar per file; in CLI output and service logs it is noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # TRENDCAST_MLFLOW_USERNAME / _PASSWORD (auth on): MLflow's client reads its own variables.
+    from trendcast.config import get_settings
+    from trendcast.mlflow_auth import client_environment
+
+    for key, value in client_environment(get_settings()).items():
+        os.environ.setdefault(key, value)
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

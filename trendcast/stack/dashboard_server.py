@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from trendcast.config import Settings
+from trendcast.mlflow_auth import READER, identity_environment
 from trendcast.stack import processes
 
 NAME = "dashboard"
@@ -51,5 +52,8 @@ def probe(settings: Settings, timeout_s: float = 2.0) -> str | None:
 def start(settings: Settings) -> processes.ProcessRecord:
     # The home as an absolute path: the dashboard finds the embedded PostgreSQL through it.
     return processes.spawn(
-        settings.run_dir, NAME, command(settings), {"TRENDCAST_HOME": str(settings.home)}
+        settings.run_dir,
+        NAME,
+        command(settings),
+        {"TRENDCAST_HOME": str(settings.home), **identity_environment(settings, READER)},
     )
