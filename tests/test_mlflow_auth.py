@@ -83,6 +83,7 @@ def test_passwords_stay_off_the_command_line_and_out_of_reach(server):
         if "trendcast-auth" in " ".join(p.info["cmdline"] or [])
     ]
     assert lines, "the auth server's process was not found"
+    assert folder.stat().st_mode & 0o077 == 0  # the user store and the passwords: owner only
     for user in (READER, PROMOTER, SCIENTIST, "admin"):
         path = folder / f"{user}.password"
         assert path.stat().st_mode & 0o077 == 0  # owner-only

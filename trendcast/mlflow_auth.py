@@ -141,6 +141,7 @@ def server_environment(settings: Settings) -> dict[str, str]:
     key — all through the environment, never on the command line."""
     directory = auth_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the user store holds password hashes
     config = directory / "basic_auth.ini"
     config.write_text(
         _config_text(f"sqlite:///{directory / 'users.db'}", settings.mlflow_admin_username)
