@@ -31,8 +31,6 @@ from trendcast.config import get_settings
 
 log = logging.getLogger("trendcast.serving")
 
-DEFAULT_MODEL = "EURUSD_1h_h4"
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
@@ -52,7 +50,7 @@ class Trendcast:
         from trendcast.db import database_url
 
         self.settings = get_settings()
-        name = self.settings.model_name or DEFAULT_MODEL
+        name = self.settings.serving_model_name
         self.url = database_url("trendcast", self.settings).render_as_string(hide_password=False)
         self._engine = None
         self.holder = ModelHolder(

@@ -59,8 +59,14 @@ def create_app(app=None):
 
 
 def _password_variable(user: str) -> str:
-    """``trendcast-reader`` -> ``TRENDCAST_MLFLOW_READER_PASSWORD``."""
+    """``trendcast-reader`` -> ``TRENDCAST_MLFLOW_READER_PASSWORD`` (setting
+    ``mlflow_reader_password``)."""
     return f"TRENDCAST_MLFLOW_{user.removeprefix('trendcast-').upper()}_PASSWORD"
+
+
+def _password_setting(settings: Settings, user: str) -> str | None:
+    secret = getattr(settings, f"mlflow_{user.removeprefix('trendcast-')}_password")
+    return secret.get_secret_value() if secret is not None else None
 
 
 def _write_config_from_environment() -> None:
@@ -69,9 +75,7 @@ def _write_config_from_environment() -> None:
     before ``mlflow.server.auth`` reads it at import."""
     if os.environ.get("MLFLOW_AUTH_CONFIG_PATH"):
         return
-    database = os.environ.get("TRENDCAST_MLFLOW_AUTH_DATABASE_URI") or os.environ.get(
-        "MLFLOW_BACKEND_STORE_URI"
-    )
+    database = get_settings().mlflow_auth_database_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
     if not database:
         raise RuntimeError(
             "trendcast-auth: set MLFLOW_AUTH_CONFIG_PATH, TRENDCAST_MLFLOW_AUTH_DATABASE_URI or "
@@ -81,7 +85,7 @@ def _write_config_from_environment() -> None:
     config = folder / "basic_auth.ini"
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(_config_text(database, os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME", "admin")))
+        handle.write(_config_text(database, get_settings().mlflow_admin_username))
     os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
 
 
@@ -102,8 +106,9 @@ def _ensure_identities() -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.server.auth import store
 
+    settings = get_settings()
     for user in ROLES:
-        password = os.environ.get(_password_variable(user))
+        password = _password_setting(settings, user)
         if not password or store.has_user(user):
             continue
         try:

@@ -55,5 +55,5 @@ def start(settings: Settings) -> processes.ProcessRecord:
         settings.run_dir,
         NAME,
         command(settings),
-        {"TRENDCAST_HOME": str(settings.home), **identity_environment(settings, READER)},
+        {**settings.as_env(), **identity_environment(settings, READER)},
     )

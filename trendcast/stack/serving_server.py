@@ -49,5 +49,5 @@ def start(settings: Settings) -> processes.ProcessRecord:
         settings.run_dir,
         NAME,
         command(settings),
-        env={"TRENDCAST_HOME": str(settings.home), **identity_environment(settings, READER)},
+        env={**settings.as_env(), **identity_environment(settings, READER)},
     )
