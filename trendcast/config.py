@@ -150,6 +150,19 @@ class Settings(BaseSettings):
         description="Where the MLflow server keeps its users when no auth config file is "
         "given (a container); unset = the MLflow backend store (tables of their own).",
     )
+    mlflow_auth_config_path: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_AUTH_CONFIG_PATH"),
+        description="MLflow's auth config file (MLflow's own variable); unset in a container: "
+        "written from the settings when the server starts.",
+    )
+    mlflow_backend_store_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_BACKEND_STORE_URI"),
+        description="The MLflow server's backend store as MLflow reads it (MLflow's own "
+        "variable; set in the server's environment only).",
+        exclude=True,
+    )
     mlflow_promoter_password: SecretStr | None = Field(
         default=None, description="Creates MLflow user trendcast-promoter (server side)."
     )
@@ -241,7 +254,8 @@ class Settings(BaseSettings):
         for name, value in values.items():
             if value is None:
                 continue
-            key = "MLFLOW_S3_ENDPOINT_URL" if name == "s3_endpoint_url" else f"TRENDCAST_{name}"
+            alias = type(self).model_fields[name].validation_alias
+            key = alias.choices[0] if isinstance(alias, AliasChoices) else f"TRENDCAST_{name}"
             env[key.upper()] = _env_text(value)
         return env
 

@@ -73,9 +73,10 @@ def _write_config_from_environment() -> None:
     """In a container there is no config file to mount: write MLflow's auth config (users in
     the MLflow database, tables of their own; everyone READ by default) from the environment
     before ``mlflow.server.auth`` reads it at import."""
-    if os.environ.get("MLFLOW_AUTH_CONFIG_PATH"):
+    settings = get_settings()
+    if settings.mlflow_auth_config_path:
         return
-    database = get_settings().mlflow_auth_database_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    database = settings.mlflow_auth_database_uri or settings.mlflow_backend_store_uri
     if not database:
         raise RuntimeError(
             "trendcast-auth: set MLFLOW_AUTH_CONFIG_PATH, TRENDCAST_MLFLOW_AUTH_DATABASE_URI or "
