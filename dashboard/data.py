@@ -96,14 +96,23 @@ def model_link(name: str, version: int | str | None = None) -> str:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def registry() -> tuple[pd.DataFrame, pd.DataFrame]:
     """(models with their aliases, versions with key metrics and params)."""
+    from trendcast.governance import OUTSIDE, check_move
+
     c = client()
     models, versions = [], []
     for model in c.search_registered_models():
         aliases = dict(model.aliases or {})
+        verdicts = {a: check_move(engine(), model.name, a, int(v)) for a, v in aliases.items()}
         models.append(
             {
                 "model": model.name,
                 "aliases": ", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items())) or "-",
+                "audit": "; ".join(
+                    f"{a}: {OUTSIDE}, not served"
+                    for a, v in sorted(verdicts.items())
+                    if not v.audited
+                )
+                or "every alias move on record",
                 "link": model_link(model.name),
             }
         )
