@@ -316,8 +316,15 @@ def _a_real_number(demo, path: str) -> str:
             ).scalar_one()
             return f"Series\n\n{count}\n"
     client = MlflowClient(os.environ["TRENDCAST_MLFLOW_TRACKING_URI"])
-    (version,) = client.search_model_versions(f"name = '{demo['name']}'")
-    trades = int(client.get_run(version.run_id).data.metrics["backtest_trades"])
+    runs = [  # the newest run with a backtest report, which the page selects first
+        run
+        for name in ("backtests", "training")
+        if (experiment := client.get_experiment_by_name(name)) is not None
+        for run in client.search_runs([experiment.experiment_id], max_results=500)
+        if "backtest_sharpe" in run.data.metrics
+    ]
+    newest = max(runs, key=lambda r: r.info.start_time)
+    trades = int(newest.data.metrics["backtest_trades"])
     return f"Trades\n\n{trades:,}\n"
 
 

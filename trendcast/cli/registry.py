@@ -18,7 +18,6 @@ MODEL_COLUMNS = (
     ("return", "backtest_cumulative_return"),
     ("buy&hold", "backtest_benchmark_cumulative_return"),
     ("DSR", "backtest_dsr"),
-    ("trials", "n_trials"),
 )
 
 
@@ -47,7 +46,7 @@ def models(
         out.print("no registered models yet: run `trendcast train` (or `make demo`)")
         return
     table = Table(show_header=True)
-    headers = ("model", "version", "aliases", *(h for h, _ in MODEL_COLUMNS), "costs", "sha256")
+    headers = ("model", "version", "aliases", *(h for h, _ in MODEL_COLUMNS), "sha256")
     for column in headers:
         table.add_column(column, justify="right" if column not in ("model", "aliases") else "left")
     outside = []
@@ -64,7 +63,6 @@ def models(
                 str(v.version),
                 ", ".join(shown) or "-",
                 *(fmt(v.metrics.get(key)) for _, key in MODEL_COLUMNS),
-                v.params.get("cost_profile", "-"),
                 (v.sha256 or "-")[:12],
             )
     out.print(table)
