@@ -28,6 +28,11 @@ features_app = typer.Typer(
     help="Feature store and the derive_indicators pipeline.", no_args_is_help=True
 )
 app.add_typer(features_app, name="features")
+instruments_app = typer.Typer(
+    help="The instrument registry: asset class, trading calendar, cost profile.",
+    no_args_is_help=True,
+)
+app.add_typer(instruments_app, name="instruments")
 
 # Piped output (CI logs, `make demo`) gets room for the wide tables instead of 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -143,7 +148,8 @@ def _print_summary(summary, as_json: bool) -> None:
     out.print(
         f"{summary.symbol} {summary.interval} ({summary.source}): read {summary.read:,}, "
         f"inserted {summary.inserted:,}, duplicates {summary.duplicates:,}, "
-        f"quarantined {summary.quarantined:,}; bars {span}; run {summary.run_id}"
+        f"quarantined {summary.quarantined:,}, conflicts {summary.conflicts:,}, "
+        f"revised {summary.revised:,}; bars {span}; run {summary.run_id}"
     )
 
 
@@ -161,6 +167,12 @@ def load_history(
         "close",
         help="ingest_time to record: 'close' (each bar known at its close, for history) or "
         "'now' (known from this load on, e.g. a late correction).",
+    ),
+    revise: bool = typer.Option(
+        False,
+        "--revise",
+        help="Apply bars that differ from stored ones as revisions (old values kept in "
+        "market.bar_revisions) instead of quarantining them as conflicts.",
     ),
 ) -> None:
     """Bulk-load bars with COPY in one transaction; bad rows go to market.quarantine."""
@@ -196,6 +208,7 @@ def load_history(
             time_format=time_format,
             on_progress=advance,
             known_at=known_at,
+            revise=revise,
         )
         progress.update(task, total=summary.read)
     _print_summary(summary, as_json)
@@ -299,8 +312,9 @@ def _ingest_lines(summary: dict) -> str:
         lines.append(
             f"{r['symbol']} {r['interval']}: {r['status']}; fetched {r['fetched']:,}, "
             f"inserted {r['inserted']:,}, duplicates {r['duplicates']:,}, "
-            f"quarantined {r['quarantined']:,}, gaps {r['gaps_found']:,} found / "
-            f"{r['gaps_filled']:,} filled; last bar {last}"
+            f"quarantined {r['quarantined']:,}, conflicts {r['conflicts']:,}, "
+            f"revised {r['revised']:,}, gaps {r['gaps_found']:,} found / "
+            f"{r['gaps_filled']:,} filled / {r['holes_open']:,} open; last bar {last}"
         )
     return "\n".join(lines)
 
@@ -325,6 +339,9 @@ def ingest(
         None, min=1, help="With --every or --scheduled: stop after N runs."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print each summary as JSON."),
+    revise: bool = typer.Option(
+        False, "--revise", help="Apply bars that differ from stored ones as revisions."
+    ),
 ) -> None:
     """Run the ingestion Lambda's handler here, once or on a schedule."""
     import time
@@ -346,6 +363,8 @@ def ingest(
         event["start"] = _utc(start, "--start").isoformat()
     if end:
         event["end"] = _utc(end, "--end").isoformat()
+    if revise:
+        event["revise"] = True
     runs = 0
     while True:
         began = time.monotonic()
@@ -371,34 +390,48 @@ def gaps(
     symbol: str | None = typer.Option(None, "--symbol", "-s", help="Default: every series."),
     interval: str | None = typer.Option(None, "--interval", "-i"),
     since: str | None = typer.Option(None, help="Only gaps after this time (ISO 8601)."),
+    status: bool = typer.Option(
+        False, "--status", help="The recorded holes with their repair status and attempts."
+    ),
+    only: str | None = typer.Option(
+        None, "--only", help="With --status: open, filled, closed-market or unfillable."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Report runs of missing bars in stored series."""
-    import sqlalchemy as sa
-
+    """Runs of missing bars (only those the instrument's calendar expects) in stored series."""
+    from trendcast import holes
     from trendcast.db import get_engine
-    from trendcast.gaps import find_gaps
-    from trendcast.schema import series_key
+    from trendcast.gaps import series_gaps
 
     engine = get_engine(_settings())
+    if status:
+        if only is not None and only not in holes.STATUSES:
+            raise TrendcastError(f"--only {only!r}: must be one of {', '.join(holes.STATUSES)}")
+        with engine.connect() as conn:
+            spans = holes.listing(conn, symbol, interval, only)
+        if as_json:
+            out.print_json(json.dumps([h.as_dict() for h in spans]))
+            return
+        table = Table(show_header=True, header_style="bold", title=f"{len(spans)} hole span(s)")
+        for column in ("symbol", "interval", "status", "first", "last", "bars", "attempts",
+                       "last attempt", "last error"):  # fmt: skip
+            table.add_column(column)
+        for h in spans:
+            table.add_row(
+                h.symbol, h.interval, h.status, str(h.first), str(h.last), f"{h.bars:,}",
+                str(h.attempts), str(h.last_attempt or "-"), (h.last_error or "-")[:60],
+            )  # fmt: skip
+        out.print(table)
+        return
     with engine.connect() as conn:
-        series = conn.execute(
-            sa.text(
-                "SELECT DISTINCT symbol, interval::text FROM market.bars "
-                "WHERE (CAST(:s AS text) IS NULL OR symbol = :s) "
-                "AND (CAST(:i AS text) IS NULL OR interval::text = :i) ORDER BY 1, 2"
-            ),
-            {"s": symbol, "i": interval},
-        ).all()
-        cutoff = _utc(since, "--since") if since else None
-        found = [g for s, i in series for g in find_gaps(conn, series_key(s, i), since=cutoff)]
+        found = series_gaps(conn, symbol, interval, _utc(since, "--since") if since else None)
     if as_json:
         rows = [
             {
                 "symbol": g.symbol,
                 "interval": g.interval,
-                "after": g.after.isoformat(),
-                "before": g.before.isoformat(),
+                "first_missing": g.first_missing.isoformat(),
+                "last_missing": g.last_missing.isoformat(),
                 "missing": g.missing,
             }
             for g in found
@@ -406,11 +439,83 @@ def gaps(
         out.print_json(json.dumps(rows))
         return
     table = Table(show_header=True, header_style="bold", title=f"{len(found)} gap(s)")
-    for column in ("symbol", "interval", "last bar before", "next bar", "missing bars"):
+    for column in ("symbol", "interval", "first missing", "last missing", "missing bars"):
         table.add_column(column)
     for g in found:
-        table.add_row(g.symbol, g.interval, str(g.after), str(g.before), f"{g.missing:,}")
+        table.add_row(
+            g.symbol, g.interval, str(g.first_missing), str(g.last_missing), f"{g.missing:,}"
+        )
     out.print(table)
+
+
+@instruments_app.command("list")
+def instruments_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered instruments: asset class, trading calendar, cost profile."""
+    from trendcast.db import get_engine
+    from trendcast.instruments import list_instruments
+
+    rows = list_instruments(get_engine(_settings()))
+    if as_json:
+        out.print_json(json.dumps([i.as_dict() for i in rows]))
+        return
+    table = Table(show_header=True, header_style="bold")
+    for column in ("symbol", "asset class", "calendar", "cost profile", "params", "description"):
+        table.add_column(column)
+    for i in rows:
+        table.add_row(
+            i.symbol, i.asset_class, i.calendar, i.cost_profile, json.dumps(i.params),
+            i.description,
+        )  # fmt: skip
+    out.print(table)
+
+
+@instruments_app.command("show")
+def instruments_show(symbol: str = typer.Argument(...)) -> None:
+    """One instrument (an unregistered symbol shows the 24/7 fallback and how to register)."""
+    from trendcast.db import get_engine
+    from trendcast.instruments import get_instrument
+
+    instrument = get_instrument(get_engine(_settings()), symbol, warn=False)
+    out.print_json(json.dumps(instrument.as_dict()))
+    if not instrument.registered:
+        err.print(
+            f"{symbol} is not registered: treated as 24/7 with crypto costs; register it with "
+            f"`trendcast instruments set {symbol} --asset-class fx|equity|crypto`",
+            highlight=False,
+        )
+
+
+@instruments_app.command("set")
+def instruments_set(
+    symbol: str = typer.Argument(...),
+    asset_class: str = typer.Option(..., "--asset-class", help="crypto, fx, equity or other."),
+    calendar: str | None = typer.Option(
+        None, help="24/7, FX or an exchange-calendars code (XNYS, XNAS, XLON ...)."
+    ),
+    cost_profile: str | None = typer.Option(None, "--cost-profile"),
+    params: str | None = typer.Option(None, help="Cost-profile parameters as a JSON object."),
+    description: str | None = typer.Option(None),
+) -> None:
+    """Register or change an instrument (validated before anything is written)."""
+    from trendcast.db import get_engine
+    from trendcast.instruments import set_instrument
+
+    parsed = None
+    if params is not None:
+        try:
+            parsed = json.loads(params)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--params: not JSON ({exc.msg})") from None
+    instrument = set_instrument(
+        get_engine(_settings()),
+        symbol,
+        asset_class,
+        calendar=calendar,
+        cost_profile=cost_profile,
+        params=parsed,
+        description=description,
+    )
+    out.print_json(json.dumps(instrument.as_dict()))
 
 
 @app.command("exchange-replay")
@@ -475,13 +580,12 @@ def features_build(
     settings = _settings()
     if runner == "python":
         from trendcast.db import get_engine
-        from trendcast.feature_pipeline import build
+        from trendcast.feature_pipeline import BuildFailed, build, summary_line
 
         summary = build(get_engine(settings), full=full)
-        out.print(
-            f"derive_indicators: {summary['series']} series, {summary['rows_computed']:,} rows "
-            f"computed, {summary['rows_written']:,} written"
-        )
+        out.print(summary_line(summary), highlight=False, soft_wrap=True)
+        if summary["failed"]:
+            raise BuildFailed(summary)
         return
     if runner != "mage":
         raise TrendcastError(f"--runner {runner!r}: must be 'mage' or 'python'")
@@ -503,6 +607,12 @@ def features_build(
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     if result.returncode != 0:
+        failed = [line for line in lines if "series failed and were left unconsumed" in line]
+        if failed:  # some series built, some not: the per-series summary, not Mage's log
+            summary = [line for line in lines if line.startswith("derive_indicators:")]
+            if summary:
+                out.print(summary[-1], highlight=False, soft_wrap=True)
+            raise TrendcastError(failed[-1][failed[-1].index("derive_indicators:") :])
         tail = "\n".join(lines[-15:])
         raise TrendcastError(f"Mage pipeline derive_indicators failed:\n{tail}")
     summary = [line for line in lines if line.startswith("derive_indicators:")]

@@ -127,7 +127,8 @@ def _column_list(fs: FeatureSet) -> str:
 
 
 def latest_rows(cur, fs: FeatureSet, key: SeriesKey, since: pd.Timestamp | None):
-    """The current (latest-ingested) row per event_time, for event_time >= since."""
+    """The current (latest-ingested) row per event_time, for event_time >= since:
+    event times (ns), ingest times (µs since 2000-01-01, as stored) and values."""
     query = (
         f"SELECT DISTINCT ON (event_time) event_time, ingest_time, {_column_list(fs)} "
         f"FROM {table(fs)} WHERE symbol = %s AND interval = %s AND event_time >= %s "
@@ -135,7 +136,11 @@ def latest_rows(cur, fs: FeatureSet, key: SeriesKey, since: pd.Timestamp | None)
     )
     since = since if since is not None else pd.Timestamp("1970-01-01", tz="UTC")
     rows = _copy_out(cur, query, (key.symbol, key.interval, since.to_pydatetime()), len(fs.columns))
-    return _to_ns(rows["event"]), _features_matrix(rows, len(fs.columns))
+    return (
+        _to_ns(rows["event"]),
+        rows["ingest"].astype("int64"),
+        _features_matrix(rows, len(fs.columns)),
+    )
 
 
 def write(
@@ -174,7 +179,16 @@ def write(
     )
     events = frame["event_time"].to_numpy(dtype="datetime64[ns]").view("int64")
     values = frame[list(fs.columns)].to_numpy(dtype="float64")
-    stored_events, stored_values = latest_rows(cur, fs, key, frame["event_time"].min())
+    cur.execute("SELECT now()")
+    now_us = pd.Timestamp(cur.fetchone()[0]).value // 1000 - _PG_EPOCH_US
+    if "ingest_time" in frame:
+        ingest_us = frame["ingest_time"].to_numpy(dtype="datetime64[ns]").view("int64") // 1000
+        ingest_us = ingest_us - _PG_EPOCH_US
+    else:
+        ingest_us = np.full(len(frame), now_us, dtype="int64")
+    stored_events, stored_ingest, stored_values = latest_rows(
+        cur, fs, key, frame["event_time"].min()
+    )
     changed = np.ones(len(frame), dtype=bool)
     if len(stored_events):
         pos = np.searchsorted(stored_events, events)
@@ -186,6 +200,14 @@ def write(
             axis=1,
         )
         changed = ~same
+        # A new version of a value the store already holds becomes visible from now on, never
+        # earlier: its inputs may claim an older ingest_time (history loaded late with
+        # --known-at close), but an as-of read before this write must still return what the
+        # store held then. And its key can never collide with the stored version's.
+        replaced = present & changed
+        ingest_us[replaced] = np.maximum(
+            np.maximum(ingest_us[replaced], now_us), stored_ingest[pos_clipped[replaced]] + 1
+        )
     if not changed.any():
         return 0
     texts = {
@@ -199,17 +221,13 @@ def write(
     for name, value in texts.items():
         fields += [(f"{name}_len", ">i4"), (name, f"S{len(value)}")]
     fields += [("e_len", ">i4"), ("event", ">i8")]
-    with_ingest = "ingest_time" in frame
-    if with_ingest:
-        fields += [("i_len", ">i4"), ("ingest", ">i8")]
+    fields += [("i_len", ">i4"), ("ingest", ">i8")]
     for i in range(len(fs.columns)):
         fields += [(f"l{i}", ">i4"), (f"f{i}", ">f8")]
     rows = np.empty(int(changed.sum()), dtype=np.dtype(fields))
-    rows["count"] = 6 + int(with_ingest) + len(fs.columns)
-    if with_ingest:
-        ingest = frame["ingest_time"].to_numpy(dtype="datetime64[ns]").view("int64")
-        rows["i_len"] = 8
-        rows["ingest"] = ingest[changed] // 1000 - _PG_EPOCH_US
+    rows["count"] = 7 + len(fs.columns)
+    rows["i_len"] = 8
+    rows["ingest"] = ingest_us[changed]
     for name, value in texts.items():
         rows[f"{name}_len"] = len(value)
         rows[name] = value
@@ -219,7 +237,7 @@ def write(
         rows[f"l{i}"] = 8
         rows[f"f{i}"] = values[changed, i]
     columns = "symbol, interval, producer, producer_version, run_id, event_time, "
-    columns += ("ingest_time, " if with_ingest else "") + _column_list(fs)
+    columns += "ingest_time, " + _column_list(fs)
     cur.copy_expert(
         f"COPY {table(fs)} ({columns}) FROM STDIN WITH (FORMAT binary)",
         io.BytesIO(_HEADER + rows.tobytes() + _TRAILER),
