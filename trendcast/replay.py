@@ -317,8 +317,9 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
             """Install a withhold fault, then omit every withheld bar still owed."""
             with replay.lock:
                 if fault and fault["kind"] == "withhold" and rows:
-                    at = rows[fault.get("index", 0) % len(rows)][0]
-                    replay.withheld[(symbol, at)] = int(fault.get("requests", 2))
+                    chosen = fault.get("open_times") or [rows[fault.get("index", 0) % len(rows)][0]]
+                    for at in chosen:
+                        replay.withheld[(symbol, int(at))] = int(fault.get("requests", 2))
                 kept = []
                 for row in rows:
                     left = replay.withheld.get((symbol, row[0]), 0)
@@ -359,6 +360,7 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
             if urlparse(self.path).path == "/replay/faults":
                 with replay.lock:
                     replay.faults.clear()
+                    replay.withheld.clear()  # faults stop: withheld bars are served again
                 return self._send(200, {"pending": 0})
             self._error(-1000, "unknown path", 404)
 
