@@ -77,15 +77,15 @@ def _problem(exc: BaseException) -> str:
         return "compressed file ends early: truncated download?"
     if isinstance(exc, UnicodeError):
         return f"not UTF-8 text: {exc}"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else 'unreadable'}"
+    text = " ".join(str(exc).split())  # one line, whatever the library put in its message
+    return f"{type(exc).__name__}: {text or 'unreadable'}"
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({_problem(exc)})") from None
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, str]:
