@@ -152,6 +152,7 @@ wrk:  ## Install wrk with apt-get when it is missing
 
 bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
 	$(VENV)/bin/python -m benchmarks.bench_load
+	$(VENV)/bin/python -m benchmarks.bench_durability
 	$(VENV)/bin/python -m benchmarks.bench_ingest
 	$(VENV)/bin/python -m benchmarks.bench_features
 	$(VENV)/bin/python -m benchmarks.bench_backtest
