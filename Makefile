@@ -84,6 +84,8 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) up --with replay
 	$(TC) load-sample --until $(REPLAY_START)
 	$(TC) ingest --every 5s --times 3
+	$(TC) instruments list
+	$(TC) gaps --status
 	$(TC) features build
 	$(TC) features show --symbol EURUSD --interval 1h
 	$(TC) backtest --strategy sma-crossover --symbols all --log-to-mlflow
