@@ -156,3 +156,22 @@ def test_gaps_status_lists_recorded_holes(engine, env):
     assert [(h["status"], h["bars"], h["attempts"]) for h in shown] == [("unfillable", 2, 5)]
     assert run_cli("gaps", "--status", "--only", "open", "--json", env=env).stdout.strip() == "[]"
     assert_refused(run_cli("gaps", "--status", "--only", "lost", env=env), "--only 'lost'")
+
+
+def test_data_health_counts_only_bars_the_calendar_expects(engine, env):
+    from dashboard.data import health_of
+
+    frame = pd.DataFrame(
+        {
+            "symbol": ["EURUSD", "BTCUSDT"],
+            "interval": ["1h", "1h"],
+            "bars": [1, 1],
+            "last_open": [pd.Timestamp("2017-09-22T20:00Z")] * 2,  # Friday's last FX bar
+        }
+    )
+    sunday = pd.Timestamp("2017-09-24T12:00Z")  # the FX market is closed until 21:00 UTC
+    with engine.connect() as conn:
+        health = health_of(conn, frame, sunday).set_index("symbol")
+    assert health.loc["EURUSD", "bars_overdue"] == 0 and health.loc["EURUSD", "fresh"]
+    assert health.loc["BTCUSDT", "bars_overdue"] == 39 and not health.loc["BTCUSDT", "fresh"]
+    assert health.loc["EURUSD", "calendar"] == "FX"
