@@ -175,3 +175,26 @@ def test_data_health_counts_only_bars_the_calendar_expects(engine, env):
     assert health.loc["EURUSD", "bars_overdue"] == 0 and health.loc["EURUSD", "fresh"]
     assert health.loc["BTCUSDT", "bars_overdue"] == 39 and not health.loc["BTCUSDT", "fresh"]
     assert health.loc["EURUSD", "calendar"] == "FX"
+
+
+def test_freshness_uses_the_replays_clock_when_it_serves_the_data(env, monkeypatch):
+    from dashboard.data import exchange_clock
+    from trendcast.config import get_settings
+    from trendcast.replay import Replay, ReplayClock, start_in_thread
+
+    frame, _ = next(s for s in SAMPLES if s.symbol == "EURUSD").reader()
+    clock = pd.Timestamp("2017-10-02T05:00Z")
+    server, url = start_in_thread(Replay({"EURUSD": frame}, "1h", ReplayClock(clock, 0.0)))
+    try:
+        monkeypatch.delenv("TRENDCAST_EXCHANGE_URL", raising=False)
+        monkeypatch.setenv("TRENDCAST_REPLAY_PORT", url.rsplit(":", 1)[1])
+        get_settings.cache_clear()
+        assert exchange_clock() == (clock, "exchange replay")
+        monkeypatch.setenv("TRENDCAST_EXCHANGE_URL", "https://api.binance.com")
+        get_settings.cache_clear()
+        now, name = exchange_clock()
+        assert name == "wall clock" and now > pd.Timestamp("2026-01-01T00:00Z")
+    finally:
+        server.shutdown()
+        server.server_close()
+        get_settings.cache_clear()
