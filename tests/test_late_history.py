@@ -120,7 +120,8 @@ def test_a_hole_filled_late_with_known_at_close_after_features_were_built(
     load(engine, hole)  # --known-at close: these bars say they were known when they closed
     second = build(env, runner, tmp_path)  # used to fail with UniqueViolation core_v1_pkey
     assert "0 written" not in second.stdout
-    assert "0 written" in build(env, runner, tmp_path).stdout  # idempotent
+    if runner == "python":  # idempotent (the runners share write_features; Mage costs ~10 s)
+        assert "0 written" in build(env, runner, tmp_path).stdout
     assert_latest_equals_full_computation(engine, eurusd, runner)
 
     # Rows the store already held and that changed got new versions, visible from the late
@@ -146,7 +147,8 @@ def test_older_history_loaded_after_newer_extends_the_features_backwards(
     load(engine, eurusd.iloc[:1500])
     build(env, runner, tmp_path)
     assert_latest_equals_full_computation(engine, eurusd, runner)
-    assert "0 written" in build(env, runner, tmp_path).stdout
+    if runner == "python":
+        assert "0 written" in build(env, runner, tmp_path).stdout
 
 
 def test_a_revision_is_read_as_of_before_and_after(engine, env, tmp_path, eurusd):

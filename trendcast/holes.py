@@ -34,12 +34,13 @@ def record(cur, key: SeriesKey, times: pd.DatetimeIndex, run_id: str | None) -> 
     return cur.rowcount
 
 
-def open_holes(cur, key: SeriesKey) -> pd.DatetimeIndex:
-    """Open times of the series' open holes, oldest first."""
+def open_holes(cur, key: SeriesKey, first=None, last=None) -> pd.DatetimeIndex:
+    """Open times of the series' open holes (within [first, last] when given), oldest first."""
     cur.execute(
         "SELECT open_time FROM market.holes WHERE symbol = %s AND interval = %s "
-        "AND status = 'open' ORDER BY open_time",
-        (key.symbol, key.interval),
+        "AND status = 'open' AND open_time >= coalesce(%s::timestamptz, '-infinity') "
+        "AND open_time <= coalesce(%s::timestamptz, 'infinity') ORDER BY open_time",
+        (key.symbol, key.interval, first, last),
     )
     return pd.DatetimeIndex(pd.to_datetime([r[0] for r in cur.fetchall()], utc=True)).as_unit("ns")
 

@@ -205,8 +205,12 @@ class SeriesIngestor:
                 if self.client.unreachable:
                     failure = exc
             with driver_cursor(self.engine) as cur:
-                still = holes.open_holes(cur, self.key)
-                still = still[(still >= span.first_missing) & (still <= span.last_missing)]
+                still = holes.open_holes(
+                    cur,
+                    self.key,
+                    span.first_missing.to_pydatetime(),
+                    span.last_missing.to_pydatetime(),
+                )
                 stored = self._stored(still)
                 still = still[~still.isin(stored)]
                 holes.attempted(
