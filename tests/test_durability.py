@@ -68,7 +68,8 @@ def own_server():
         yield server, restart
     finally:
         live = PostgresServer._instances.get(pgdata)
-        if live is not None:
+        if live is not None:  # the restarted server, or the first one if the test failed early
+            live.cleanup_mode = "stop"
             live.cleanup()
         shutil.rmtree(home, ignore_errors=True)
 
