@@ -96,21 +96,16 @@ def find_gaps(
     return runs_of(key, missing_in(calendar, key.interval, stored, stored[0], stored[-1]), calendar)
 
 
-def series_gaps(
-    conn: Connection,
-    symbol: str | None = None,
-    interval: str | None = None,
-    since: datetime | None = None,
+def find_stored_gaps(
+    engine, symbol: str | None = None, interval: str | None = None, since=None
 ) -> list[Gap]:
-    """Calendar-aware gaps of every stored series (optionally one symbol or interval)."""
+    """Calendar-aware gaps of every stored series (or one symbol / interval), after ``since``."""
+    from trendcast.catalog import stored_series
     from trendcast.schema import series_key
 
-    series = conn.execute(
-        sa.text(
-            "SELECT DISTINCT symbol, interval::text FROM market.bars "
-            "WHERE (CAST(:s AS text) IS NULL OR symbol = :s) "
-            "AND (CAST(:i AS text) IS NULL OR interval::text = :i) ORDER BY 1, 2"
-        ),
-        {"s": symbol, "i": interval},
-    ).all()
-    return [g for s, i in series for g in find_gaps(conn, series_key(s, i), since=since)]
+    with engine.connect() as conn:
+        return [
+            g
+            for s, i in stored_series(conn, symbol, interval)
+            for g in find_gaps(conn, series_key(s, i), since=since)
+        ]
