@@ -87,14 +87,23 @@ def model_link(name: str, version: int | str | None = None) -> str:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def registry() -> tuple[pd.DataFrame, pd.DataFrame]:
     """(models with their aliases, versions with key metrics and params)."""
+    from trendcast.governance import OUTSIDE, check_move
+
     c = client()
     models, versions = [], []
     for model in c.search_registered_models():
         aliases = dict(model.aliases or {})
+        verdicts = {a: check_move(engine(), model.name, a, int(v)) for a, v in aliases.items()}
         models.append(
             {
                 "model": model.name,
                 "aliases": ", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items())) or "-",
+                "audit": "; ".join(
+                    f"{a}: {OUTSIDE}, not served"
+                    for a, v in sorted(verdicts.items())
+                    if not v.audited
+                )
+                or "every alias move on record",
                 "link": model_link(model.name),
             }
         )
@@ -343,7 +352,7 @@ def alerts(status: str | None = "open", limit: int = 500) -> pd.DataFrame:
 def alias_events() -> pd.DataFrame:
     frame = query(
         "SELECT moved_at, model_name, alias, action, from_version, to_version, moved_by, forced, "
-        "gate_results FROM registry.alias_events ORDER BY id DESC LIMIT 500"
+        "reason, gate_results FROM registry.alias_events ORDER BY id DESC LIMIT 500"
     )
     if frame.empty:
         return frame

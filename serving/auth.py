@@ -1,5 +1,6 @@
 """ASGI middleware: bearer-token check on every endpoint but health, metrics and docs, and a
-``/readyz`` whose body says why (ready, degraded when MLflow is unreachable, not ready)."""
+``/readyz`` whose body says why (ready; degraded when MLflow is unreachable or an alias was
+moved outside Trendcast; not ready)."""
 
 from __future__ import annotations
 
@@ -51,11 +52,18 @@ class HealthAndAuth:
             why = "starting" if holder is None else (holder.primary.error or holder.mlflow_error)
             return await _json(send, 503, {"status": "not ready", "reason": why})
         model = holder.primary.model
+        unaudited = [
+            slot.unaudited.reason
+            for slot in filter(None, (holder.primary, holder.shadow))
+            if slot.unaudited is not None
+        ]
         body = {
-            "status": "ready" if holder.mlflow_ok else "degraded",
+            "status": "ready" if holder.mlflow_ok and not unaudited else "degraded",
             "model": f"{model.name}@{model.alias} version {model.version}",
             "mlflow": "ok" if holder.mlflow_ok else f"unreachable: {holder.mlflow_error}",
         }
+        if unaudited:
+            body["unaudited"] = unaudited
         return await _json(send, 200, body)
 
 
