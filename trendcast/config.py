@@ -84,6 +84,22 @@ class Settings(BaseSettings):
     ingest_lookback_bars: int = Field(
         default=1000, ge=1, description="Bars fetched for a series with nothing stored yet."
     )
+    ingest_repair_bars: int = Field(
+        default=1440,
+        ge=0,
+        description="Bars before the exchange's clock every run rescans for holes.",
+    )
+    ingest_hole_attempts: int = Field(
+        default=5, ge=1, description="Repair attempts before a hole is marked unfillable."
+    )
+    ingest_max_window_bars: int = Field(
+        default=20_000, ge=1, description="Most bars a manual event's start..end may span."
+    )
+    ingest_abandon_margin_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A run still `running` this long past the budget is marked abandoned.",
+    )
     database_secret_arn: str | None = Field(
         default=None,
         description="AWS Secrets Manager secret with the database credentials (Lambda).",
