@@ -153,17 +153,32 @@ def test_best_ranks_versions_and_promote_takes_the_best_passing(
     client, engine, env, mlflow_url, name, tmp_path
 ):
     cli_env = {**env, "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url}
-    strong = register(client, name, {**PASSING, "backtest_sharpe": 2.5})
-    failing = register(client, name, {**PASSING, "backtest_sharpe": 3.0, "test_ic": -0.1})
-    decent = register(client, name, {**PASSING, "backtest_sharpe": 1.2, "test_ic": 0.08})
+
+    def version(test_sharpe, validation_sharpe, **more):
+        return register(
+            client,
+            name,
+            {
+                **PASSING,
+                "backtest_sharpe": test_sharpe,
+                "validation_backtest_sharpe": validation_sharpe,
+                "validation_ic": 0.03,
+                **more,
+            },
+        )
+
+    strong = version(2.5, 2.0)
+    failing = version(3.0, 3.0, test_ic=-0.1)
+    decent = version(1.2, 1.5, validation_ic=0.09)
+    lucky = version(4.0, 0.1)  # the best test window of all: a pick on it is selection on test
 
     ranked = run_cli("best", name, "--metric", "sharpe", env=cli_env)
     assert ranked.returncode == 0, ranked.stderr
-    assert f"best {name} on backtest_sharpe: version {failing}" in ranked.stdout
+    assert f"best {name} on validation_backtest_sharpe: version {failing}" in ranked.stdout
     by_ic = run_cli("best", name, "--metric", "ic", env=cli_env)
-    assert f"on test_ic: version {decent}" in by_ic.stdout
+    assert f"on validation_ic: version {decent}" in by_ic.stdout
     gated = run_cli("best", name, "--metric", "sharpe", "--passing", env=cli_env)
-    assert f"on backtest_sharpe: version {strong}" in gated.stdout  # the 3.0 fails test IC
+    assert f"on validation_backtest_sharpe: version {strong}" in gated.stdout  # 3.0 fails IC
     unknown = run_cli("best", name, "--metric", "sharp", env=cli_env)
     assert unknown.returncode == 1 and "--metric 'sharp': unknown metric" in unknown.stderr
 
@@ -171,8 +186,10 @@ def test_best_ranks_versions_and_promote_takes_the_best_passing(
     assert f"{name}@production: - -> {strong}" in first.stdout, first.stderr
     second = run_cli("promote", name, "-v", "best:2", "--alias", "challenger", env=cli_env)
     assert f"{name}@challenger: - -> {decent}" in second.stdout, second.stderr
-    none_left = run_cli("promote", name, "-v", "best:3", "--alias", "canary", env=cli_env)
-    assert none_left.returncode == 1 and "2 version(s) pass the gates" in none_left.stderr
+    third = run_cli("promote", name, "-v", "best:3", "--alias", "canary", env=cli_env)
+    assert f"{name}@canary: - -> {lucky}" in third.stdout, third.stderr  # last, not first
+    none_left = run_cli("promote", name, "-v", "best:4", "--alias", "spare", env=cli_env)
+    assert none_left.returncode == 1 and "3 version(s) pass the gates" in none_left.stderr
 
     listed = run_cli("models", name, env=cli_env)
     assert listed.returncode == 0, listed.stderr

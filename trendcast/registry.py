@@ -75,6 +75,11 @@ def selection_metric(key: str) -> str:
     return "validation_" + key
 
 
+def ranking_key(metric: str) -> str:
+    """What `best` and `promote --version best` rank versions on: the validation figure."""
+    return selection_metric(resolve_metric(metric))
+
+
 def better_first(metric: str, values: list[float]) -> list[int]:
     """Indices of ``values`` best first for ``metric`` (missing or NaN values last)."""
     base = metric.removeprefix("validation_")
@@ -335,8 +340,10 @@ def versions(client, name: str) -> list[VersionSummary]:
 def rank(
     client, name: str, metric: str, gates: Gates | None = None
 ) -> list[tuple[VersionSummary, bool]]:
-    """Versions best first on ``metric``, each with whether it passes ``gates`` (True if none)."""
-    key = resolve_metric(metric)
+    """Versions best first on ``metric``'s validation figure (``sharpe`` ranks on
+    ``validation_backtest_sharpe``: choosing among versions is selection, and selection never
+    reads the test window the gates judge), each with whether it passes ``gates``."""
+    key = ranking_key(metric)
     found = versions(client, name)
     order = better_first(key, [v.metrics.get(key) for v in found])
     return [
@@ -351,7 +358,7 @@ def rank(
 def eligible(ranked: list[tuple[VersionSummary, bool]], metric: str) -> list[VersionSummary]:
     """The one "best version" rule: ranked versions that pass the gates and have ``metric``
     logged (a version without the metric is never "best" on it)."""
-    key = resolve_metric(metric)
+    key = ranking_key(metric)
     return [v for v, ok in ranked if ok and v.metrics.get(key) is not None]
 
 
@@ -373,7 +380,7 @@ def best(client, name: str, metric: str, gates: Gates | None = None, place: int 
         )
         raise PromotionRefused(
             f"{name}: {len(passing)} version(s) pass the gates, so there is no "
-            f"{'best' if place == 1 else f'number {place}'} on {resolve_metric(metric)}{why}"
+            f"{'best' if place == 1 else f'number {place}'} on {ranking_key(metric)}{why}"
         )
     return passing[place - 1].version
 

@@ -84,7 +84,7 @@ def best(
 
     profile = gates(gates_file) if (gates_file or passing) else None
     ranked = registry.rank(mlflow_client(), name, metric, profile)
-    key = registry.resolve_metric(metric)
+    key = registry.ranking_key(metric)
     table = Table(title=f"{name} ranked on {key}")
     for column in ("place", "version", key, "aliases", "passes gates"):
         table.add_column(column)
