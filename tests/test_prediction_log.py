@@ -5,6 +5,7 @@ disk budget; a request never waits."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -113,9 +114,11 @@ def test_database_down_journals_without_blocking_and_drops_only_past_the_budget(
     assert log.spilled > 100 and log.dropped > 0
     journal = sum(p.stat().st_size for p in (tmp_path / "journal").glob("*.jsonl"))
     assert budget - 400 < journal <= budget  # full to the budget, never past it
-    assert len(b"".join(p.read_bytes() for p in (tmp_path / "journal").glob("*.jsonl")).split(
-        b"\n"
-    )) - 1 == log.spilled
+    assert (
+        len(b"".join(p.read_bytes() for p in (tmp_path / "journal").glob("*.jsonl")).split(b"\n"))
+        - 1
+        == log.spilled
+    )
 
 
 @pytest.fixture
@@ -134,10 +137,8 @@ def own_server(tmp_path_factory):
         from pgserver._commands import pg_ctl
 
         user = "pgserver" if os.geteuid() == 0 else None
-        try:
+        with contextlib.suppress(Exception):  # already stopped
             pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=home / "pg", user=user, timeout=30)
-        except Exception:  # noqa: BLE001 (already stopped)
-            pass
         shutil.rmtree(home, ignore_errors=True)
 
 
