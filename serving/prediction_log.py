@@ -1,7 +1,7 @@
 """The prediction log: every answer (and shadow score) reaches ``serving.predictions`` exactly
 once, while the machine has disk.
 
-A request only appends its rows to an in-memory deque (no lock, no I/O, never a wait). A
+A request only puts its rows on an unbounded in-memory queue (no I/O, never a wait). A
 *drainer* thread takes them in batches and hands each batch to the *writer* thread, unless the
 writer is behind (database slow), the database is down, or the backlog passes
 ``TRENDCAST_PREDICTION_LOG_QUEUE`` rows: then the batch is appended to the journal, JSON lines
@@ -15,7 +15,6 @@ between the commit and the segment's deletion) adds nothing. Rows are dropped, a
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
@@ -175,7 +174,8 @@ class PredictionLog:
         self._batch = batch
         self._linger_s = linger_s
         self._retry_s = retry_s
-        self._pending: collections.deque[list[Entry]] = collections.deque()
+        # SimpleQueue: put never blocks (unbounded, C), get sleeps until rows arrive (no polling)
+        self._pending: queue.SimpleQueue[list[Entry]] = queue.SimpleQueue()
         self._rows_in = 0  # rows appended by requests (one writer per counter: no lock)
         self._rows_out = 0  # rows taken by the drainer
         self._handoff: queue.Queue[list[Entry]] = queue.Queue(maxsize=2)
@@ -194,40 +194,33 @@ class PredictionLog:
     # -- the request path -------------------------------------------------------------------
     def put(self, entries: list[Entry]) -> None:
         """Hand a request's rows over; returns at once, whatever the database does."""
-        self._pending.append(entries)
+        self._pending.put(entries)
         self._rows_in += len(entries)
 
     # -- drainer ----------------------------------------------------------------------------
     def _take(self) -> list[Entry]:
         """Up to ``batch`` rows, waiting at most ``linger_s`` after the first one: one INSERT
         and one commit per batch, not per request."""
-        taken: list[Entry] = []
-        deadline = None
+        try:
+            taken = list(self._pending.get(timeout=0.2))
+        except queue.Empty:
+            return []
+        self._rows_out += len(taken)
+        deadline = time.monotonic() + self._linger_s
         while len(taken) < self._batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                break
             try:
-                entries = self._pending.popleft()
-            except IndexError:
-                if self._stop.is_set():
-                    break
-                now = time.monotonic()
-                if deadline is None:
-                    if taken:
-                        deadline = now + self._linger_s
-                    else:
-                        time.sleep(0.01)
-                        continue
-                if now >= deadline:
-                    break
-                time.sleep(0.01)
-                continue
+                entries = self._pending.get(timeout=remaining)
+            except queue.Empty:
+                break
             taken.extend(entries)
             self._rows_out += len(entries)
-            if deadline is None:
-                deadline = time.monotonic() + self._linger_s
         return taken
 
     def _drain(self) -> None:
-        while not (self._stop.is_set() and not self._pending):
+        while not (self._stop.is_set() and self._pending.empty()):
             taken = self._take()
             if not taken:
                 continue
@@ -357,8 +350,9 @@ class PredictionLog:
         with contextlib.suppress(queue.Empty):
             while True:
                 leftover.extend(self._handoff.get_nowait())
-        while self._pending:
-            leftover.extend(self._pending.popleft())
+        with contextlib.suppress(queue.Empty):
+            while True:
+                leftover.extend(self._pending.get_nowait())
         if leftover:
             self._spill(leftover)
         self.journal.close()

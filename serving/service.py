@@ -11,6 +11,7 @@ Run: ``trendcast serve`` (or ``bentoml serve serving.service:Trendcast``).
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import threading
@@ -24,6 +25,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
+from starlette.responses import Response
 
 from serving import bentoml_fixes
 from serving.gateway import Gateway
@@ -47,6 +49,13 @@ DEFAULT_MODEL = "EURUSD_1h_h4"
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _answer(body: dict) -> Response:
+    """The JSON answer as a ready response: for a ``dict`` return value BentoML 1.4 builds a
+    pydantic TypeAdapter and its JSON schema on every request (``IORootModel.mime_type``),
+    which costs more than the prediction."""
+    return Response(json.dumps(body).encode(), media_type="application/json")
 
 
 @bentoml.service(
@@ -198,24 +207,26 @@ class Trendcast:
     @bentoml.api(route="/predict")
     async def predict(
         self, rows: list[dict[str, Any]] = Field(description="Feature rows: name -> number")
-    ) -> dict:
+    ) -> Any:  # a ready JSON Response (see _answer)
         """Predict the forward return for a batch of feature rows (in the event loop: the
         native booster answers in microseconds, a thread hop would cost more)."""
         started = time.perf_counter()
         model = self._model()  # one reference for the whole request
         matrix = self._matrix(rows, model.features)
         predictions = self._score(model, matrix, rows, started, [(None, None, None)] * len(rows))
-        return {
-            "model": {"name": model.name, "version": model.version, "alias": model.alias},
-            "predictions": [float(p) for p in predictions],
-        }
+        return _answer(
+            {
+                "model": {"name": model.name, "version": model.version, "alias": model.alias},
+                "predictions": [float(p) for p in predictions],
+            }
+        )
 
     @bentoml.api(route="/predict_latest")
     def predict_latest(
         self,
         symbols: list[str] = Field(description="Symbols to score on their newest bar"),
         interval: str = Field(default="1h", description="Bar interval"),
-    ) -> dict:
+    ) -> Any:  # a ready JSON Response (see _answer)
         """Score each symbol on the features of its newest stored bar (the real-time path)."""
         from trendcast.errors import InputError
         from trendcast.schema import series_key
@@ -241,19 +252,21 @@ class Trendcast:
             times.append(event_time)
         matrix = self._matrix(rows, model.features)
         predictions = self._score(model, matrix, rows, started, keys)
-        return {
-            "model": {"name": model.name, "version": model.version, "alias": model.alias},
-            "results": [
-                {
-                    "symbol": key[0],
-                    "interval": key[1],
-                    "event_time": key[2],
-                    "features": row,
-                    "prediction": float(p),
-                }
-                for key, row, p in zip(keys, rows, predictions, strict=True)
-            ],
-        }
+        return _answer(
+            {
+                "model": {"name": model.name, "version": model.version, "alias": model.alias},
+                "results": [
+                    {
+                        "symbol": key[0],
+                        "interval": key[1],
+                        "event_time": key[2],
+                        "features": row,
+                        "prediction": float(p),
+                    }
+                    for key, row, p in zip(keys, rows, predictions, strict=True)
+                ],
+            }
+        )
 
     def _latest_features(self, symbol: str, interval: str, names: list[str]):
         """The stored feature row when it covers the newest bar, else computed now from the
@@ -288,20 +301,24 @@ class Trendcast:
         return stored["event_time"].isoformat(), values
 
     @bentoml.api(route="/model")
-    async def model(self) -> dict:
+    async def model(self) -> Any:  # a ready JSON Response (see _answer)
         """The served model: name, version, alias, run id, features, loaded-at, checksum."""
         served = self._model().describe()
         shadow = self.holder.shadow.model if self.holder.shadow else None
-        return {
-            **served,
-            "shadow": shadow.describe() if shadow else None,
-            "mlflow": "ok" if self.holder.mlflow_ok else f"unreachable: {self.holder.mlflow_error}",
-            "errors": {
-                s.alias: s.error
-                for s in filter(None, (self.holder.primary, self.holder.shadow))
-                if s.error
-            },
-        }
+        return _answer(
+            {
+                **served,
+                "shadow": shadow.describe() if shadow else None,
+                "mlflow": "ok"
+                if self.holder.mlflow_ok
+                else f"unreachable: {self.holder.mlflow_error}",
+                "errors": {
+                    s.alias: s.error
+                    for s in filter(None, (self.holder.primary, self.holder.shadow))
+                    if s.error
+                },
+            }
+        )
 
     @bentoml.api(route="/reload")
     def reload(self) -> dict:

@@ -1013,7 +1013,11 @@ def predict_command(
                 "`trendcast up --with serving`"
             ) from None
         if response.status_code >= 400:
-            raise TrendcastError(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
+            try:  # the service's one error schema: {"error": {"code", "message", "field"}}
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:300]
+            raise TrendcastError(f"{path}: HTTP {response.status_code}: {message}")
         return response.json()
 
     if wait_for_alias:
