@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from trendcast import migrate
+from trendcast.config import Settings
 from trendcast.db import create_database, drop_database, normalize_url
 from trendcast.stack.postgres import throwaway_server
 
@@ -43,8 +44,9 @@ def banner(title: str) -> None:
 def scratch_database() -> Iterator[URL]:
     """A fresh migrated database on TRENDCAST_TEST_DATABASE_URL's server or an embedded one."""
     server, server_home = None, None
-    if os.environ.get("TRENDCAST_TEST_DATABASE_URL"):
-        admin_url = normalize_url(os.environ["TRENDCAST_TEST_DATABASE_URL"])
+    external = Settings().test_database_url
+    if external:
+        admin_url = normalize_url(external)
     else:
         server_home = Path(tempfile.mkdtemp(prefix="tcbench"))
         server, admin_url = throwaway_server(server_home / "pg")

@@ -39,7 +39,7 @@ from trendcast import feature_pipeline
 from trendcast.history import load_frame
 from trendcast.sample_data import SAMPLES
 from trendcast.stack import mlflow_server
-from trendcast.tracking import use_mlflow
+from trendcast.tracking import mlflow_client, use_mlflow
 
 NAME = "EURUSD_1h_h4_bench"
 SECONDS = 20  # per mode: long enough to include the full collections that made the tail
@@ -288,7 +288,7 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
             model_name=NAME,
             params={"n_estimators": 120},
         )
-        client = MlflowClient(tracking, registry_uri=tracking)
+        client = mlflow_client(tracking)
         client.set_registered_model_alias(NAME, "production", str(first.version))
         row = dataset.part("test")[dataset.features].head(1).to_dict("records")[0]
 

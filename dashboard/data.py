@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from typing import Any
 
@@ -18,16 +17,13 @@ import sqlalchemy as sa
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from trendcast.artifacts import BACKTEST_REPORT, backtest_figure
 from trendcast.config import Settings, get_settings
 from trendcast.db import database_url, normalize_url
-from trendcast.tracking import use_mlflow
+from trendcast.tracking import mlflow_client
 
 TTL_S = 30
 READER_ROLE = "trendcast_reader"
-
-# The dashboard must never wait long for MLflow: no retry storm, short timeouts.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 
 def reader_engine(settings: Settings | None = None) -> Engine:
@@ -74,9 +70,14 @@ def mlflow_up() -> bool:
 
 
 def client():
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri(), registry_uri=tracking_uri())
+    """The MLflow client; the dashboard must never wait long for MLflow: no retry storm, short
+    timeouts."""
+    settings = get_settings()
+    return mlflow_client(
+        tracking_uri(),
+        retries=settings.dashboard_mlflow_retries,
+        timeout_s=settings.mlflow_timeout_s,
+    )
 
 
 def model_link(name: str, version: int | str | None = None) -> str:
@@ -166,7 +167,7 @@ def _artifact_text(run_id: str, path: str) -> str | None:
     import mlflow
 
     try:
-        use_mlflow(tracking_uri())
+        client()
         return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
     except Exception:  # a missing artifact is an empty state, not a crash
         return None
@@ -174,7 +175,7 @@ def _artifact_text(run_id: str, path: str) -> str | None:
 
 @st.cache_data(ttl=300, show_spinner=False)
 def backtest_report(run_id: str) -> dict | None:
-    text = _artifact_text(run_id, "backtest/report.json")
+    text = _artifact_text(run_id, BACKTEST_REPORT)
     return json.loads(text) if text else None
 
 
@@ -195,7 +196,7 @@ def figure_from_html(html: str):
 
 @st.cache_data(ttl=300, show_spinner=False)
 def backtest_figure_json(run_id: str, name: str) -> str | None:
-    html = _artifact_text(run_id, f"backtest/{name}.html")
+    html = _artifact_text(run_id, backtest_figure(name))
     if not html:
         return None
     fig = figure_from_html(html)
@@ -266,7 +267,7 @@ def closes(symbol: str, interval: str, start: pd.Timestamp) -> pd.DataFrame:
 
 def outcomes(preds: pd.DataFrame, bars: pd.DataFrame, horizon: int) -> pd.DataFrame:
     """Predictions joined with the realised forward log return (the training label)."""
-    from training.dataset import forward_log_returns
+    from trendcast.labels import forward_log_returns
 
     bars = bars.assign(realised=forward_log_returns(bars["close"].to_numpy(), horizon))
     return preds.merge(bars[["event_time", "close", "realised"]], on="event_time", how="left")

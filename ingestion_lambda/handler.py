@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from typing import Any
 
@@ -71,11 +70,9 @@ def database_url_from_secret(arn: str) -> str:
 def _settings() -> Settings:
     settings = get_settings()
     if settings.database_url is None and settings.database_secret_arn:
-        os.environ["TRENDCAST_DATABASE_URL"] = database_url_from_secret(
-            settings.database_secret_arn
-        )
-        get_settings.cache_clear()
-        settings = get_settings()
+        # In memory only: the decrypted URL never reaches os.environ (and so no child or dump).
+        url = database_url_from_secret(settings.database_secret_arn)
+        settings = settings.model_copy(update={"database_url": url})
     return settings
 
 

@@ -6,9 +6,7 @@ exact ``model.ubj`` file MLflow stores, which training tagged at registration.""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import tempfile
 import threading
 import time
@@ -21,15 +19,11 @@ import xgboost as xgb
 import yaml
 
 from serving.contract import FEATURES
+from trendcast.artifacts import sha256_file
+from trendcast.config import get_settings
 from trendcast.feature_sets import DEFAULT_FEATURE_SET
 from trendcast.registry import alias_version
-from trendcast.tracking import use_mlflow
-
-# The poller must notice an unreachable MLflow within a poll, not after minutes of backoff.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from trendcast.tracking import mlflow_client
 
 
 class VerificationError(Exception):
@@ -62,10 +56,6 @@ class LoadedModel:
             "loaded_at": self.loaded_at,
             "sha256": self.checksum,
         }
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_version(client, name: str, version: int, alias: str) -> LoadedModel:
@@ -144,10 +134,13 @@ class ModelHolder:
     """The served (and shadow) models and the alias poller's view of MLflow."""
 
     def __init__(self, tracking_uri: str, name: str, alias: str, shadow: str | None) -> None:
-        from mlflow import MlflowClient
-
-        use_mlflow(tracking_uri)
-        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        settings = get_settings()
+        # The poller must notice an unreachable MLflow within a poll, not after minutes of backoff.
+        self.client = mlflow_client(
+            tracking_uri,
+            retries=settings.serving_mlflow_retries,
+            timeout_s=settings.mlflow_timeout_s,
+        )
         self.name = name
         self.primary = ModelSlot(alias)
         self.shadow = ModelSlot(shadow) if shadow else None

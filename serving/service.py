@@ -44,9 +44,6 @@ class NotEnoughHistory(BentoMLException):
     error_code = HTTPStatus.CONFLICT
 
 
-DEFAULT_MODEL = "EURUSD_1h_h4"
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -72,7 +69,7 @@ class Trendcast:
         from trendcast.db import database_url
 
         self.settings = get_settings()
-        name = self.settings.model_name or DEFAULT_MODEL
+        name = self.settings.serving_model_name
         self.holder = ModelHolder(
             self.settings.tracking_uri, name, self.settings.model_alias, self.settings.shadow_alias
         )

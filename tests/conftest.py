@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from trendcast import migrate
-from trendcast.config import get_settings
+from trendcast.config import Settings, get_settings
 from trendcast.db import create_database, drop_database, normalize_url
 from trendcast.stack.postgres import throwaway_server
 
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[URL]:
     """URL of a running PostgreSQL server (database ``postgres``)."""
-    external = os.environ.get("TRENDCAST_TEST_DATABASE_URL")
+    external = Settings().test_database_url
     if external:
         yield normalize_url(external).set(database="postgres")
         return

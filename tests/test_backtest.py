@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from trendcast import backtest as bt
 from trendcast.errors import InputError
-from trendcast.report import PerformanceFilter, run_report
+from trendcast.gates import Gates
+from trendcast.report import run_report
 from trendcast.sample_data import SAMPLES
 from trendcast.strategy import (
     BuyAndHold,
@@ -167,7 +168,7 @@ def test_report_numbers_and_filter(eurusd):
     assert len(report.by_period["month"]) == 12
     data = json.loads(report.to_json())
     assert data["symbol"] == "EURUSD" and data["beats_benchmark"] is False
-    gates = PerformanceFilter().evaluate(report)
+    gates = Gates(min_test_ic=None).check_report(report)
     assert gates["beats buy-and-hold"] is False
     assert set(report.figures()) == {"equity", "drawdown"}
 

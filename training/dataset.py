@@ -16,6 +16,7 @@ from trendcast import featurestore
 from trendcast.errors import InputError
 from trendcast.feature_sets import DEFAULT_FEATURE_SET, FeatureSet
 from trendcast.gaps import step_offset
+from trendcast.labels import forward_log_returns
 from trendcast.schema import series_key
 
 
@@ -28,17 +29,6 @@ class Dataset:
 
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == split]
-
-
-def forward_log_returns(close: np.ndarray, horizon: int) -> np.ndarray:
-    """The label at bar t: log(close[t + horizon] / close[t]) by bar position (the next
-    ``horizon`` stored bars), NaN for the last ``horizon`` bars. Training labels and the drift
-    monitor's realised returns both come from here."""
-    close = np.asarray(close, dtype="float64")
-    label = np.full(len(close), np.nan)
-    if len(close) > horizon:
-        label[:-horizon] = np.log(close[horizon:] / close[:-horizon])
-    return label
 
 
 def build_dataset(

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trendcast.errors import InputError
-from trendcast.schema import INTERVALS
+from trendcast.schema import known_interval
 
 # Parameters the grid may not set: they belong to the run, not to the search.
 _RESERVED = {"random_state", "n_jobs", "eval_metric"}
@@ -71,9 +71,7 @@ class GridSpec(BaseModel):
     @field_validator("interval")
     @classmethod
     def _known_interval(cls, value: str) -> str:
-        if value not in INTERVALS:
-            raise ValueError(f"must be one of {', '.join(INTERVALS)}")
-        return value
+        return known_interval(value)
 
     @field_validator("params")
     @classmethod

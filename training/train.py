@@ -3,7 +3,6 @@ the version with its artifact's SHA-256, backtest it and log the report to the s
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -13,17 +12,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sqlalchemy.engine import Engine
 
 from training.dataset import Dataset
 from trendcast import metrics
+from trendcast.artifacts import CHECKSUM_TAG, REFERENCE_ARTIFACT, sha256_file
 from trendcast.feature_pipeline import producer_version
 from trendcast.feature_sets import DEFAULT_FEATURE_SET
-
-# Run artifact holding the training split's features (the drift monitor's PSI reference).
-REFERENCE_ARTIFACT = "reference/train_features.parquet"
+from trendcast.recorder import log_backtest
+from trendcast.tracking import mlflow_client, use_mlflow
 
 DEFAULT_PARAMS = {
     "n_estimators": 300,
@@ -53,7 +51,7 @@ def model_checksum(model: xgb.XGBModel) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.ubj"
         model.save_model(path)
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
 
 
 def fit(dataset: Dataset, params: dict | None = None) -> xgb.XGBRegressor:
@@ -138,7 +136,7 @@ def train(
     ``register=False`` (grid candidates) logs and backtests but registers no version;
     ``parent_run_id`` nests the run under a grid's parent run."""
     from trendcast.report import run_report
-    from trendcast.strategy import ModelThreshold
+    from trendcast.strategy import ModelThreshold, median_threshold
 
     params = {**DEFAULT_PARAMS, **(params or {})}
     model_name = model_name or f"{symbol}_{interval}_h{dataset.horizon}"
@@ -199,7 +197,7 @@ def train(
         mlflow.log_dict(importance, "feature_importance.json")
         _log_plots(importance, actual, predicted)
         checksum = model_checksum(model)
-        mlflow.set_tag("sha256", checksum)
+        mlflow.set_tag(CHECKSUM_TAG, checksum)
         version = None
         if register:  # grid candidates only rank: their models are retrained when registered
             info = mlflow.xgboost.log_model(
@@ -212,22 +210,49 @@ def train(
             )
             mlflow.xgboost.log_model(direction, name="direction_model")
             version = int(info.registered_model_version)
-            MlflowClient().set_model_version_tag(model_name, str(version), "sha256", checksum)
+            mlflow_client(mlflow.get_tracking_uri()).set_model_version_tag(
+                model_name, str(version), CHECKSUM_TAG, checksum
+            )
         bars = _test_bars(engine, symbol, interval, test)
         report = run_report(
             bars.assign(prediction=model.predict(bars[features])),
-            ModelThreshold(threshold=float(np.quantile(np.abs(predicted), 0.5))),
+            ModelThreshold(threshold=median_threshold(predicted)),
             symbol=symbol,
             interval=interval,
         )
-        numbers = {
-            k: v for k, v in report.as_dict().items() if isinstance(v, float) and np.isfinite(v)
-        }
-        mlflow.log_metrics({f"backtest_{k}": v for k, v in numbers.items()})
-        mlflow.log_dict(report.as_dict(), "backtest/report.json")
-        for name, figure in report.figures().items():
-            mlflow.log_figure(figure, f"backtest/{name}.html")
+        log_backtest(report)
     return TrainResult(run.info.run_id, model_name, version, checksum, scores)
+
+
+def train_series(
+    engine: Engine,
+    settings,
+    symbol: str,
+    interval: str,
+    *,
+    horizon: int = 4,
+    start: str | None = None,
+    end: str | None = None,
+    model_name: str | None = None,
+    params: dict | None = None,
+) -> TrainResult:
+    """Build the point-in-time dataset of one series and train on it in experiment
+    ``training`` of the settings' tracking server (what `trendcast train` does)."""
+    from training.dataset import build_dataset
+
+    dataset = build_dataset(
+        engine, symbol, interval, settings.home / "datasets", horizon=horizon, start=start, end=end
+    )
+    use_mlflow(settings.tracking_uri)
+    mlflow.set_experiment("training")
+    return train(
+        engine,
+        dataset,
+        symbol=symbol,
+        interval=interval,
+        model_name=model_name or settings.model_name,
+        params=params,
+    )
 
 
 def _log_reference(dataset: Dataset) -> None:

@@ -27,7 +27,7 @@ from training.dataset import Dataset, build_dataset
 from training.grid import GridSpec, Period
 from training.train import TrainResult, train
 from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric
-from trendcast.tracking import use_mlflow
+from trendcast.tracking import mlflow_client, use_mlflow
 
 
 @dataclass
@@ -78,7 +78,7 @@ def _run_candidate(
         )
     finally:
         engine.dispose()
-    backtest = MlflowClient(tracking_uri).get_run(result.run_id).data.metrics
+    backtest = mlflow_client(tracking_uri).get_run(result.run_id).data.metrics
     return candidate, period, {**backtest, **result.metrics}, result.run_id
 
 
@@ -142,7 +142,7 @@ def run_grid(
     datasets = {p.name: _dataset(engine, spec, p, datasets_dir) for p in spec.periods}
     use_mlflow(tracking_uri)
     experiment_id = mlflow.set_experiment("training").experiment_id
-    client = MlflowClient(tracking_uri)
+    client = mlflow_client(tracking_uri)
     parent = client.create_run(
         experiment_id,
         run_name=f"{spec.name}_grid",

@@ -20,11 +20,7 @@ from trendcast.errors import InputError
 #: Column order of Binance's kline CSV dumps (data.binance.vision), which carry no header.
 BINANCE_KLINE_COLUMNS = (
     "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
+    *NUMERIC_COLUMNS,
     "close_time",
     "quote_volume",
     "trades",

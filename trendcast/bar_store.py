@@ -13,9 +13,7 @@ never a duplicate.
 
 from __future__ import annotations
 
-import io
 import json
-import struct
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -25,26 +23,14 @@ import pandas as pd
 from psycopg2.extras import Json, execute_values
 from sqlalchemy.engine import Engine
 
+from trendcast import pgcopy
+from trendcast.bars import NUMERIC_COLUMNS
 from trendcast.db import driver_cursor
 from trendcast.schema import SeriesKey
 
 COPY_CHUNK_ROWS = 500_000
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since the Unix epoch
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
-_COPY_TRAILER = struct.pack("!h", -1)
-_FLOATS = ("open", "high", "low", "close", "volume")
-COPY_COLUMNS = (
-    "symbol",
-    "interval",
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "trades",
-    "source",
-)
+_FLOATS = NUMERIC_COLUMNS
+COPY_COLUMNS = ("symbol", "interval", "open_time", *NUMERIC_COLUMNS, "trades", "source")
 
 
 @dataclass(frozen=True)
@@ -112,13 +98,13 @@ def copy_payload(
     if with_ingest_time:
         rows["ingest_len"] = 8
         ingest = known_at_close(bars, key.interval).to_numpy(dtype="datetime64[ns]").view("int64")
-        rows["ingest"] = ingest // 1000 - _PG_EPOCH_US
+        rows["ingest"] = pgcopy.to_pg_time(ingest)
     for name, value in texts.items():
         rows[f"{name}_len"] = len(value)
         rows[name] = value
     rows["t_len"] = 8
     ns = bars["open_time"].to_numpy(dtype="datetime64[ns]").view("int64")
-    rows["t"] = ns // 1000 - _PG_EPOCH_US
+    rows["t"] = pgcopy.to_pg_time(ns)
     for name in _FLOATS:
         rows[f"{name}_len"] = 8
         rows[name] = bars[name].to_numpy(dtype="float64")
@@ -182,15 +168,13 @@ def store_bars(
 
 def _stored_open_times(cur, key: SeriesKey, bars: pd.DataFrame) -> np.ndarray:
     """Open times (µs since 2000-01-01, sorted) already stored within the span of ``bars``."""
-    buffer = io.BytesIO()
-    query = cur.mogrify(
-        "COPY (SELECT open_time FROM market.bars WHERE symbol = %s AND interval = %s "
-        "AND open_time BETWEEN %s AND %s ORDER BY open_time) TO STDOUT WITH (FORMAT binary)",
+    rows = pgcopy.copy_out(
+        cur,
+        "SELECT open_time FROM market.bars WHERE symbol = %s AND interval = %s "
+        "AND open_time BETWEEN %s AND %s ORDER BY open_time",
         (key.symbol, key.interval, bars["open_time"].iloc[0], bars["open_time"].iloc[-1]),
-    ).decode()
-    cur.copy_expert(query, buffer)
-    body = buffer.getvalue()[len(_COPY_HEADER) : -len(_COPY_TRAILER)]
-    rows = np.frombuffer(body, dtype=np.dtype([("n", ">i2"), ("len", ">i4"), ("t", ">i8")]))
+        np.dtype([("n", ">i2"), ("len", ">i4"), ("t", ">i8")]),
+    )
     return rows["t"].astype("int64")
 
 
@@ -212,7 +196,7 @@ def copy_new_bars(
     stored = _stored_open_times(cur, key, bars)
     if len(stored):
         t_us = bars["open_time"].to_numpy(dtype="datetime64[ns]").view("int64") // 1000
-        is_new = ~np.isin(t_us - _PG_EPOCH_US, stored, assume_unique=True)
+        is_new = ~np.isin(t_us - pgcopy.PG_EPOCH_US, stored, assume_unique=True)
         if on_progress:
             on_progress(int((~is_new).sum()))
         bars = bars.loc[is_new]
@@ -239,8 +223,7 @@ def copy_new_bars(
         for chunk in _chunks(group, COPY_CHUNK_ROWS):
             # Each COPY statement is a complete binary stream: header, rows, trailer.
             body = copy_payload(chunk, key, source, with_ingest_time=with_ingest)
-            payload = _COPY_HEADER + body + _COPY_TRAILER
-            cur.copy_expert(copy_sql, io.BytesIO(payload))
+            pgcopy.copy_in(cur, copy_sql, body)
             if on_progress:
                 on_progress(len(chunk))
     return len(bars)

@@ -11,20 +11,31 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: The checkout holding this package: ``.env`` and the default home live here, so a command
+#: means the same from any working directory.
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+#: The model the service serves when TRENDCAST_MODEL_NAME is unset (the demo's model).
+DEFAULT_MODEL = "EURUSD_1h_h4"
 
 
 class Settings(BaseSettings):
     """Trendcast configuration. Field ``x`` is read from ``TRENDCAST_X``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRENDCAST_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="TRENDCAST_",
+        env_file=PROJECT_DIR / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
     )
 
     home: Path = Field(
-        default=Path(".trendcast"),
-        description="Local state: embedded PostgreSQL data, MLflow artifacts, pids and logs.",
+        default=PROJECT_DIR / ".trendcast",
+        description="Local state: embedded PostgreSQL data, MLflow artifacts, pids and logs "
+        "(a relative path is taken from the project folder, never the working directory).",
     )
     database_url: str | None = Field(
         default=None,
@@ -126,6 +137,32 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Days of predictions each daily PSI is computed over."
     )
 
+    user: str | None = Field(
+        default=None, description="Who alias moves are recorded as; unset = the login name."
+    )
+    debug: bool = Field(default=False, description="Show tracebacks of unexpected errors.")
+    git_sha: str | None = Field(
+        default=None, description="Commit recorded as the feature producer; unset = git's HEAD."
+    )
+    test_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL server the tests and benchmarks use; unset = a throwaway one.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_S3_ENDPOINT_URL", "TRENDCAST_S3_ENDPOINT_URL"),
+        description="S3-compatible endpoint for artifacts (MLflow's own variable name).",
+    )
+    serving_mlflow_retries: int = Field(
+        default=1, ge=0, description="MLflow HTTP retries of the service's alias poller."
+    )
+    dashboard_mlflow_retries: int = Field(
+        default=0, ge=0, description="MLflow HTTP retries of the dashboard (never wait long)."
+    )
+    mlflow_timeout_s: float = Field(
+        default=5.0, gt=0, description="MLflow HTTP timeout of the service and the dashboard."
+    )
+
     @field_validator("symbols", "intervals", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -136,7 +173,7 @@ class Settings(BaseSettings):
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+        return (PROJECT_DIR / value.expanduser()).resolve()
 
     @property
     def exchange(self) -> str:
@@ -159,16 +196,45 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_destination(self) -> str:
-        return self.artifacts_uri or str(self.home / "mlartifacts")
+        """The artifact store: a URI as given, a folder made absolute against ``home``."""
+        if self.artifacts_uri and "://" in self.artifacts_uri:
+            return self.artifacts_uri
+        return str(self.home / (self.artifacts_uri or "mlartifacts"))
 
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
 
+    def as_env(self, **overrides: object) -> dict[str, str]:
+        """The effective settings as the variables that set them (``TRENDCAST_X``, and
+        MLflow's own names): what a child process must see to agree with this one, including
+        values read from ``.env`` or passed in code. Unset (None) values are left out."""
+        values = {**self.model_dump(), **overrides}
+        env = {}
+        for name, value in values.items():
+            if value is None:
+                continue
+            key = "MLFLOW_S3_ENDPOINT_URL" if name == "s3_endpoint_url" else f"TRENDCAST_{name}"
+            env[key.upper()] = _env_text(value)
+        return env
+
+    def child_env(self, **overrides: object) -> dict[str, str]:
+        """The environment for a child process: the inherited one with the effective settings
+        on top (so ``up``'s children never disagree with it)."""
+        return {**os.environ, **self.as_env(**overrides)}
+
     @property
-    def s3_endpoint_url(self) -> str | None:
-        """S3-compatible endpoint for artifacts (MLflow's own variable name)."""
-        return os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+    def serving_model_name(self) -> str:
+        """The registered model the service serves and the CLI asks about."""
+        return self.model_name or DEFAULT_MODEL
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
 
 
 @lru_cache(maxsize=1)

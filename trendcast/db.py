@@ -87,25 +87,25 @@ def ensure_database(url: URL) -> bool:
         engine.dispose()
 
 
-def create_database(server_url: URL, name: str) -> URL:
-    """Create database ``name`` on the server of ``server_url``; returns its URL."""
+def _admin(server_url: URL, statement: str) -> None:
+    """Run one statement outside a transaction on the server's ``postgres`` database."""
     admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            conn.execute(sa.text(statement))
     finally:
         admin.dispose()
+
+
+def create_database(server_url: URL, name: str) -> URL:
+    """Create database ``name`` on the server of ``server_url``; returns its URL."""
+    _admin(server_url, f'CREATE DATABASE "{name}"')
     return server_url.set(database=name)
 
 
 def drop_database(server_url: URL, name: str) -> None:
     """Drop database ``name`` even while clients are connected (scratch databases only)."""
-    admin = sa.create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager

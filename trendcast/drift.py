@@ -4,7 +4,7 @@ Per served model version and prediction source ('live' from the service, 'backfi
 on the feature store's history), for one UTC day D:
 
 * ``ic``, ``rank_ic``, ``mse`` of day D's predictions against the realised forward log return
-  (the training label, ``training.dataset.forward_log_returns``), and ``ic_5d``, the mean of the
+  (the training label, ``trendcast.labels.forward_log_returns``), and ``ic_5d``, the mean of the
   daily ICs of D-4 .. D;
 * ``psi`` per feature of the prediction inputs of the last ``psi_window_days`` days against the
   training split's features (bins from the reference), and ``prediction_psi`` of the
@@ -34,8 +34,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from trendcast import metrics
+from trendcast.artifacts import BACKTEST_REPORT, REFERENCE_ARTIFACT
 from trendcast.errors import InputError
 from trendcast.gaps import step_offset
+from trendcast.labels import forward_log_returns
+from trendcast.strategy import DEFAULT_THRESHOLD, logged_threshold
 
 log = logging.getLogger("trendcast.drift")
 
@@ -184,7 +187,7 @@ class ModelInfo:
     features: list[str]
     reference: pd.DataFrame  # the training split's features
     reference_predictions: np.ndarray
-    threshold: float = 0.0005
+    threshold: float = DEFAULT_THRESHOLD
     allow_short: bool = False
     model: object = field(default=None, repr=False)
 
@@ -268,8 +271,6 @@ def compute_day(
     bars_by_symbol = {}
     for (symbol, interval), group in preds.groupby(["symbol", "interval"]):
         bars = load_bars(engine, symbol, interval, start, end, info.horizon)
-        from training.dataset import forward_log_returns
-
         bars["realised"] = forward_log_returns(bars["close"].to_numpy(), info.horizon)
         bars_by_symbol[(symbol, interval)] = bars
         realised_parts.append(
@@ -562,8 +563,6 @@ def load_model_info(client, name: str, version: int) -> ModelInfo:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from training.train import REFERENCE_ARTIFACT
-
     try:
         found = client.get_model_version(name, str(version))
     except MlflowException:
@@ -585,12 +584,12 @@ def load_model_info(client, name: str, version: int) -> ModelInfo:
     reference = pd.read_parquet(path)
     model = mlflow.xgboost.load_model(f"models:/{name}/{version}")
     features = list(getattr(model, "feature_names_in_", reference.columns))
-    threshold, allow_short = 0.0005, False
     try:
-        report = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/backtest/report.json")
-        threshold = float(report["params"].get("threshold", threshold))
-        allow_short = bool(report["params"].get("allow_short", False))
-    except (MlflowException, KeyError, TypeError, ValueError):
+        report = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{BACKTEST_REPORT}")
+    except MlflowException:
+        report = None
+    threshold, allow_short = logged_threshold(report if isinstance(report, dict) else None)
+    if report is None:
         log.info("%s v%s: no backtest report, default threshold %g", name, version, threshold)
     return ModelInfo(
         name=name,
@@ -607,21 +606,25 @@ def load_model_info(client, name: str, version: int) -> ModelInfo:
     )
 
 
-ALIASES = ("production", "challenger")
-
-
-def served_versions(client) -> list[tuple[str, str, int]]:
-    """(model, alias, version) for every registered model's production and challenger alias."""
+def served_versions(client, aliases: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """(model, alias, version) for every registered model's served ``aliases`` (the settings'
+    model and shadow alias)."""
     found = []
     for model in client.search_registered_models():
         for alias, version in sorted((model.aliases or {}).items()):
-            if alias in ALIASES:
+            if alias in aliases:
                 found.append((model.name, alias, int(version)))
     return found
 
 
 def backfill_predictions(
-    engine: Engine, info: ModelInfo, alias: str, start: dt.date, end: dt.date
+    engine: Engine,
+    info: ModelInfo,
+    alias: str,
+    start: dt.date,
+    end: dt.date,
+    *,
+    primary_alias: str,
 ) -> int:
     """Score the version on the feature store's point-in-time history of bars closing in
     [start, end] (whole UTC days) and write the rows to serving.predictions with source
@@ -671,7 +674,7 @@ def backfill_predictions(
                 "n": info.name,
                 "v": info.version,
                 "alias": alias,
-                "shadow": alias != "production",
+                "shadow": alias != primary_alias,
                 "inputs": json.dumps(dict(zip(info.features, map(float, values), strict=True))),
                 "p": float(p),
             }

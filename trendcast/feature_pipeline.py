@@ -13,7 +13,6 @@ values changed are written.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -33,8 +32,10 @@ BAR_COLUMNS = ["open_time", "open", "high", "low", "close", "volume"]
 
 def producer_version() -> str:
     """The git SHA of the code computing features (TRENDCAST_GIT_SHA overrides)."""
-    if os.environ.get("TRENDCAST_GIT_SHA"):
-        return os.environ["TRENDCAST_GIT_SHA"]
+    from trendcast.config import get_settings
+
+    if get_settings().git_sha:
+        return get_settings().git_sha
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],

@@ -151,13 +151,4 @@ CORE_V1 = FeatureSet(
     function=core_v1,
 )
 
-FEATURE_SETS = {fs.key: fs for fs in (CORE_V1,)}
 DEFAULT_FEATURE_SET = CORE_V1
-
-
-def get_feature_set(key: str) -> FeatureSet:
-    from trendcast.errors import InputError
-
-    if key not in FEATURE_SETS:
-        raise InputError(f"feature set {key!r}: unknown; known: {', '.join(FEATURE_SETS)}")
-    return FEATURE_SETS[key]

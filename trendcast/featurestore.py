@@ -13,9 +13,7 @@ from (see benchmarks/bench_features.py).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +23,11 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from trendcast import pgcopy
 from trendcast.db import driver_cursor
 from trendcast.errors import InputError
 from trendcast.feature_sets import FeatureSet
 from trendcast.schema import SeriesKey
-
-_PG_EPOCH_US = 946_684_800_000_000
-_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
-_TRAILER = struct.pack("!h", -1)
 
 
 def table(fs: FeatureSet) -> str:
@@ -104,16 +99,7 @@ def _row_dtype(n_features: int) -> np.dtype:
 def _copy_out(cur, query: str, params: tuple, n_features: int) -> np.ndarray:
     """Run ``COPY (query) TO STDOUT (FORMAT binary)`` for rows of (event_time, ingest_time,
     n float8 features) and return them as a NumPy record array (no NULLs allowed)."""
-    buffer = io.BytesIO()
-    cur.copy_expert(
-        cur.mogrify(f"COPY ({query}) TO STDOUT WITH (FORMAT binary)", params).decode(), buffer
-    )
-    body = buffer.getvalue()[len(_HEADER) : -len(_TRAILER)]
-    return np.frombuffer(body, dtype=_row_dtype(n_features))
-
-
-def _to_ns(us_since_2000: np.ndarray) -> np.ndarray:
-    return (us_since_2000.astype("int64") + _PG_EPOCH_US) * 1000
+    return pgcopy.copy_out(cur, query, params, _row_dtype(n_features))
 
 
 def _features_matrix(rows: np.ndarray, n_features: int) -> np.ndarray:
@@ -135,7 +121,7 @@ def latest_rows(cur, fs: FeatureSet, key: SeriesKey, since: pd.Timestamp | None)
     )
     since = since if since is not None else pd.Timestamp("1970-01-01", tz="UTC")
     rows = _copy_out(cur, query, (key.symbol, key.interval, since.to_pydatetime()), len(fs.columns))
-    return _to_ns(rows["event"]), _features_matrix(rows, len(fs.columns))
+    return pgcopy.from_pg_time(rows["event"]), _features_matrix(rows, len(fs.columns))
 
 
 def write(
@@ -209,20 +195,19 @@ def write(
     if with_ingest:
         ingest = frame["ingest_time"].to_numpy(dtype="datetime64[ns]").view("int64")
         rows["i_len"] = 8
-        rows["ingest"] = ingest[changed] // 1000 - _PG_EPOCH_US
+        rows["ingest"] = pgcopy.to_pg_time(ingest[changed])
     for name, value in texts.items():
         rows[f"{name}_len"] = len(value)
         rows[name] = value
     rows["e_len"] = 8
-    rows["event"] = events[changed] // 1000 - _PG_EPOCH_US
+    rows["event"] = pgcopy.to_pg_time(events[changed])
     for i in range(len(fs.columns)):
         rows[f"l{i}"] = 8
         rows[f"f{i}"] = values[changed, i]
     columns = "symbol, interval, producer, producer_version, run_id, event_time, "
     columns += ("ingest_time, " if with_ingest else "") + _column_list(fs)
-    cur.copy_expert(
-        f"COPY {table(fs)} ({columns}) FROM STDIN WITH (FORMAT binary)",
-        io.BytesIO(_HEADER + rows.tobytes() + _TRAILER),
+    pgcopy.copy_in(
+        cur, f"COPY {table(fs)} ({columns}) FROM STDIN WITH (FORMAT binary)", rows.tobytes()
     )
     return int(changed.sum())
 
@@ -308,7 +293,11 @@ def _visible_candidates(cur, fs: FeatureSet, symbol: str, interval: str, times: 
         (symbol, interval, floor, last, last),
         len(fs.columns),
     )
-    return _to_ns(rows["event"]), _to_ns(rows["ingest"]), _features_matrix(rows, len(fs.columns))
+    return (
+        pgcopy.from_pg_time(rows["event"]),
+        pgcopy.from_pg_time(rows["ingest"]),
+        _features_matrix(rows, len(fs.columns)),
+    )
 
 
 def _as_of_pick(events: np.ndarray, ingests: np.ndarray, times: np.ndarray) -> np.ndarray:

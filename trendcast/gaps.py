@@ -81,3 +81,18 @@ def find_gaps(
         )
         for r in rows
     ]
+
+
+def find_stored_gaps(
+    engine, symbol: str | None = None, interval: str | None = None, since=None
+) -> list[Gap]:
+    """Gaps of every stored series (or one symbol / interval), after ``since`` when given."""
+    from trendcast.catalog import stored_series
+    from trendcast.schema import series_key
+
+    with engine.connect() as conn:
+        return [
+            g
+            for s, i in stored_series(conn, symbol, interval)
+            for g in find_gaps(conn, series_key(s, i), since=since)
+        ]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from trendcast.errors import InputError, TrendcastError
+from trendcast.gates import Gates
 
 # The metrics every training run logs (see training/train.py): what --metric may name.
 TEST_METRICS = (
@@ -80,65 +79,6 @@ class PromotionRefused(TrendcastError):
 
 
 @dataclass(frozen=True)
-class Gates:
-    """Promotion gates on metrics logged to the version's run (defaults from the spec)."""
-
-    min_backtest_sharpe: float = 1.0
-    max_backtest_drawdown: float = 0.30
-    beat_buy_and_hold: bool = True
-    min_test_ic: float = 0.02
-
-    @classmethod
-    def from_file(cls, path: Path) -> Gates:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: not a readable JSON gate file ({exc})") from None
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise InputError(
-                f"{path}: unknown gate(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}"
-            )
-        return cls(**data)
-
-    def evaluate(self, metrics: dict[str, float]) -> dict[str, dict]:
-        """Each gate with the value seen and whether it passed; a missing metric fails."""
-
-        def gate(name: str, key: str, passes) -> tuple[str, dict]:
-            value = metrics.get(key)
-            return name, {
-                "metric": key,
-                "value": value,
-                "passed": value is not None and bool(passes(value)),
-            }
-
-        results = dict(
-            [
-                gate(
-                    f"backtest sharpe >= {self.min_backtest_sharpe}",
-                    "backtest_sharpe",
-                    lambda v: v >= self.min_backtest_sharpe,
-                ),
-                gate(
-                    f"backtest max drawdown <= {self.max_backtest_drawdown:.0%}",
-                    "backtest_max_drawdown",
-                    lambda v: v <= self.max_backtest_drawdown,
-                ),
-                gate(f"test IC > {self.min_test_ic}", "test_ic", lambda v: v > self.min_test_ic),
-            ]
-        )
-        if self.beat_buy_and_hold:
-            ours = metrics.get("backtest_cumulative_return")
-            bench = metrics.get("backtest_benchmark_cumulative_return")
-            results["beats buy-and-hold"] = {
-                "metric": "backtest_cumulative_return vs backtest_benchmark_cumulative_return",
-                "value": ours,
-                "passed": ours is not None and bench is not None and ours > bench,
-            }
-        return results
-
-
-@dataclass(frozen=True)
 class AliasMove:
     model_name: str
     alias: str
@@ -154,7 +94,9 @@ class AliasMove:
 
 
 def _who() -> str:
-    return os.environ.get("TRENDCAST_USER") or getpass.getuser()
+    from trendcast.config import get_settings
+
+    return get_settings().user or getpass.getuser()
 
 
 def alias_version(client, name: str, alias: str) -> int | None:
@@ -309,16 +251,23 @@ def rank(
     return [
         (
             found[i],
-            gates is None or all(r["passed"] for r in gates.evaluate(found[i].metrics).values()),
+            gates is None or gates.passes(found[i].metrics),
         )
         for i in order
     ]
 
 
+def eligible(ranked: list[tuple[VersionSummary, bool]], metric: str) -> list[VersionSummary]:
+    """The one "best version" rule: ranked versions that pass the gates and have ``metric``
+    logged (a version without the metric is never "best" on it)."""
+    key = resolve_metric(metric)
+    return [v for v, ok in ranked if ok and v.metrics.get(key) is not None]
+
+
 def best(client, name: str, metric: str, gates: Gates | None = None, place: int = 1) -> int:
     """The ``place``-th best version on ``metric`` among those passing ``gates``."""
     ranked = rank(client, name, metric, gates)
-    passing = [v for v, ok in ranked if ok]
+    passing = eligible(ranked, metric)
     if len(passing) < place:
         top = ranked[0][0]
         failed = [
@@ -336,6 +285,18 @@ def best(client, name: str, metric: str, gates: Gates | None = None, place: int 
             f"{'best' if place == 1 else f'number {place}'} on {resolve_metric(metric)}{why}"
         )
     return passing[place - 1].version
+
+
+def resolve_version(client, name: str, version: str, metric: str, gates: Gates | None) -> int:
+    """A version number from ``N``, ``latest``, ``best`` or ``best:K`` (K-th best passing)."""
+    if version.isdigit():
+        return int(version)
+    if version == "latest":
+        return max(v.version for v in versions(client, name))
+    if version == "best" or (version.startswith("best:") and version[5:].isdigit()):
+        place = int(version[5:]) if ":" in version else 1
+        return best(client, name, metric, gates, place=max(place, 1))
+    raise InputError(f"--version {version!r}: a version number, 'latest', 'best' or 'best:K'")
 
 
 def _shown(value: float | None) -> str:

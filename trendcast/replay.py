@@ -279,3 +279,27 @@ def start_in_thread(replay: Replay, host: str = "127.0.0.1", port: int = 0):
     server = serve(replay, host, port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://{host}:{server.server_address[1]}"
+
+
+def replay_from(
+    frame: pd.DataFrame | None,
+    symbols: str | None,
+    interval: str,
+    start: pd.Timestamp,
+    speed: float,
+) -> tuple[Replay, list[str], str]:
+    """A replay of ``frame`` served as ``symbols`` (a,b,c; default SYN), or of the EURUSD
+    sample when ``frame`` is None; returns the replay, the served names and the interval."""
+    from trendcast.sample_data import SAMPLES
+    from trendcast.schema import series_key
+
+    if frame is None:
+        sample = next(s for s in SAMPLES if s.symbol == "EURUSD")
+        frame, _ = sample.reader()
+        interval, names = sample.interval, (symbols or sample.symbol).split(",")
+    else:
+        names = (symbols or "SYN").split(",")
+    for name in names:
+        series_key(name, interval)
+    clock = ReplayClock(start, speed)
+    return Replay({name: frame for name in names}, interval, clock), names, interval

@@ -1,5 +1,5 @@
-"""Backtest reports: the numbers a desk asks for, as a dataclass, JSON and plotly figures,
-and the performance filter that decides whether a strategy is worth promoting."""
+"""Backtest reports: the numbers a desk asks for, as a dataclass, JSON and plotly figures.
+Whether a report is worth promoting is for :class:`trendcast.gates.Gates` to say."""
 
 from __future__ import annotations
 
@@ -135,29 +135,6 @@ def build_report(
     )
 
 
-@dataclass(frozen=True)
-class PerformanceFilter:
-    """Gates a report must pass (defaults from the spec)."""
-
-    min_sharpe: float = 1.0
-    max_drawdown: float = 0.30
-    beat_benchmark: bool = True
-
-    def evaluate(self, report: Report) -> dict[str, bool]:
-        gates = {
-            f"sharpe >= {self.min_sharpe}": bool(report.sharpe >= self.min_sharpe),
-            f"max drawdown <= {self.max_drawdown:.0%}": bool(
-                report.max_drawdown <= self.max_drawdown
-            ),
-        }
-        if self.beat_benchmark:
-            gates["beats buy-and-hold"] = report.beats_benchmark
-        return gates
-
-    def passes(self, report: Report) -> bool:
-        return all(self.evaluate(report).values())
-
-
 def run_report(
     frame: pd.DataFrame,
     strategy,
@@ -195,4 +172,47 @@ def run_grid(
         candidate = strategy.set_params(**params) if params else strategy
         for (symbol, interval), frame in frames.items():
             reports.append(run_report(frame, candidate, costs, symbol=symbol, interval=interval))
+    return reports
+
+
+def backtest_stored(
+    engine,
+    strategy,
+    costs,
+    gates,
+    *,
+    symbols: list[str] | None = None,
+    interval: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    capital: float = 10_000.0,
+    on_report=None,
+) -> list[tuple[Report, dict[str, bool]]]:
+    """Backtest ``strategy`` on every stored series (or those of ``symbols`` / ``interval``)
+    with at least two bars in [start, end]; each report with its gate results
+    (``gates.check_report``), passed to ``on_report`` as it is made (e.g. to record it)."""
+    from trendcast.catalog import read_bars, stored_series
+    from trendcast.errors import TrendcastError
+
+    with engine.connect() as conn:
+        series = [
+            (s, i)
+            for s, i in stored_series(conn, interval=interval)
+            if symbols is None or s in symbols
+        ]
+    if not series:
+        shown = "all" if symbols is None else ",".join(symbols)
+        raise TrendcastError(f"no stored bars for symbols={shown} interval={interval}")
+    reports = []
+    for symbol, series_interval in series:
+        frame = read_bars(engine, symbol, series_interval, start, end)
+        if len(frame) < 2:
+            continue
+        report = run_report(
+            frame, strategy, costs, symbol=symbol, interval=series_interval, capital=capital
+        )
+        results = gates.check_report(report)
+        reports.append((report, results))
+        if on_report is not None:
+            on_report(report, results)
     return reports

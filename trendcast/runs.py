@@ -11,8 +11,6 @@ from sqlalchemy.engine import Engine
 
 from trendcast.schema import SeriesKey
 
-COUNTERS = ("rows_read", "rows_inserted", "rows_duplicate", "rows_quarantined")
-
 
 def open_run(engine: Engine, kind: str, source: str, key: SeriesKey, details: dict) -> str:
     run_id = str(uuid.uuid4())

@@ -89,3 +89,31 @@ SAMPLES: tuple[SampleSeries, ...] = (
         for t in ("AAPL", "MSFT", "IBM")
     ),
 )
+
+
+def choose(symbols: list[str] | None) -> list[SampleSeries]:
+    """The samples named (all when none); an unknown name is an error listing the known ones."""
+    chosen = [s for s in SAMPLES if not symbols or s.symbol in symbols]
+    if symbols and len(chosen) != len(set(symbols)):
+        known = ", ".join(s.symbol for s in SAMPLES)
+        raise TrendcastError(f"--symbol: unknown sample symbol in {symbols}; known: {known}")
+    return chosen
+
+
+def load_samples(engine, samples: list[SampleSeries], cutoff: pd.Timestamp | None = None):
+    """Load each sample (bars opening before ``cutoff`` only, when given); yields each load's
+    summary as it finishes."""
+    from trendcast.history import load_frame
+
+    for sample in samples:
+        frame, origin = sample.reader()
+        if cutoff is not None:
+            frame = frame[frame["open_time"] < cutoff].reset_index(drop=True)
+        yield load_frame(
+            engine,
+            frame,
+            symbol=sample.symbol,
+            interval=sample.interval,
+            source=sample.source,
+            origin=origin,
+        )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 
 from trendcast.errors import InputError
 
@@ -28,3 +30,17 @@ def period_seconds(expression: str) -> float:
         f"--every {expression!r}: use an EventBridge rate expression such as 'rate(1 minute)' "
         "or a duration such as 30s, 5m, 1h (cron expressions run only on EventBridge)"
     )
+
+
+def run_every(job: Callable[[], object], period_s: float | None, times: int | None = None):
+    """The one scheduler loop (ingestion, drift): run ``job`` now, then every ``period_s``
+    seconds measured start to start, ``times`` runs in all (forever when None); once when
+    ``period_s`` is None. Returns the last run's result."""
+    runs = 0
+    while True:
+        began = time.monotonic()
+        result = job()
+        runs += 1
+        if period_s is None or (times is not None and runs >= times):
+            return result
+        time.sleep(max(0.0, period_s - (time.monotonic() - began)))

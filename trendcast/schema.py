@@ -33,6 +33,16 @@ INTERVALS: dict[str, timedelta | None] = {
 }
 
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9._-]{0,31}$"
+
+
+def known_interval(value: str) -> str:
+    """``value`` if it is a bar interval we store, else ValueError naming the choices (for
+    pydantic validators, which turn it into a message naming the field)."""
+    if value not in INTERVALS:
+        raise ValueError(f"must be one of {', '.join(INTERVALS)}")
+    return value
+
+
 SYMBOL_RULE = "1-32 upper-case letters, digits, '.', '_' or '-', e.g. BTCUSDT"
 SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 
@@ -53,9 +63,7 @@ class SeriesKey(BaseModel):
     @field_validator("interval")
     @classmethod
     def _interval(cls, value: str) -> str:
-        if value not in INTERVALS:
-            raise ValueError(f"must be one of {', '.join(INTERVALS)}")
-        return value
+        return known_interval(value)
 
 
 def series_key(symbol: str, interval: str) -> SeriesKey:

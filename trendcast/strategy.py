@@ -27,7 +27,6 @@ class Strategy(ABC):
     name: ClassVar[str] = "strategy"
     defaults: ClassVar[dict[str, Any]] = {}
     #: bars before the first valid decision (windows filling up)
-    warmup: int = 0
 
     def __init__(self, model: Any = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -43,10 +42,6 @@ class Strategy(ABC):
 
     def set_params(self, **params: Any) -> Strategy:
         return type(self)(model=self.model, **{**self.params, **params})
-
-    def reset(self, frame: pd.DataFrame) -> pd.Series:
-        """The valid decision times: every bar after the warm-up."""
-        return frame["open_time"].iloc[self.warmup :]
 
     @abstractmethod
     def signals(self, frame: pd.DataFrame) -> np.ndarray:
@@ -84,7 +79,6 @@ class SmaCrossover(Strategy):
         super().__init__(model, **params)
         if not 1 <= int(self.params["fast"]) < int(self.params["slow"]):
             raise InputError(f"{self.name}: need 1 <= fast < slow, got {self.params}")
-        self.warmup = int(self.params["slow"]) - 1
 
     def signals(self, frame: pd.DataFrame) -> np.ndarray:
         close = frame["close"].to_numpy(dtype="float64")
@@ -96,6 +90,27 @@ class SmaCrossover(Strategy):
         return out
 
 
+#: The model-threshold strategy's threshold when nothing better is known.
+DEFAULT_THRESHOLD = 0.0005
+
+
+def median_threshold(predictions: np.ndarray) -> float:
+    """Training's rule for a model's threshold: the median absolute prediction on its test
+    split, so the strategy trades on the stronger half of the model's calls."""
+    return float(np.quantile(np.abs(np.asarray(predictions, dtype="float64")), 0.5))
+
+
+def logged_threshold(report: dict | None) -> tuple[float, bool]:
+    """(threshold, allow_short) of the strategy a model's logged backtest report ran; the
+    defaults when there is no report. The drift monitor and the dashboard both read it here."""
+    params = (report or {}).get("params") or {}
+    threshold = params.get("threshold")
+    return (
+        DEFAULT_THRESHOLD if threshold is None else float(threshold),
+        bool(params.get("allow_short", False)),
+    )
+
+
 class ModelThreshold(Strategy):
     """Long when the predicted forward return beats ``threshold``, short below ``-threshold``
     if allowed, flat otherwise. Predictions come from ``model.predict(features)`` on the frame's
@@ -104,7 +119,7 @@ class ModelThreshold(Strategy):
 
     name = "model-threshold"
     defaults: ClassVar[dict[str, Any]] = {
-        "threshold": 0.0005,
+        "threshold": DEFAULT_THRESHOLD,
         "allow_short": False,
         "stop_loss": None,
         "take_profit": None,

@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import data
 from trendcast import metrics
+from trendcast.strategy import logged_threshold
 
 st.title("Model performance")
 catalog = data.prediction_catalog()
@@ -109,14 +110,13 @@ growth.update_layout(
 )  # fmt: skip
 st.plotly_chart(growth, width="stretch")
 
-threshold = 0.0005  # ModelThreshold's default; the training backtest's threshold when logged
+report = None  # the training backtest's threshold when logged, else the strategy's default
 if len(versions_info):
     hit = versions_info[
         (versions_info["model"] == model_name) & (versions_info["version"] == versions[-1])
     ]
     report = data.backtest_report(hit["run_id"].iloc[0]) if len(hit) else None
-    if report and report.get("params", {}).get("threshold") is not None:
-        threshold = float(report["params"]["threshold"])
+threshold, _ = logged_threshold(report)
 st.caption(
     "Strategy: model-threshold (long when the prediction beats the threshold; the training "
     "backtest's threshold by default), close to close, no costs: what the drift monitor's "

@@ -113,7 +113,12 @@ def test_ci_runs_make_test_with_postgres_and_debian_chromium_on_push_and_pr():
     assert job["services"]["postgres"]["image"].startswith("postgres:")
     conftest = (REPO / "tests" / "conftest.py").read_text()
     variable = "TRENDCAST_TEST_DATABASE_URL"
-    assert f'os.environ.get("{variable}")' in conftest
+    # The suite reads the variable CI sets, as the setting Settings.test_database_url.
+    from trendcast.config import Settings
+
+    assert "test_database_url" in Settings.model_fields
+    assert Settings.model_config["env_prefix"] + "TEST_DATABASE_URL" == variable
+    assert "Settings().test_database_url" in conftest
     assert job["env"][variable].startswith("postgresql://postgres@postgres:5432/")
     run = scripts(ci)
     assert re.search(r"apt-get install .*\bchromium\b", run)

@@ -50,6 +50,4 @@ def probe(settings: Settings, timeout_s: float = 2.0) -> str | None:
 
 def start(settings: Settings) -> processes.ProcessRecord:
     # The home as an absolute path: the dashboard finds the embedded PostgreSQL through it.
-    return processes.spawn(
-        settings.run_dir, NAME, command(settings), {"TRENDCAST_HOME": str(settings.home)}
-    )
+    return processes.spawn(settings.run_dir, NAME, command(settings), settings.as_env())

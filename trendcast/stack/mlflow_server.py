@@ -23,14 +23,14 @@ NAME = "mlflow"
 
 
 def command(settings: Settings) -> list[str]:
-    backend = database_url("mlflow", settings).render_as_string(hide_password=False)
+    """The server's command line. It never holds the backend URL: that carries the database
+    password, and command lines are public (``ps``, ``/proc/*/cmdline``, our process records);
+    :func:`environment` hands it to this child alone."""
     return [
         sys.executable,
         "-m",
         "mlflow",
         "server",
-        "--backend-store-uri",
-        backend,
         "--serve-artifacts",
         "--artifacts-destination",
         settings.artifacts_destination,
@@ -46,13 +46,16 @@ def command(settings: Settings) -> list[str]:
 def environment(settings: Settings) -> dict[str, str]:
     # `mlflow server` execs uvicorn by name: the venv's bin must be on PATH.
     bin_dir = str(Path(sys.executable).parent)
-    env = {
+    return {
+        **settings.as_env(),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # `mlflow server --backend-store-uri` reads this variable; the child's environment is
+        # readable only by its user, unlike its command line.
+        "MLFLOW_BACKEND_STORE_URI": database_url("mlflow", settings).render_as_string(
+            hide_password=False
+        ),
     }
-    if settings.s3_endpoint_url:
-        env["MLFLOW_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    return env
 
 
 def url(settings: Settings) -> str:

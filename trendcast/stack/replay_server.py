@@ -43,4 +43,4 @@ def probe(settings: Settings, timeout_s: float = 2.0) -> dict | None:
 
 
 def start(settings: Settings) -> processes.ProcessRecord:
-    return processes.spawn(settings.run_dir, NAME, command(settings))
+    return processes.spawn(settings.run_dir, NAME, command(settings), settings.as_env())

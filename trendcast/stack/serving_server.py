@@ -44,6 +44,4 @@ def probe(settings: Settings, timeout_s: float = 2.0) -> dict | None:
 
 def start(settings: Settings) -> processes.ProcessRecord:
     # The service runs from the repository; its settings must still find this home.
-    return processes.spawn(
-        settings.run_dir, NAME, command(settings), env={"TRENDCAST_HOME": str(settings.home)}
-    )
+    return processes.spawn(settings.run_dir, NAME, command(settings), env=settings.as_env())

@@ -1,0 +1,79 @@
+"""`trendcast backtest`: a strategy on stored bars, gated, optionally recorded in MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from trendcast.cli._common import app, out, parse_params, settings
+
+
+@app.command()
+def backtest(
+    strategy: str = typer.Option("sma-crossover", help="buy-and-hold, sma-crossover, ..."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="Strategy parameter NAME=VALUE."),
+    symbols: str = typer.Option("all", help="Comma-separated symbols, or 'all' stored series."),
+    interval: str | None = typer.Option(None, "--interval", "-i", help="Only this interval."),
+    start: str | None = typer.Option(None, help="First bar (ISO 8601)."),
+    end: str | None = typer.Option(None, help="Last bar (ISO 8601)."),
+    fee: float = typer.Option(0.001, help="Fee as a fraction of traded notional."),
+    spread: float = typer.Option(0.0, help="Bid-ask spread as a fraction (half paid per trade)."),
+    slippage: float = typer.Option(0.0, help="Slippage as a fraction per trade."),
+    capital: float = typer.Option(10_000.0, help="Starting capital."),
+    min_sharpe: float = typer.Option(1.0, help="Performance filter: minimum Sharpe."),
+    max_drawdown: float = typer.Option(0.30, help="Performance filter: maximum drawdown."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+    log_to_mlflow: bool = typer.Option(False, help="Log each report to MLflow (a run each)."),
+) -> None:
+    """Backtest a strategy on stored bars; list where it passes the performance filter."""
+    from trendcast.backtest import Costs
+    from trendcast.db import get_engine
+    from trendcast.gates import Gates
+    from trendcast.recorder import record_backtest
+    from trendcast.report import backtest_stored
+    from trendcast.strategy import make_strategy
+
+    chosen = make_strategy(strategy, **parse_params(param))
+    config = settings()
+    reports = backtest_stored(
+        get_engine(config),
+        chosen,
+        Costs(fee=fee, spread=spread, slippage=slippage),
+        Gates(min_backtest_sharpe=min_sharpe, max_backtest_drawdown=max_drawdown, min_test_ic=None),
+        symbols=None if symbols == "all" else [s.strip() for s in symbols.split(",")],
+        interval=interval,
+        start=start,
+        end=end,
+        capital=capital,
+        on_report=(lambda r, g: record_backtest(r, g, config.tracking_uri))
+        if log_to_mlflow
+        else None,
+    )
+    if as_json:
+        out.print_json(
+            json.dumps(
+                [{**r.as_dict(), "gates": g, "passes": all(g.values())} for r, g in reports],
+                default=str,
+            )
+        )
+        return
+    table = Table(title=f"{chosen!r}, fee {fee:g}, spread {spread:g}, slippage {slippage:g}")
+    for column in ("symbol", "interval", "return", "buy&hold", "sharpe", "max dd", "trades"):
+        table.add_column(column, justify="right" if column != "symbol" else "left")
+    table.add_column("passes", justify="left")
+    for r, g in reports:
+        table.add_row(
+            r.symbol,
+            r.interval,
+            f"{r.cumulative_return:+.1%}",
+            f"{r.benchmark_cumulative_return:+.1%}",
+            f"{r.sharpe:.2f}",
+            f"{r.max_drawdown:.1%}",
+            str(r.trades),
+            "[green]yes[/]"
+            if all(g.values())
+            else "[red]no[/]: " + ", ".join(k for k, ok in g.items() if not ok),
+        )
+    out.print(table)

@@ -1,0 +1,153 @@
+"""Commands of the model registry: models, best, promote, rollback, alias-history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from trendcast.cli._common import app, fmt, gates, mlflow_client, out, settings
+from trendcast.errors import InputError
+
+#: The columns `trendcast models` shows, as (header, logged metric).
+MODEL_COLUMNS = (
+    ("test IC", "test_ic"),
+    ("sharpe", "backtest_sharpe"),
+    ("max DD", "backtest_max_drawdown"),
+    ("return", "backtest_cumulative_return"),
+    ("buy&hold", "backtest_benchmark_cumulative_return"),
+    ("accuracy", "test_accuracy"),
+)
+
+
+@app.command()
+def models(
+    name: str | None = typer.Argument(None, help="One registered model (default: all)."),
+) -> None:
+    """Registered models: versions, aliases and key metrics."""
+    from trendcast import registry
+
+    client = mlflow_client()
+    names = [name] if name else sorted(m.name for m in client.search_registered_models())
+    if not names:
+        out.print("no registered models yet: run `trendcast train` (or `make demo`)")
+        return
+    table = Table(show_header=True)
+    headers = ("model", "version", "aliases", *(h for h, _ in MODEL_COLUMNS), "sha256")
+    for column in headers:
+        table.add_column(column, justify="right" if column not in ("model", "aliases") else "left")
+    for model_name in names:
+        for v in registry.versions(client, model_name):
+            table.add_row(
+                model_name,
+                str(v.version),
+                ", ".join(v.aliases) or "-",
+                *(fmt(v.metrics.get(key)) for _, key in MODEL_COLUMNS),
+                (v.sha256 or "-")[:12],
+            )
+    out.print(table)
+
+
+@app.command()
+def best(
+    name: str = typer.Argument(..., help="Registered model name."),
+    metric: str = typer.Option("sharpe", "--metric", "-m", help="e.g. sharpe, ic, mse."),
+    gates_file: Path | None = typer.Option(
+        None, "--gates", help="Only versions passing this gate file."
+    ),
+    passing: bool = typer.Option(False, "--passing", help="Only versions passing the gates."),
+) -> None:
+    """Rank the registered versions on a metric; print the best one's number last."""
+    from trendcast import registry
+
+    profile = gates(gates_file) if (gates_file or passing) else None
+    ranked = registry.rank(mlflow_client(), name, metric, profile)
+    key = registry.resolve_metric(metric)
+    table = Table(title=f"{name} ranked on {key}")
+    for column in ("place", "version", key, "aliases", "passes gates"):
+        table.add_column(column)
+    for place, (v, ok) in enumerate(ranked, 1):
+        table.add_row(
+            str(place),
+            str(v.version),
+            fmt(v.metrics.get(key)),
+            ", ".join(v.aliases) or "-",
+            "-" if profile is None else ("yes" if ok else "no"),
+        )
+    out.print(table)
+    chosen = registry.eligible(ranked, metric)
+    if not chosen:
+        raise InputError(
+            f"{name}: no version has {key}" + (" and passes the gates" if profile else "")
+        )
+    out.print(f"best {name} on {key}: version {chosen[0].version}", highlight=False)
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: str = typer.Option(
+        ..., "--version", "-v", help="N, 'latest', 'best' or 'best:K' (K-th best passing)."
+    ),
+    alias: str = typer.Option("production", "--alias", "-a"),
+    gates_file: Path | None = typer.Option(
+        None, "--gates", help="JSON gate file (defaults from the spec)."
+    ),
+    metric: str = typer.Option("sharpe", "--metric", "-m", help="What 'best' ranks on."),
+    force: bool = typer.Option(False, "--force", help="Move the alias even if a gate fails."),
+) -> None:
+    """Move ALIAS to VERSION if its logged metrics pass the gates; every move is audited."""
+    from trendcast import registry
+    from trendcast.db import get_engine
+
+    profile = gates(gates_file)
+    client = mlflow_client()
+    number = registry.resolve_version(client, name, version, metric, profile)
+    move = registry.promote(client, get_engine(settings()), name, number, alias, profile, force)
+    forced = " (FORCED past failing gates)" if move.forced else ""
+    out.print(
+        f"{name}@{alias}: {move.from_version or '-'} -> {move.to_version}{forced}", highlight=False
+    )
+
+
+@app.command()
+def rollback(
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option("production", "--alias", "-a"),
+) -> None:
+    """Move ALIAS back to the version it held before the current one."""
+    from trendcast import registry
+    from trendcast.db import get_engine
+
+    move = registry.rollback(mlflow_client(), get_engine(settings()), name, alias)
+    out.print(
+        f"{name}@{alias}: {move.from_version} -> {move.to_version} (rolled back)", highlight=False
+    )
+
+
+@app.command("alias-history")
+def alias_history(
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str | None = typer.Option(None, "--alias", "-a"),
+) -> None:
+    """Every recorded alias move of a model: who, when, from, to, forced, gates."""
+    from trendcast.db import get_engine
+    from trendcast.registry import history
+
+    table = Table(title=f"alias moves of {name}", show_header=True)
+    for column in ("when", "alias", "action", "from", "to", "by", "forced", "failed gates"):
+        table.add_column(column)
+    for row in history(get_engine(settings()), name, alias):
+        failed = [g for g, r in (row["gate_results"] or {}).items() if not r["passed"]]
+        table.add_row(
+            str(row["moved_at"])[:19],
+            row["alias"],
+            row["action"],
+            str(row["from_version"] or "-"),
+            str(row["to_version"]),
+            row["moved_by"],
+            "yes" if row["forced"] else "no",
+            ", ".join(failed) or "-",
+        )
+    out.print(table)

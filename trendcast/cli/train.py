@@ -1,0 +1,117 @@
+"""`trendcast train`: one training run, or a grid search with --grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from trendcast.cli._common import app, err, out, parse_params, settings
+from trendcast.config import Settings
+from trendcast.errors import InputError
+
+
+@app.command("train")
+def train_command(
+    symbol: str | None = typer.Option(None, "--symbol", "-s", help="Required without --grid."),
+    interval: str = typer.Option("1h", "--interval", "-i"),
+    horizon: int = typer.Option(4, min=1, help="Label: forward log return over this many bars."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="XGBoost parameter NAME=VALUE."),
+    model_name: str | None = typer.Option(None, help="Default: SYMBOL_INTERVAL_hHORIZON."),
+    start: str | None = typer.Option(None, help="First bar of the dataset (ISO 8601)."),
+    end: str | None = typer.Option(None, help="Last bar of the dataset (ISO 8601)."),
+    grid: Path | None = typer.Option(
+        None, "--grid", help="YAML grid of hyperparameters x periods (see training/grids/)."
+    ),
+) -> None:
+    """Train XGBoost on the point-in-time dataset, log to MLflow, register, backtest.
+
+    With --grid: every candidate on every period as nested runs, ranked, best registered."""
+    from training.train import train_series
+    from trendcast.db import get_engine
+
+    config = settings()
+    engine = get_engine(config)
+    if grid is not None:
+        _train_grid(engine, grid, config)
+        return
+    if not symbol:
+        raise InputError("--symbol: required (or give --grid FILE)")
+    result = train_series(
+        engine,
+        config,
+        symbol,
+        interval,
+        horizon=horizon,
+        start=start,
+        end=end,
+        model_name=model_name,
+        params=parse_params(param),
+    )
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+    out.print(
+        f"{result.model_name} version {result.version} (run {result.run_id}, sha256 "
+        f"{result.checksum[:12]}…): {scores}\n{config.tracking_uri}/#/models/"
+        f"{result.model_name}/versions/{result.version}",
+        highlight=False,
+    )
+
+
+def _train_grid(engine, path: Path, config: Settings) -> None:
+    from training.grid import load_grid
+    from training.tune import run_grid
+    from trendcast.db import database_url
+
+    spec = load_grid(path)
+    tasks = len(spec.candidates()) * len(spec.periods)
+    out.print(
+        f"grid {path}: {len(spec.candidates())} candidates x {len(spec.periods)} periods = "
+        f"{tasks} runs on {spec.n_jobs} worker(s), ranked on {spec.metric} ({spec.aggregate}), "
+        f"top {spec.register_top} registered as {spec.name}",
+        highlight=False,
+    )
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        bar = progress.add_task("training", total=tasks + spec.register_top)
+
+        def advance(done: int, total: int, label: str) -> None:
+            progress.update(bar, completed=done, total=total, description=label)
+
+        try:
+            result = run_grid(
+                engine,
+                spec,
+                tracking_uri=config.tracking_uri,
+                database_url=database_url("trendcast", config).render_as_string(
+                    hide_password=False
+                ),
+                datasets_dir=config.home / "datasets",
+                on_progress=advance,
+            )
+        except KeyboardInterrupt:
+            progress.stop()
+            err.print(
+                "interrupted: finished runs stay logged; runs cut short and the grid's parent "
+                "run are marked KILLED (tag grid_status=interrupted)"
+            )
+            raise typer.Exit(130) from None
+    table = Table(title=f"{spec.name}: candidates ranked on {result.metric} ({spec.aggregate})")
+    for column in result.ranking.columns:
+        table.add_column(str(column), justify="right")
+    for _, row in result.ranking.iterrows():
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    out.print(table)
+    for place, version in enumerate(result.registered, 1):
+        out.print(
+            f"rank {place}: {version.model_name} version {version.version} (run {version.run_id})",
+            highlight=False,
+        )
+    out.print(f"{config.tracking_uri}/#/experiments/runs/{result.parent_run_id}", highlight=False)

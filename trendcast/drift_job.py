@@ -1,0 +1,80 @@
+"""The drift job as `trendcast drift run` runs it: daily evaluation with the settings'
+thresholds and webhook, a model-info cache across days, and backfills of the served aliases."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+
+from trendcast import drift
+from trendcast.config import Settings
+from trendcast.errors import InputError, TrendcastError
+
+#: Longest backfill accepted in one call, in days.
+MAX_BACKFILL_DAYS = 400
+
+
+class DriftJob:
+    """One monitoring job: an engine, the settings, and an MLflow client made on first need."""
+
+    def __init__(self, settings: Settings, client_factory: Callable[[], object]) -> None:
+        from trendcast.db import get_engine
+
+        self.settings = settings
+        self.engine = get_engine(settings)
+        self._client_factory = client_factory
+        self._client = None
+        self._infos: dict = {}
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def model_info(self, name: str, version: int) -> drift.ModelInfo:
+        if (name, version) not in self._infos:
+            self._infos[name, version] = drift.load_model_info(self.client, name, version)
+        return self._infos[name, version]
+
+    def day(self, day: dt.date, sources: tuple[str, ...] = drift.SOURCES) -> list:
+        """Evaluate, store and alert for ``day``; alerts of ``sources`` go to the webhook."""
+        return drift.run_day(
+            self.engine,
+            day,
+            self.model_info,
+            psi_window_days=self.settings.drift_psi_window_days,
+            webhook=self.settings.alert_webhook,
+            attempts=self.settings.alert_webhook_attempts,
+            notify_sources=sources,
+        )
+
+    def served_aliases(self) -> tuple[str, ...]:
+        return tuple(a for a in (self.settings.model_alias, self.settings.shadow_alias) if a)
+
+    def backfill(self, start: dt.date, end: dt.date) -> Iterator[tuple[str, str, int, int]]:
+        """Score every served alias's version on START..END; yields (model, alias, version,
+        predictions written) per alias."""
+        if end < start:
+            raise InputError(f"--backfill {start} {end}: END must not be before START")
+        if (end - start).days > MAX_BACKFILL_DAYS:
+            raise InputError(
+                f"--backfill {start} {end}: at most {MAX_BACKFILL_DAYS} days at a time"
+            )
+        aliases = self.served_aliases()
+        served = drift.served_versions(self.client, aliases)
+        if not served:
+            raise TrendcastError(
+                f"no registered model has a {' or '.join(aliases)} alias to backfill: promote "
+                "one, e.g. `trendcast promote NAME --version latest --alias challenger`"
+            )
+        for name, alias, version in served:
+            info = self.model_info(name, version)
+            yield (
+                name,
+                alias,
+                version,
+                drift.backfill_predictions(
+                    self.engine, info, alias, start, end, primary_alias=self.settings.model_alias
+                ),
+            )
