@@ -84,6 +84,8 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) up --with replay
 	$(TC) load-sample --until $(REPLAY_START)
 	$(TC) ingest --every 5s --times 3
+	$(TC) instruments list
+	$(TC) gaps --status
 	$(TC) features build
 	$(TC) features show --symbol EURUSD --interval 1h
 	$(TC) backtest --strategy sma-crossover --symbols all --log-to-mlflow
@@ -152,6 +154,7 @@ wrk:  ## Install wrk with apt-get when it is missing
 
 bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
 	$(VENV)/bin/python -m benchmarks.bench_load
+	$(VENV)/bin/python -m benchmarks.bench_durability
 	$(VENV)/bin/python -m benchmarks.bench_ingest
 	$(VENV)/bin/python -m benchmarks.bench_features
 	$(VENV)/bin/python -m benchmarks.bench_backtest

@@ -7,7 +7,6 @@ Pure helpers (no Streamlit) sit next to the cached wrappers so tests can call th
 from __future__ import annotations
 
 import json
-import math
 import re
 from typing import Any
 
@@ -88,14 +87,23 @@ def model_link(name: str, version: int | str | None = None) -> str:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def registry() -> tuple[pd.DataFrame, pd.DataFrame]:
     """(models with their aliases, versions with key metrics and params)."""
+    from trendcast.governance import OUTSIDE, check_move
+
     c = client()
     models, versions = [], []
     for model in c.search_registered_models():
         aliases = dict(model.aliases or {})
+        verdicts = {a: check_move(engine(), model.name, a, int(v)) for a, v in aliases.items()}
         models.append(
             {
                 "model": model.name,
                 "aliases": ", ".join(f"{a} → v{v}" for a, v in sorted(aliases.items())) or "-",
+                "audit": "; ".join(
+                    f"{a}: {OUTSIDE}, not served"
+                    for a, v in sorted(verdicts.items())
+                    if not v.audited
+                )
+                or "every alias move on record",
                 "link": model_link(model.name),
             }
         )
@@ -344,7 +352,7 @@ def alerts(status: str | None = "open", limit: int = 500) -> pd.DataFrame:
 def alias_events() -> pd.DataFrame:
     frame = query(
         "SELECT moved_at, model_name, alias, action, from_version, to_version, moved_by, forced, "
-        "gate_results FROM registry.alias_events ORDER BY id DESC LIMIT 500"
+        "reason, gate_results FROM registry.alias_events ORDER BY id DESC LIMIT 500"
     )
     if frame.empty:
         return frame
@@ -368,37 +376,75 @@ def gate_summary(results: dict | str | None) -> str:
 # --- Data health ---------------------------------------------------------------------------------
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def series_health() -> pd.DataFrame:
-    """Per series: bars, last bar, its age against the interval, gaps and missing bars."""
-    from trendcast.gaps import find_gaps, step_offset
+def exchange_clock(settings: Settings | None = None) -> tuple[pd.Timestamp, str]:
+    """The clock freshness is measured against: the exchange replay's when it serves the data
+    (its clock runs in data time), else the wall clock."""
+    settings = settings or get_settings()
+    now = pd.Timestamp.now(tz="UTC")
+    if settings.exchange_url is not None:
+        return now, "wall clock"
+    try:
+        import httpx
+
+        body = httpx.get(f"{settings.exchange}/api/v3/time", timeout=1.0).json()
+        return pd.Timestamp(int(body["serverTime"]), unit="ms", tz="UTC"), "exchange replay"
+    except Exception:  # replay not running: the wall clock
+        return now, "wall clock"
+
+
+def health_of(conn, frame: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+    """Per series: the age of its last bar, how many bars its calendar expected since (a
+    weekend or holiday counts none), and the calendar-aware gaps. Pure: tests call it."""
+    from trendcast.gaps import calendar_of, find_gaps, step_offset
     from trendcast.schema import series_key
 
+    ages, overdue, gaps, missing, calendars = [], [], [], [], []
+    for row in frame.itertuples():
+        key = series_key(row.symbol, row.interval)
+        calendar = calendar_of(conn, row.symbol)
+        step = step_offset(row.interval)
+        last_open = pd.Timestamp(row.last_open).tz_convert("UTC")
+        closed = last_open + step
+        ages.append(now - closed)
+        expected = calendar.open_times(row.interval, last_open + step, now)
+        overdue.append(int((expected + step <= now).sum()))
+        found = find_gaps(conn, key, calendar=calendar)
+        gaps.append(len(found))
+        missing.append(sum(g.missing for g in found))
+        calendars.append(calendar.name)
+    frame = frame.copy()
+    frame["calendar"] = calendars
+    frame["last_bar_age"] = [str(a).split(".")[0] for a in ages]
+    frame["bars_overdue"] = overdue
+    frame["fresh"] = [x <= 1 for x in overdue]
+    frame["gaps"] = gaps
+    frame["missing_bars"] = missing
+    return frame
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def series_health() -> pd.DataFrame:
+    """Per series: bars, last bar, its age, bars overdue by its calendar, gaps."""
     frame = query(
         "SELECT symbol, interval::text AS interval, count(*) AS bars, max(open_time) AS last_open "
         "FROM market.bars GROUP BY 1, 2 ORDER BY 1, 2"
     )
     if frame.empty:
         return frame
-    now = pd.Timestamp.now(tz="UTC")
-    ages, in_intervals, gaps, missing = [], [], [], []
+    now, _ = exchange_clock()
     with engine().connect() as conn:
-        for row in frame.itertuples():
-            step = step_offset(row.interval)
-            closed = pd.Timestamp(row.last_open).tz_convert("UTC") + step
-            age = now - closed
-            ages.append(age)
-            length = (closed - (closed - step)).total_seconds()
-            in_intervals.append(age.total_seconds() / length if length else math.nan)
-            found = find_gaps(conn, series_key(row.symbol, row.interval))
-            gaps.append(len(found))
-            missing.append(sum(g.missing for g in found))
-    frame["last_bar_age"] = [str(a).split(".")[0] for a in ages]
-    frame["age_in_intervals"] = in_intervals
-    frame["fresh"] = [x <= 2 for x in in_intervals]
-    frame["gaps"] = gaps
-    frame["missing_bars"] = missing
-    return frame
+        return health_of(conn, frame, now)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def holes_by_status() -> pd.DataFrame:
+    """Recorded holes per series and status, with the most attempts and the last error."""
+    return query(
+        "SELECT symbol, interval::text AS interval, status, count(*) AS bars, "
+        "max(attempts) AS attempts, max(last_attempt) AS last_attempt, "
+        "(array_agg(last_error ORDER BY last_attempt DESC NULLS LAST))[1] AS last_error "
+        "FROM market.holes GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    )
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -413,7 +459,8 @@ def quarantine_by_reason() -> pd.DataFrame:
 def ingestion_runs(limit: int = 100) -> pd.DataFrame:
     return query(
         "SELECT started_at, kind, source, symbol, interval, status, rows_read, rows_inserted, "
-        "rows_duplicate, rows_quarantined, gaps_found, gaps_filled, error "
+        "rows_duplicate, rows_conflicting, rows_revised, rows_quarantined, gaps_found, "
+        "gaps_filled, error "
         "FROM market.ingestion_runs ORDER BY started_at DESC LIMIT :k",
         k=limit,
     )

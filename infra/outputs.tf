@@ -57,3 +57,8 @@ output "service_api_token_secret_arn" {
   description = "Secrets Manager secret with the prediction service's bearer token (TRENDCAST_API_TOKEN)."
   value       = module.services.service_api_token_secret_arn
 }
+
+output "mlflow_promoter_secret_arn" {
+  description = "Secret with the MLflow promotion identity (trendcast-promoter), the only user that may move aliases."
+  value       = module.services.mlflow_promoter_secret_arn
+}

@@ -115,6 +115,9 @@ class Readiness(BaseModel):
     model: str | None = None
     mlflow: str | None = None
     reason: str | None = None
+    unaudited: list[str] | None = Field(
+        default=None, description="Alias moves not on record: refused, the last model serves"
+    )
 
 
 class Liveness(BaseModel):

@@ -188,6 +188,12 @@ class Gateway:
         problems = [p for p in (holder.primary.error,) if p]
         if not holder.mlflow_ok:
             problems.append(f"MLflow unreachable: {holder.mlflow_error}")
+        unaudited = [  # alias moves not on record (trendcast.governance): refused, not served
+            slot.unaudited.reason
+            for slot in filter(None, (holder.primary, holder.shadow))
+            if slot.unaudited is not None
+        ]
+        problems += [u for u in unaudited if u not in problems]
         body = {
             "status": "degraded" if problems else "ready",
             "model": f"{model.name}@{model.alias} version {model.version}",
@@ -195,6 +201,8 @@ class Gateway:
         }
         if problems:
             body["reason"] = "; ".join(problems)
+        if unaudited:
+            body["unaudited"] = unaudited
         return 200, body
 
 

@@ -10,6 +10,7 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from serving.contract import FEATURES
 from trendcast.artifacts import sha256_file
 from trendcast.config import get_settings
 from trendcast.feature_sets import DEFAULT_FEATURE_SET
+from trendcast.governance import Verdict
 from trendcast.registry import alias_version
 from trendcast.tracking import mlflow_client
 
@@ -128,12 +130,25 @@ class ModelSlot:
     model: LoadedModel | None = None
     error: str | None = None
     refused: int | None = None  # a version that failed verification is not retried each poll
+    unaudited: Verdict | None = None  # the alias points at a move not on record: not served
 
 
 class ModelHolder:
     """The served (and shadow) models and the alias poller's view of MLflow."""
 
-    def __init__(self, tracking_uri: str, name: str, alias: str, shadow: str | None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        name: str,
+        alias: str,
+        shadow: str | None,
+        audit: Callable[[str, str, int], Verdict] | None = None,
+        on_unaudited: Callable[[Verdict], None] | None = None,
+        on_audited: Callable[[Verdict], None] | None = None,
+    ) -> None:
+        """``audit`` says whether an alias's version got there by a recorded move (see
+        ``trendcast.governance``); a version that did not is refused like a bad checksum and
+        reported once to ``on_unaudited``; ``on_audited`` hears when such a move is resolved."""
         settings = get_settings()
         # The poller must notice an unreachable MLflow within a poll, not after minutes of backoff.
         self.client = mlflow_client(
@@ -147,6 +162,9 @@ class ModelHolder:
         self.mlflow_ok = False
         self.mlflow_error: str | None = None
         self.last_check: float | None = None
+        self.audit = audit
+        self.on_unaudited = on_unaudited
+        self.on_audited = on_audited
         self._lock = threading.Lock()
 
     @property
@@ -173,6 +191,7 @@ class ModelHolder:
     def _refresh(self, slot: ModelSlot) -> str:
         version = alias_version(self.client, self.name, slot.alias)
         if version is None:
+            slot.unaudited = None
             if slot.model is None:
                 slot.error = f"alias {slot.alias!r} is not set on {self.name}"
                 return "unset"
@@ -184,8 +203,10 @@ class ModelHolder:
             )
             return f"unset (keeping version {slot.model.version})"
         if slot.model is not None and slot.model.version == version:
-            slot.error = None  # e.g. the alias moved back from a refused version
+            slot.error, slot.unaudited = None, None  # e.g. the alias moved back
             return "unchanged"
+        if not self._audited(slot, version):
+            return f"refused {version}: {slot.error}"
         if slot.refused == version:
             return f"unchanged (version {version} was refused)"
         twin = self.primary.model if slot is not self.primary else None
@@ -201,3 +222,26 @@ class ModelHolder:
             return f"refused {version}: {exc}"
         slot.model, slot.error, slot.refused = loaded, None, None  # the swap: one assignment
         return f"loaded {version}"
+
+    def _audited(self, slot: ModelSlot, version: int) -> bool:
+        """Whether the move to ``version`` is on record; if not, keep the old model, say why
+        and report the move once. A check that cannot run (database down) refuses too."""
+        if self.audit is None:
+            return True
+        try:
+            verdict = self.audit(self.name, slot.alias, version)
+        except Exception as exc:
+            slot.error = (
+                f"cannot check the audit of {self.name}@{slot.alias} version {version}: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            )
+            return False
+        if verdict.audited:
+            if slot.unaudited is not None and self.on_audited is not None:
+                self.on_audited(verdict)
+            slot.unaudited = None
+            return True
+        if (slot.unaudited is None or slot.unaudited.version != version) and self.on_unaudited:
+            self.on_unaudited(verdict)
+        slot.unaudited, slot.error = verdict, verdict.reason
+        return False

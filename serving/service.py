@@ -31,6 +31,7 @@ from serving import bentoml_fixes
 from serving.gateway import Gateway
 from serving.models import LoadedModel, ModelHolder
 from serving.prediction_log import Entry, PredictionLog
+from trendcast import governance
 from trendcast.config import get_settings
 
 log = logging.getLogger("trendcast.serving")
@@ -70,17 +71,25 @@ class Trendcast:
 
         self.settings = get_settings()
         name = self.settings.serving_model_name
-        self.holder = ModelHolder(
-            self.settings.tracking_uri, name, self.settings.model_alias, self.settings.shadow_alias
-        )
         self.url = database_url("trendcast", self.settings).render_as_string(hide_password=False)
+        self._engine = None
+        self.holder = ModelHolder(
+            self.settings.tracking_uri,
+            name,
+            self.settings.model_alias,
+            self.settings.shadow_alias,
+            audit=lambda model, alias, version: governance.check_move(
+                self.engine, model, alias, version
+            ),
+            on_unaudited=self._unaudited,
+            on_audited=self._audited,
+        )
         self.log = PredictionLog(
             self.url,
             self.settings.prediction_log_queue,
             journal=self.settings.home / "prediction-journal",
             spill_bytes=self.settings.prediction_log_spill_bytes,
         )
-        self._engine = None
         Gateway.service = self
         changes = self.holder.check()
         log.info("model check at start: %s", changes)
@@ -100,6 +109,25 @@ class Trendcast:
                     log.info("%s@%s: %s", self.holder.name, alias, change)
                 elif change.startswith("refused"):
                     log.error("%s@%s: %s", self.holder.name, alias, change)
+
+    def _unaudited(self, verdict: governance.Verdict) -> None:
+        log.error("refusing an unaudited alias move: %s", verdict.reason)
+        try:
+            governance.raise_alert(
+                self.engine,
+                verdict,
+                self.settings.alert_webhook,
+                self.settings.alert_webhook_attempts,
+            )
+        except Exception as exc:  # the alert must never stop the poller
+            log.error("could not record the alert for %s: %s", verdict.reason, exc)
+
+    def _audited(self, verdict: governance.Verdict) -> None:
+        log.info("%s@%s version %s is now on record", verdict.model, verdict.alias, verdict.version)
+        try:
+            governance.resolve_alerts(self.engine, verdict.model, verdict.alias, verdict.version)
+        except Exception as exc:
+            log.warning("could not resolve the alerts of %s: %s", verdict.reason, exc)
 
     @property
     def engine(self):

@@ -82,7 +82,8 @@ def engine(db_url: URL, env) -> Iterator[sa.Engine]:
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         conn.execute(
             sa.text(
-                "TRUNCATE market.bars, market.quarantine, market.ingestion_runs, "
+                "TRUNCATE market.bars, market.quarantine, market.ingestion_runs, market.holes, "
+                "market.bar_revisions, "
                 "market.bar_changes, features.feature_sets, registry.alias_events, "
                 "serving.predictions, monitoring.drift_metrics, monitoring.alerts CASCADE"
             )

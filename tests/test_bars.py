@@ -45,15 +45,26 @@ def test_each_rule_rejects_with_its_reason(row, reason):
     assert reason in result.rejected_reasons[0]
 
 
-def test_duplicate_key_keeps_first_valid_row_and_names_it():
+def test_duplicate_key_keeps_first_of_identical_valid_rows_and_names_it():
     bad_first = ("2024-01-01T01:00Z", 10.0, 8.0, 9.0, 11.0, 5.0)  # high < low
     second = ("2024-01-01T01:00Z", 10.0, 12.0, 9.0, 11.0, 6.0)
-    third = ("2024-01-01T01:00Z", 10.0, 12.0, 9.0, 11.0, 7.0)
+    third = ("2024-01-01T01:00Z", 10.0, 12.0, 9.0, 11.0, 6.0)
     result = validate_bars(frame([GOOD, bad_first, second, third]), "1h", now=NOW)
     assert result.good["volume"].tolist() == [5.0, 6.0]
     reasons = dict(zip(result.rejected_positions, result.rejected_reasons, strict=True))
     assert reasons[1] == "high < low"
     assert reasons[3] == "open_time: duplicate key in file (row 3 kept)"
+
+
+@pytest.mark.parametrize("order", ["wrong first", "right first"])
+def test_conflicting_copies_are_all_rejected_whichever_comes_first(order):
+    right = ("2024-01-01T01:00Z", 10.0, 12.0, 9.0, 11.0, 6.0)
+    wrong = ("2024-01-01T01:00Z", 10.0, 12.0, 9.0, 11.5, 6.0)
+    rows = [GOOD, wrong, right] if order == "wrong first" else [GOOD, right, wrong]
+    result = validate_bars(frame(rows), "1h", now=NOW)
+    assert result.good["open_time"].tolist() == [pd.Timestamp("2024-01-01T00:00Z")]
+    assert list(result.rejected_positions) == [1, 2]
+    assert all("conflicting duplicate (rows 2, 3 differ)" in r for r in result.rejected_reasons)
 
 
 def test_good_bars_come_back_sorted_by_time():

@@ -102,7 +102,9 @@ def demo(db_url, mlflow_url, tmp_path_factory):
             params={"n_estimators": 30},
         )
         client = MlflowClient(mlflow_url)
-        registry.promote(client, engine, name, result.version, "production", force=True)
+        registry.promote(
+            client, engine, name, result.version, "production", force=True, reason="dashboard test"
+        )
         env = {**os.environ}
         backfill = run_cli("drift", "run", "--backfill", *BACKFILL, env=env)
         assert backfill.returncode == 0, backfill.stderr
@@ -173,6 +175,29 @@ def _apptest(page: str):
     at = AppTest.from_file(str(REPO / "dashboard" / "pages" / page), default_timeout=60)
     at.run()
     return at
+
+
+def test_registry_page_marks_an_alias_moved_outside_trendcast(demo, mlflow_url):
+    client = MlflowClient(mlflow_url)
+    name = demo["name"]
+    version = client.get_model_version_by_alias(name, "production").version
+    at = _apptest("registry.py")
+    assert not at.error and "dashboard test" in at.dataframe[-1].value["reason"].tolist()
+    rogue = client.copy_model_version(f"models:/{name}/{version}", name)
+    client.set_registered_model_alias(name, "challenger", rogue.version)  # behind our back
+    try:
+        at = _apptest("registry.py")
+        assert not at.exception
+        (error,) = at.error
+        assert f"{name}: challenger: moved outside Trendcast, not served" in error.value
+        backfill = run_cli("drift", "run", "--backfill", *BACKFILL, env=demo["env"])
+        assert backfill.returncode == 0, backfill.stderr
+        assert f"{name}@challenger -> version {rogue.version} was moved outside" in (
+            " ".join(backfill.stderr.split())
+        )
+        assert f"{name}@challenger" not in backfill.stdout  # skipped, not scored
+    finally:
+        client.delete_registered_model_alias(name, "challenger")
 
 
 @pytest.mark.parametrize("path", list(PAGES))

@@ -54,7 +54,12 @@ def bits(frame: pd.DataFrame) -> np.ndarray:
 def test_build_writes_every_bar_once_and_a_rerun_writes_nothing(engine, eurusd):
     load(engine, eurusd)
     first = pipeline.build(engine)
-    assert first == {"series": 1, "rows_computed": len(eurusd), "rows_written": len(eurusd)}
+    assert first == {
+        "series": 1,
+        "rows_computed": len(eurusd),
+        "rows_written": len(eurusd),
+        "failed": [],
+    }
     assert pipeline.build(engine)["rows_written"] == 0
     assert pipeline.build(engine, full=True)["rows_written"] == 0  # same values: no new rows
     rows = stored(engine)

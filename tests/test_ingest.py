@@ -10,6 +10,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -233,3 +234,262 @@ def test_database_credentials_from_secrets_manager(db_url, monkeypatch):
         monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
         url = database_url_from_secret(arn)
     assert url == "postgresql+psycopg2://ingest:p%40ss@db.internal:5433/trendcast"
+
+
+# --- Holes, conflicts, revisions, events, abandoned runs (issue 14) --------------------------
+
+
+def holes_table(engine) -> pd.DataFrame:
+    return pd.read_sql(
+        "SELECT open_time, status, attempts, last_error FROM market.holes ORDER BY open_time",
+        engine,
+    )
+
+
+def clear_faults(rep: Replay) -> None:
+    assert httpx.delete(f"{rep.url}/replay/faults").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("faults", "reason"),
+    [
+        ([{"kind": "418", "retry_after": 0.3}], None),
+        ([{"kind": "html"}], "malformed JSON"),
+        ([{"kind": "reset"}], None),
+        ([{"kind": "empty"}], None),
+    ],
+    ids=["418", "html", "reset", "empty"],
+)
+def test_new_fault_kinds_leave_exactly_the_ground_truth(replay, engine, eurusd, faults, reason):
+    queue(replay, *faults)
+    summary = run()
+    assert summary["status"] == "succeeded", summary
+    assert_equals_truth(engine, eurusd)
+    reasons = quarantine_reasons(engine)
+    assert (len(reasons) == 1 and reason in reasons[0]) if reason else reasons == []
+    assert summary["series"][0]["holes_open"] == 0
+
+
+def test_conflicting_copies_in_one_response_are_both_quarantined_and_refetched(
+    replay, engine, eurusd
+):
+    queue(replay, {"kind": "conflicting_duplicate", "index": 7})
+    summary = run()
+    assert_equals_truth(engine, eurusd)  # the real bar, refetched; never the fake copy
+    reasons = quarantine_reasons(engine)
+    assert len(reasons) == 2 and all("conflicting duplicate" in r for r in reasons)
+    assert (summary["series"][0]["gaps_found"], summary["series"][0]["gaps_filled"]) == (1, 1)
+    assert holes_table(engine)["status"].tolist() == ["filled"]
+
+
+def test_a_bar_withheld_past_the_repair_is_fetched_by_the_next_scheduled_run(
+    replay, engine, eurusd
+):
+    # withheld on the page and on the repair request: the first run must leave a recorded hole
+    queue(replay, {"kind": "withhold", "index": 10, "requests": 2})
+    first = run()["series"][0]
+    assert first["holes_open"] == 1 and first["gaps_filled"] == 0
+    hole = holes_table(engine).iloc[0]
+    assert (hole["status"], hole["attempts"]) == ("open", 1)
+    assert len(stored(engine)) == len(truth(eurusd)) - 1
+    # a plain scheduled run (no --start) fetches nothing new but repairs the old hole
+    second = handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
+    assert second["series"][0]["gaps_filled"] == 1
+    assert_equals_truth(engine, eurusd)
+    assert holes_table(engine)["status"].tolist() == ["filled"]
+    shown = run_cli_gaps_status()
+    assert "filled" in shown and "EURUSD" in shown
+
+
+def run_cli_gaps_status() -> str:
+    import os
+
+    from conftest import run_cli
+
+    result = run_cli("gaps", "--status", env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_one_failed_repair_does_not_drop_the_others_and_holes_give_up_after_n(
+    replay, engine, eurusd, monkeypatch
+):
+    monkeypatch.setenv("TRENDCAST_INGEST_HOLE_ATTEMPTS", "3")
+    get_settings.cache_clear()
+    bars = truth(eurusd)["open_time"]
+    a, b = (int(bars.iloc[i].value // 1_000_000) for i in (3, 30))
+    # two holes far apart, withheld from the page and from their repair: both stay open
+    queue(replay, {"kind": "withhold", "open_times": [a, b], "requests": 2})
+    run()
+    assert holes_table(engine)[["status", "attempts"]].values.tolist() == [["open", 1]] * 2
+    # next run: its own page passes, the repair of the first hole gets an empty page
+    queue(replay, {"kind": "none"}, {"kind": "empty"})
+    summary = handler({}, None)["series"][0]
+    assert (summary["gaps_filled"], summary["holes_open"]) == (1, 1)
+    table = holes_table(engine)
+    assert table["status"].tolist() == ["open", "filled"]
+    assert table["attempts"].tolist() == [2, 1]
+    # the first bar disappears from the exchange for good: unfillable after 3 attempts
+    data = replay.series["EURUSD"]
+    keep = data.open_ms != a
+    data.open_ms, data.ohlcv, data.trades = data.open_ms[keep], data.ohlcv[keep], data.trades[keep]
+    handler({}, None)
+    assert holes_table(engine)["status"].tolist() == ["unfillable", "filled"]
+    before = replay.requests
+    assert handler({}, None)["series"][0]["holes_open"] == 0
+    assert replay.requests - before == 1  # only its own page: the unfillable hole is left alone
+
+
+def test_fx_weekend_is_never_a_hole(replay, engine, eurusd):
+    replay.clock.set(pd.Timestamp("2017-09-25T03:30Z"))  # Monday morning, after a weekend
+    summary = run(start="2017-09-21T00:00:00+00:00")["series"][0]
+    assert summary["gaps_found"] == 0 and summary["holes_open"] == 0
+    assert holes_table(engine).empty
+    assert_equals_truth(
+        engine, eurusd, start=pd.Timestamp("2017-09-21T00:00Z"), clock=replay.clock.now()
+    )
+
+
+@pytest.mark.parametrize("seed", [14, 2])
+def test_seeded_random_faults_then_one_clean_scheduled_run_restore_the_exchange(
+    replay, engine, eurusd, seed
+):
+    from trendcast.replay import random_faults
+
+    start = pd.Timestamp("2017-05-01T00:00Z")  # ~2,500 bars: three pages per full fetch
+    faults = random_faults(seed=seed, count=40, rate=0.6)
+    queue(replay, *faults)
+    for _ in range(4):  # faulty runs, as the schedule would make them
+        handler({"start": start.isoformat()}, None)
+        replay.clock.advance(3 * 3600)
+    pending = httpx.get(f"{replay.url}/replay/state").json()["pending_faults"]
+    consumed = faults[: len(faults) - pending]
+    assert sum(f["kind"] != "none" for f in consumed) >= 6  # the faults really happened
+    clear_faults(replay)  # the exchange behaves again
+    replay.clock.advance(3600)
+    clean = handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
+    assert clean["status"] == "succeeded", clean
+    got, want = stored(engine), truth(eurusd, start=start, clock=replay.clock.now())
+    lost = set(want["open_time"]) - set(got["open_time"])
+    assert not lost, f"{len(lost)} bars lost"
+    assert not got["open_time"].duplicated().any()
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)  # 0 wrong
+
+
+def correct_close(replay: Replay, open_time: pd.Timestamp, factor: float) -> None:
+    """The exchange corrects one bar's close (and high, to stay a valid bar)."""
+    data = replay.series["EURUSD"]
+    i = int(np.searchsorted(data.open_ms, int(open_time.value // 1_000_000)))
+    data.ohlcv = data.ohlcv.copy()
+    close = data.ohlcv[i, 3] * factor
+    data.ohlcv[i, 3] = close
+    data.ohlcv[i, 1] = max(data.ohlcv[i, 1], close)
+
+
+def test_a_changed_bar_is_a_conflict_by_default_and_a_revision_on_request(replay, engine, eurusd):
+    run()
+    target = truth(eurusd).iloc[5]["open_time"]
+    before = pd.read_sql("SELECT * FROM market.bars ORDER BY open_time", engine)
+    correct_close(replay, target, 1.0005)
+    conflicted = run()["series"][0]
+    assert (conflicted["conflicts"], conflicted["duplicates"]) == (1, len(before) - 1)
+    assert quarantine_reasons(engine) == ["conflicts with stored bar"]
+    pd.testing.assert_frame_equal(
+        before, pd.read_sql("SELECT * FROM market.bars ORDER BY open_time", engine)
+    )
+    assert runs(engine)["rows_conflicting"].tolist() == [0, 1]
+
+    revised = run(revise=True)["series"][0]
+    assert (revised["revised"], revised["conflicts"]) == (1, 0)
+    new = replay.series["EURUSD"].ohlcv
+    with engine.connect() as conn:
+        rev = conn.execute(sa.text("SELECT * FROM market.bar_revisions")).one()
+        bar = conn.execute(
+            sa.text("SELECT close, ingest_time FROM market.bars WHERE open_time = :t"),
+            {"t": target},
+        ).one()
+    old_close = before.set_index("open_time").loc[target, "close"]
+    assert rev.old_close == old_close and rev.new_close == bar.close != old_close
+    i = int(np.searchsorted(replay.series["EURUSD"].open_ms, int(target.value // 1_000_000)))
+    assert bar.close == new[i, 3]
+    assert bar.ingest_time == rev.known_at > before["ingest_time"].max()
+    assert runs(engine)["rows_revised"].tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ({"start": {}}, "event field 'start': Value error, must be an ISO 8601 time string"),
+        ({"start": []}, "event field 'start'"),
+        ({"start": True}, "event field 'start'"),
+        ({"start": 1505692800000}, "must be an ISO 8601 time string, got int"),
+        ({"symbols": []}, "event field 'symbols'"),
+        ({"intervals": []}, "event field 'intervals'"),
+        ({"symbols": [1]}, "event field 'symbols.0'"),
+        ({"revise": "yes"}, "event field 'revise'"),
+        (
+            {"start": "2017-09-19T00:00Z", "end": "2017-09-18T00:00Z"},
+            "must be before end",
+        ),
+        (
+            {"start": "2099-01-01T00:00Z"},
+            "event field 'start': 2099-01-01 00:00:00+00:00 is beyond",
+        ),
+        ({"end": "2099-01-01T00:00Z"}, "event field 'end'"),
+        ({"start": "2007-09-18T00:00Z"}, "more than TRENDCAST_INGEST_MAX_WINDOW_BARS=20,000"),
+        ({"symbols": ["GBPUSD"]}, "event field 'symbols': 'GBPUSD' is not listed"),
+    ],
+)
+def test_bad_events_are_rejected_before_anything_is_written(replay, engine, event, message):
+    summary = handler(event, None)
+    assert summary["status"] == "rejected", summary
+    assert message in summary["error"]
+    assert runs(engine).empty
+
+
+@pytest.mark.parametrize("event", [[], True, "start"])
+def test_an_event_that_is_not_an_object_is_rejected(replay, engine, event):
+    summary = handler(event, None)
+    assert summary == {
+        "status": "rejected",
+        "error": f"event: must be a JSON object, got {type(event).__name__}",
+    }
+    assert runs(engine).empty
+
+
+def test_a_killed_ingestion_is_marked_abandoned_by_the_next_run(replay, engine, env, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    child_env = {**env, "TRENDCAST_EXCHANGE_URL": replay.url, "TRENDCAST_INGEST_BUDGET_S": "1"}
+    queue(replay, {"kind": "slow", "delay_s": 30})  # the child hangs on its first page
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from ingestion_lambda.handler import handler; handler({})"],
+        env=child_env,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while runs(engine).empty and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    assert runs(engine)["status"].tolist() == ["running"]
+    clear_faults(replay)
+    monkeypatch.setenv("TRENDCAST_INGEST_BUDGET_S", "1")
+    monkeypatch.setenv("TRENDCAST_INGEST_ABANDON_MARGIN_S", "0.5")
+    get_settings.cache_clear()
+    time.sleep(1.6)  # past budget + margin
+    summary = handler({}, None)
+    assert summary["series"][0]["abandoned_runs"] == 1
+    recorded = runs(engine)
+    assert recorded["status"].tolist()[0] == "abandoned"
+    assert "abandoned" in recorded["error"].iloc[0]
+    from trendcast.runs import ingestion_note
+
+    assert "1 abandoned run(s) (EURUSD 1h x1)" in ingestion_note(engine.url)

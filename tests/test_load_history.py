@@ -60,17 +60,19 @@ def test_bad_rows_go_to_quarantine_with_reason_and_payload(engine, tmp_path):
     path = tmp_path / "mixed.csv"
     path.write_text(MIXED)
     summary = load_history(engine, path, symbol="MIX", interval="1h")
-    assert (summary.read, summary.inserted, summary.quarantined) == (6, 2, 4)
+    # rows 1 and 5 give 00:00 two different volumes: neither is stored
+    assert (summary.read, summary.inserted, summary.quarantined) == (6, 1, 5)
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text("SELECT reason, payload, run_id::text FROM market.quarantine ORDER BY id")
         ).all()
     reasons = {row.payload["row"]: row.reason for row in rows}
     assert reasons == {
+        1: "open_time: conflicting duplicate (rows 1, 5 differ)",
         2: "high < max(open, close)",
         3: "volume: must be >= 0",
         4: "open_time: not a parseable timestamp",
-        5: "open_time: duplicate key in file (row 1 kept)",
+        5: "open_time: conflicting duplicate (rows 1, 5 differ)",
     }
     bad_time = next(r for r in rows if r.payload["row"] == 4)
     assert bad_time.payload["values"]["time"] == "bad-time"
@@ -82,7 +84,7 @@ def test_bad_rows_go_to_quarantine_with_reason_and_payload(engine, tmp_path):
             {"id": summary.run_id},
         ).one()
     assert run.status == "succeeded"
-    assert (run.rows_read, run.rows_inserted, run.rows_quarantined) == (6, 2, 4)
+    assert (run.rows_read, run.rows_inserted, run.rows_quarantined) == (6, 1, 5)
     assert run.finished_at is not None
 
 

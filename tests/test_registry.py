@@ -11,7 +11,14 @@ from conftest import run_cli
 from mlflow import MlflowClient
 
 from trendcast.errors import InputError
-from trendcast.registry import Gates, PromotionRefused, history, promote, rollback
+from trendcast.registry import (
+    Gates,
+    PromotionRefused,
+    alias_version,
+    history,
+    promote,
+    rollback,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +74,10 @@ def test_promote_refuse_force_and_roll_back_are_audited(client, engine, name, mo
     assert client.get_model_version_by_alias(name, "production").version == str(good)
     assert len(history(engine, name)) == 1  # a refusal moves nothing
 
-    forced = promote(client, engine, name, bad, "production", force=True)
+    with pytest.raises(InputError, match="--reason: required with --force"):
+        promote(client, engine, name, bad, "production", force=True)
+    assert len(history(engine, name)) == 1
+    forced = promote(client, engine, name, bad, "production", force=True, reason="hotfix INC-7")
     assert forced.forced and client.get_model_version_by_alias(name, "production").version == str(
         bad
     )
@@ -83,6 +93,7 @@ def test_promote_refuse_force_and_roll_back_are_audited(client, engine, name, mo
         ("rollback", bad, good, False),
     ]
     assert {e["moved_by"] for e in events} == {"alice"}
+    assert [e["reason"] for e in events] == [None, "hotfix INC-7", None]
     assert events[1]["gate_results"]["backtest sharpe >= 1.0"]["passed"] is False
     with pytest.raises(InputError, match="no earlier version"):
         rollback(client, engine, name, "production")
@@ -159,3 +170,33 @@ def test_best_ranks_versions_and_promote_takes_the_best_passing(
     rows = {line.split("│")[2].strip(): line for line in listed.stdout.splitlines() if name in line}
     assert "production" in rows[str(strong)] and "challenger" in rows[str(decent)]
     assert "2.5" in rows[str(strong)] and "-" in rows[str(failing)].split("│")[3]
+
+
+def test_forced_moves_carry_a_reason_and_outside_moves_are_marked(
+    client, engine, env, mlflow_url, name
+):
+    cli_env = {**env, "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url, "TRENDCAST_USER": "bob"}
+    weak = register(client, name, {**PASSING, "backtest_sharpe": 0.2})
+    bare = run_cli("promote", name, "-v", str(weak), "--force", env=cli_env)
+    assert bare.returncode == 1 and "--reason: required with --force" in bare.stderr
+    assert "Traceback" not in bare.stderr
+    blank = run_cli("promote", name, "-v", str(weak), "--force", "--reason", "  ", env=cli_env)
+    assert blank.returncode == 1 and "--reason" in blank.stderr
+    assert history(engine, name) == []  # nothing moved, nothing recorded
+    assert alias_version(client, name, "production") is None
+
+    forced = run_cli(
+        "promote", name, "-v", str(weak), "--force", "--reason", "desk asked, INC-42", env=cli_env
+    )
+    assert forced.returncode == 0, forced.stderr
+    listed = run_cli("alias-history", name, env=cli_env)
+    assert "desk asked, INC-42" in listed.stdout and "bob" in listed.stdout
+    models = run_cli("models", name, env=cli_env)
+    assert models.returncode == 0 and "moved outside Trendcast" not in models.stdout
+
+    # Straight through MLflow, behind the CLI's back: marked, and named on stderr.
+    other = register(client, name, PASSING)
+    client.set_registered_model_alias(name, "production", str(other))
+    models = run_cli("models", name, env=cli_env)
+    assert "production (moved outside Trendcast)" in " ".join(models.stdout.split())
+    assert f"version {other} was moved outside Trendcast" in " ".join(models.stderr.split())

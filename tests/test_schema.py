@@ -70,6 +70,8 @@ def test_migrations_upgrade_downgrade_upgrade(pg_server_url):
                 "ingestion_runs",
                 "bar_changes",
                 "instruments",
+                "holes",
+                "bar_revisions",
             }
         engine.dispose()
     finally:

@@ -28,7 +28,9 @@ from mlflow import MlflowClient
 from training.dataset import build_dataset
 from training.train import train
 from trendcast import feature_pipeline
+from trendcast.errors import InputError
 from trendcast.history import load_frame
+from trendcast.registry import Gates, promote
 from trendcast.sample_data import SAMPLES
 from trendcast.tracking import use_mlflow
 
@@ -72,6 +74,12 @@ class Stack:
         raise AssertionError(f"version {version} not served after {timeout_s} s")
 
 
+def _move(client, engine, alias: str, version: int) -> None:
+    """An audited move (the tiny test models fail the real gates): what `trendcast promote
+    --force --reason` does; the service serves only moves on record."""
+    promote(client, engine, NAME, int(version), alias, force=True, reason="serving test fixture")
+
+
 def _train(engine, dataset, n_estimators: int):
     return train(
         engine,
@@ -104,7 +112,7 @@ def stack(pg_server_url, db_url, tmp_path_factory):
         mlflow.set_experiment("serving-tests")
         first = _train(engine, dataset, 20)
         client = MlflowClient(mlflow_url, registry_uri=mlflow_url)
-        client.set_registered_model_alias(NAME, "production", str(first.version))
+        _move(client, engine, "production", first.version)
         port = free_port()
         env = {
             **os.environ,
@@ -295,7 +303,7 @@ def test_prediction_log_rows_match_the_requests(stack):
 
 def test_swap_under_load_and_challenger_in_shadow(stack):
     second = _train(stack.engine, stack.dataset, 35)
-    stack.client.set_registered_model_alias(NAME, "challenger", str(second.version))
+    _move(stack.client, stack.engine, "challenger", second.version)
     stack.post("/reload", {})
     rows = _rows(stack, 1)
     shadow_before = len(_logged(stack, "shadow"))
@@ -330,7 +338,7 @@ def test_swap_under_load_and_challenger_in_shadow(stack):
         worker.start()
     try:
         time.sleep(1)
-        stack.client.set_registered_model_alias(NAME, "production", str(second.version))
+        _move(stack.client, stack.engine, "production", second.version)
         took = stack.wait_for_version(second.version, timeout_s=15)
         time.sleep(1)
     finally:
@@ -353,7 +361,7 @@ def test_tampered_artifact_is_refused_and_the_old_model_kept(stack):
     source = stack.client.get_model_version(NAME, str(third.version)).source  # models:/m-...
     (artifact,) = stack.artifacts.rglob(f"{source.rsplit('/', 1)[1]}/artifacts/model.ubj")
     artifact.write_bytes(artifact.read_bytes()[:-8] + b"tampered")
-    stack.client.set_registered_model_alias(NAME, "production", str(third.version))
+    _move(stack.client, stack.engine, "production", third.version)
     reload = stack.post("/reload", {}).json()
     assert "refused" in reload["changes"]["production"], reload
     model = stack.post("/model", {}).json()
@@ -362,9 +370,70 @@ def test_tampered_artifact_is_refused_and_the_old_model_kept(stack):
     assert stack.post("/predict", {"rows": _rows(stack, 1)}).json()["model"]["version"] == served
     ready = httpx.get(f"{stack.url}/readyz", timeout=5).json()  # not "ready": say why
     assert ready["status"] == "degraded" and "does not match the registered" in ready["reason"]
-    stack.client.set_registered_model_alias(NAME, "production", str(served))
+    _move(stack.client, stack.engine, "production", served)
     stack.post("/reload", {})
     assert httpx.get(f"{stack.url}/readyz", timeout=5).json()["status"] == "ready"
+
+
+def _alerts(stack, version: int) -> list[dict]:
+    with stack.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT status, severity, feature, message FROM monitoring.alerts "
+                "WHERE model_name = :n AND model_version = :v AND rule = 'unaudited_alias_move'"
+            ),
+            {"n": NAME, "v": version},
+        )
+        return [dict(r._mapping) for r in rows]
+
+
+def test_an_alias_moved_outside_trendcast_is_not_served(stack):
+    """Someone points production at a version straight through MLflow (UI, REST, client): no
+    gate ran and no audit row exists, so the service keeps the old model, says why, alerts."""
+    served = stack.post("/model", {}).json()["version"]
+    rogue = _train(stack.engine, stack.dataset, 15)
+    stack.client.set_registered_model_alias(NAME, "production", str(rogue.version))
+    changes = stack.post("/reload", {}).json()["changes"]
+    assert "refused" in changes["production"] and "moved outside Trendcast" in changes["production"]
+    assert stack.post("/predict", {"rows": _rows(stack, 1)}).json()["model"]["version"] == served
+    ready = httpx.get(f"{stack.url}/readyz", timeout=5)
+    assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+    assert f"version {rogue.version} was moved outside Trendcast" in ready.json()["unaudited"][0]
+    (alert,) = _alerts(stack, rogue.version)
+    assert alert["status"] == "open" and alert["severity"] == "critical"
+    assert alert["feature"] == "production"
+    stack.post("/reload", {})  # a second look raises no second alert
+    assert len(_alerts(stack, rogue.version)) == 1
+
+    # Through the gates (a profile this tiny model passes), the same version becomes servable.
+    lenient = Gates(
+        min_backtest_sharpe=-1e9, max_backtest_drawdown=1.0, beat_buy_and_hold=False, min_test_ic=-1
+    )
+    promote(stack.client, stack.engine, NAME, rogue.version, "production", lenient)
+    stack.wait_for_version(rogue.version)
+    ready = httpx.get(f"{stack.url}/readyz", timeout=5).json()
+    assert ready["status"] == "ready" and "unaudited" not in ready
+    assert [a["status"] for a in _alerts(stack, rogue.version)] == ["resolved"]
+    _move(stack.client, stack.engine, "production", served)
+    stack.wait_for_version(served)
+
+
+def test_a_forced_move_needs_a_reason(stack):
+    version = stack.post("/model", {}).json()["version"]
+    with pytest.raises(InputError, match="--reason: required with --force"):
+        promote(stack.client, stack.engine, NAME, version, "production", force=True)
+    # the database refuses one too, whoever writes the row
+    with (
+        stack.engine.connect() as conn,
+        pytest.raises(sa.exc.IntegrityError, match="alias_events_forced_reason"),
+    ):
+        conn.execute(
+            sa.text(
+                "INSERT INTO registry.alias_events (model_name, alias, action, to_version, "
+                "moved_by, forced) VALUES (:n, 'production', 'promote', 1, 'x', true)"
+            ),
+            {"n": NAME},
+        )
 
 
 def test_a_deleted_alias_keeps_the_last_model_serving_and_says_so(stack):
@@ -378,14 +447,14 @@ def test_a_deleted_alias_keeps_the_last_model_serving_and_says_so(stack):
         answer = stack.post("/predict", {"rows": _rows(stack, 2)})
         assert answer.status_code == 200 and answer.json()["model"]["version"] == served
     finally:
-        stack.client.set_registered_model_alias(NAME, "production", str(served))
+        _move(stack.client, stack.engine, "production", served)
         stack.post("/reload", {})
     assert httpx.get(f"{stack.url}/readyz", timeout=5).json()["status"] == "ready"
 
 
 def test_identical_production_and_challenger_are_scored_once(stack):
     served = stack.post("/model", {}).json()["version"]
-    stack.client.set_registered_model_alias(NAME, "challenger", str(served))
+    _move(stack.client, stack.engine, "challenger", served)
     stack.post("/reload", {})
     info = stack.post("/model", {}).json()
     assert info["shadow"]["version"] == served

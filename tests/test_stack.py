@@ -108,6 +108,12 @@ def test_demo_path_up_load_status_down(stack_env):
     second = json.loads(run_cli("ingest", "--json", env=env).stdout)
     assert second["series"][0]["inserted"] >= 2
     assert bar_count(env, "EURUSD") > 4683
+    # The FX calendar expects every bar the sample lacks none of: no hole left open.
+    assert second["series"][0]["holes_open"] == 0
+    holes = run_cli("gaps", "--status", "--only", "open", "--json", env=env)
+    assert holes.returncode == 0 and json.loads(holes.stdout) == []
+    listed = json.loads(run_cli("instruments", "list", "--json", env=env).stdout)
+    assert next(i for i in listed if i["symbol"] == "EURUSD")["calendar"] == "FX"
 
     # Features: the Mage pipeline turns every stored bar into a feature row.
     built = run_cli("features", "build", env=env)

@@ -8,6 +8,7 @@ validation can quarantine just those rows.
 from __future__ import annotations
 
 import csv
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,17 +55,33 @@ def read_bar_file(path: Path, time_format: str | None = None) -> BarFile:
     if path.suffix.lower() in {".parquet", ".pq"}:
         raw, layout = _read_parquet(path), "parquet"
     else:
-        raw, layout = _read_csv(path)
+        try:
+            raw, layout = _read_csv(path)
+        except InputError:
+            raise
+        except (EOFError, OSError, UnicodeError, zlib.error, ValueError, csv.Error) as exc:
+            # A truncated or corrupt .gz (EOFError, BadGzipFile, zlib.error), bytes that are
+            # not UTF-8, or a parser giving up: one line naming the file, never a traceback.
+            raise InputError(f"{path}: not a readable CSV file ({_problem(exc)})") from None
     if raw.empty:
         raise InputError(f"{path}: file has a header but no rows")
     return BarFile(path=path, frame=_typed(path, raw, time_format), raw=raw, layout=layout)
+
+
+def _problem(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "compressed file ends early: truncated download?"
+    if isinstance(exc, UnicodeError):
+        return f"not UTF-8 text: {exc}"
+    text = " ".join(str(exc).split())  # one line, whatever the library put in its message
+    return f"{type(exc).__name__}: {text or 'unreadable'}"
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({_problem(exc)})") from None
 
 
 def _read_csv(path: Path) -> tuple[pd.DataFrame, str]:
@@ -93,8 +110,8 @@ def _first_line(path: Path) -> list[str]:
     try:
         with opener(path, "rt", newline="") as handle:
             return next(csv.reader(handle), [])
-    except (UnicodeDecodeError, OSError) as exc:
-        raise InputError(f"{path}: not a text CSV file ({exc})") from None
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: not a text CSV file ({_problem(exc)})") from None
 
 
 def _looks_like_binance(first: list[str]) -> bool:

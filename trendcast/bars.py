@@ -51,7 +51,8 @@ def validate_bars(frame: pd.DataFrame, interval: str, now: datetime | None = Non
 
     ``frame`` has ``open_time`` (datetime64 UTC, NaT where unparseable), float columns ``open``,
     ``high``, ``low``, ``close``, ``volume`` (NaN where unparseable) and optionally ``trades``.
-    Among rows with the same open_time the first valid one is kept, the others are rejected.
+    Among valid rows with the same open_time: identical copies keep the first; copies that
+    differ are all rejected as a conflicting duplicate, so no guess is ever stored.
     """
     now_ns = pd.Timestamp(now or datetime.now(UTC)).value
     times = frame["open_time"]
@@ -87,14 +88,30 @@ def validate_bars(frame: pd.DataFrame, interval: str, now: datetime | None = Non
     reasons = np.select(conditions, [msg for _, msg in checks], default="").astype(object)
     ok = reasons == ""
 
-    # Duplicate keys: keep the first valid row for each open_time, reject the others.
+    # Duplicate keys. Identical copies: keep the first, reject the rest. Copies that disagree:
+    # nobody can tell which one is right, so every copy is rejected (the loader refetches or
+    # reports the open time) and none is stored.
     positions = np.flatnonzero(ok)
-    dup = pd.Series(t_ns[positions]).duplicated(keep="first").to_numpy()
-    if dup.any():
-        first = pd.Series(positions).groupby(t_ns[positions]).transform("first").to_numpy()
-        kept_rows = (first[dup] + 1).astype(str).astype(object)
-        reasons[positions[dup]] = "open_time: duplicate key in file (row " + kept_rows + " kept)"
-        ok[positions[dup]] = False
+    t_ok = pd.Series(t_ns[positions])
+    dup_any = t_ok.duplicated(keep=False).to_numpy()
+    if dup_any.any():
+        group_pos = positions[dup_any]
+        group_t = t_ns[group_pos]
+        stacked = np.column_stack([values[k][group_pos] for k in NUMERIC_COLUMNS])
+        keys = pd.DataFrame(stacked).assign(t=group_t)
+        distinct = keys.drop_duplicates().groupby("t").size()
+        conflicting = np.isin(group_t, distinct.index[distinct.to_numpy() > 1])
+        rows_of = pd.Series(group_pos + 1).groupby(group_t).agg(lambda r: ", ".join(map(str, r)))
+        for pos, t in zip(group_pos[conflicting], group_t[conflicting], strict=True):
+            reasons[pos] = f"open_time: conflicting duplicate (rows {rows_of[t]} differ)"
+            ok[pos] = False
+        exact = group_pos[~conflicting]
+        if len(exact):
+            first = pd.Series(exact).groupby(t_ns[exact]).transform("first").to_numpy()
+            later = exact != first
+            kept_rows = (first[later] + 1).astype(str).astype(object)
+            reasons[exact[later]] = "open_time: duplicate key in file (row " + kept_rows + " kept)"
+            ok[exact[later]] = False
 
     columns = [col for col in BAR_COLUMNS if col in frame]
     good = frame.loc[ok, columns].sort_values("open_time", kind="stable").reset_index(drop=True)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The checkout holding this package: ``.env`` and the default home live here, so a command
@@ -84,6 +84,22 @@ class Settings(BaseSettings):
     ingest_lookback_bars: int = Field(
         default=1000, ge=1, description="Bars fetched for a series with nothing stored yet."
     )
+    ingest_repair_bars: int = Field(
+        default=1440,
+        ge=0,
+        description="Bars before the exchange's clock every run rescans for holes.",
+    )
+    ingest_hole_attempts: int = Field(
+        default=5, ge=1, description="Repair attempts before a hole is marked unfillable."
+    )
+    ingest_max_window_bars: int = Field(
+        default=20_000, ge=1, description="Most bars a manual event's start..end may span."
+    )
+    ingest_abandon_margin_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A run still `running` this long past the budget is marked abandoned.",
+    )
     database_secret_arn: str | None = Field(
         default=None,
         description="AWS Secrets Manager secret with the database credentials (Lambda).",
@@ -137,6 +153,57 @@ class Settings(BaseSettings):
         default=20, ge=1, description="Days of predictions each daily PSI is computed over."
     )
 
+    mlflow_auth: bool = Field(
+        default=False,
+        description="Start the local MLflow server with authentication (MLflow's basic-auth "
+        "app; only the promoters may set or delete aliases).",
+    )
+    mlflow_username: str | None = Field(
+        default=None, description="MLflow user our clients authenticate as (auth on)."
+    )
+    mlflow_password: SecretStr | None = Field(
+        default=None, description="That user's password (environment or a secret, never argv)."
+    )
+    mlflow_admin_username: str = Field(
+        default="admin", description="MLflow admin created when the auth store is new."
+    )
+    mlflow_admin_password: SecretStr | None = Field(
+        default=None,
+        description="The admin's password; unset locally = generated once and kept in "
+        "<home>/mlflow-auth/ (mode 0600). Production reads it from Secrets Manager.",
+    )
+    mlflow_auth_database_uri: str | None = Field(
+        default=None,
+        description="Where the MLflow server keeps its users when no auth config file is "
+        "given (a container); unset = the MLflow backend store (tables of their own).",
+    )
+    mlflow_auth_config_path: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_AUTH_CONFIG_PATH"),
+        description="MLflow's auth config file (MLflow's own variable); unset in a container: "
+        "written from the settings when the server starts.",
+    )
+    mlflow_backend_store_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_BACKEND_STORE_URI"),
+        description="The MLflow server's backend store as MLflow reads it (MLflow's own "
+        "variable; set in the server's environment only).",
+        exclude=True,
+    )
+    mlflow_promoter_password: SecretStr | None = Field(
+        default=None, description="Creates MLflow user trendcast-promoter (server side)."
+    )
+    mlflow_reader_password: SecretStr | None = Field(
+        default=None, description="Creates MLflow user trendcast-reader (server side)."
+    )
+    mlflow_scientist_password: SecretStr | None = Field(
+        default=None, description="Creates MLflow user trendcast-scientist (server side)."
+    )
+    mlflow_promoters: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["trendcast-promoter"],
+        description="Comma-separated MLflow users allowed to set or delete aliases.",
+    )
+
     user: str | None = Field(
         default=None, description="Who alias moves are recorded as; unset = the login name."
     )
@@ -163,7 +230,7 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="MLflow HTTP timeout of the service and the dashboard."
     )
 
-    @field_validator("symbols", "intervals", mode="before")
+    @field_validator("symbols", "intervals", "mlflow_promoters", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -214,7 +281,8 @@ class Settings(BaseSettings):
         for name, value in values.items():
             if value is None:
                 continue
-            key = "MLFLOW_S3_ENDPOINT_URL" if name == "s3_endpoint_url" else f"TRENDCAST_{name}"
+            alias = type(self).model_fields[name].validation_alias
+            key = alias.choices[0] if isinstance(alias, AliasChoices) else f"TRENDCAST_{name}"
             env[key.upper()] = _env_text(value)
         return env
 
@@ -230,6 +298,8 @@ class Settings(BaseSettings):
 
 
 def _env_text(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
     if isinstance(value, list):
         return ",".join(map(str, value))
     if isinstance(value, bool):

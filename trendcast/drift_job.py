@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 
-from trendcast import drift
+from trendcast import drift, governance
 from trendcast.config import Settings
 from trendcast.errors import InputError, TrendcastError
 
@@ -52,9 +52,15 @@ class DriftJob:
     def served_aliases(self) -> tuple[str, ...]:
         return tuple(a for a in (self.settings.model_alias, self.settings.shadow_alias) if a)
 
-    def backfill(self, start: dt.date, end: dt.date) -> Iterator[tuple[str, str, int, int]]:
+    def backfill(
+        self,
+        start: dt.date,
+        end: dt.date,
+        on_skipped: Callable[[governance.Verdict], None] | None = None,
+    ) -> Iterator[tuple[str, str, int, int]]:
         """Score every served alias's version on START..END; yields (model, alias, version,
-        predictions written) per alias."""
+        predictions written) per alias. An alias moved outside Trendcast (no audited move on
+        record) is skipped and reported to ``on_skipped``."""
         if end < start:
             raise InputError(f"--backfill {start} {end}: END must not be before START")
         if (end - start).days > MAX_BACKFILL_DAYS:
@@ -62,11 +68,17 @@ class DriftJob:
                 f"--backfill {start} {end}: at most {MAX_BACKFILL_DAYS} days at a time"
             )
         aliases = self.served_aliases()
-        served = drift.served_versions(self.client, aliases)
+        served, refused = governance.split_audited(
+            self.engine, drift.served_versions(self.client, aliases)
+        )
+        for verdict in refused:
+            if on_skipped is not None:
+                on_skipped(verdict)
         if not served:
             raise TrendcastError(
-                f"no registered model has a {' or '.join(aliases)} alias to backfill: promote "
-                "one, e.g. `trendcast promote NAME --version latest --alias challenger`"
+                f"no registered model has a {' or '.join(aliases)} alias with an audited move "
+                "to backfill: promote one, e.g. `trendcast promote NAME --version latest "
+                "--alias challenger`"
             )
         for name, alias, version in served:
             info = self.model_info(name, version)

@@ -1,6 +1,7 @@
 """Exchange REST client for Binance-format klines, with retries inside a time budget.
 
-Transient failures (timeouts, connection errors, 429 with ``Retry-After``, 5xx) are retried with
+Transient failures (timeouts, connection errors, 429 and Binance's 418 ban with ``Retry-After``,
+5xx, a body that is not JSON, such as an HTML error page sent with 200) are retried with
 exponential backoff and jitter, but never past the invocation's budget: a Lambda must end well
 inside its timeout with what it stored so far kept.
 """
@@ -26,6 +27,7 @@ from trendcast.errors import TrendcastError
 
 KLINES_PATH = "/api/v3/klines"
 TIME_PATH = "/api/v3/time"
+INFO_PATH = "/api/v3/exchangeInfo"
 PAGE_LIMIT = 1000  # Binance's maximum for /api/v3/klines
 
 
@@ -140,6 +142,7 @@ class BinanceClient:
         self.retries = 0
         self.malformed: list[Rejected] = []
         self.unreachable: str | None = None  # set once retries failed to connect
+        self._listed: dict[str, bool] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -168,7 +171,7 @@ class BinanceClient:
             self.budget.check(need=0.05)
             timeout = min(self.timeout_s, self.budget.remaining)
             response = self.http.get(path, params=params, timeout=timeout)
-            if response.status_code == 429 or response.status_code >= 500:
+            if response.status_code in (418, 429) or response.status_code >= 500:
                 raise RetryableResponse(response.status_code, _retry_after(response), response.text)
             if response.status_code >= 400:
                 raise ExchangeError(
@@ -217,6 +220,22 @@ class BinanceClient:
         if not isinstance(body, dict) or not isinstance(body.get("serverTime"), int):
             raise ExchangeError(f"exchange time: expected {{'serverTime': ms}}, got {body!r:.100}")
         return pd.Timestamp(body["serverTime"], unit="ms", tz="UTC")
+
+    def listed(self, symbol: str) -> bool:
+        """Whether the exchange lists ``symbol`` (``exchangeInfo``; cached per client, which
+        lives for one invocation). Binance answers an unknown symbol with code -1121."""
+        if symbol not in self._listed:
+            try:
+                body = self._get_json(INFO_PATH, {"symbol": symbol})
+            except ExchangeError as exc:
+                if "-1121" in str(exc):
+                    self._listed[symbol] = False
+                    return False
+                raise
+            listing = body.get("symbols", []) if isinstance(body, dict) else []
+            names = {item.get("symbol") for item in listing if isinstance(item, dict)}
+            self._listed[symbol] = symbol in names
+        return self._listed[symbol]
 
     def klines(
         self, symbol: str, interval: str, start: pd.Timestamp, end: pd.Timestamp

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from trendcast import featurestore
 from trendcast.db import driver_cursor
+from trendcast.errors import TrendcastError
 from trendcast.feature_sets import DEFAULT_FEATURE_SET, FeatureSet
 from trendcast.gaps import step_offset
 from trendcast.schema import series_key
@@ -152,6 +153,19 @@ def compute_features(bars: pd.DataFrame, fs: FeatureSet = DEFAULT_FEATURE_SET) -
     return pd.concat(frames, ignore_index=True)
 
 
+class BuildFailed(TrendcastError):
+    """Some series failed; the others were built. The message has the per-series summary."""
+
+    def __init__(self, summary: dict):
+        lines = [f"{f['series']}: {f['error']}" for f in summary["failed"]]
+        super().__init__(
+            f"derive_indicators: {len(summary['failed'])} series failed and were left "
+            f"unconsumed (the next build retries them), {summary['series']} built: "
+            + "; ".join(lines)
+        )
+        self.summary = summary
+
+
 def write_features(
     engine: Engine,
     features: pd.DataFrame,
@@ -161,34 +175,60 @@ def write_features(
     run_id: str | None = None,
 ) -> dict:
     """Write each series' changed rows and mark its changes consumed, in one transaction per
-    series; then drop changes every feature set has consumed."""
+    series; then drop changes every feature set has consumed. A series whose write fails is
+    rolled back, reported under ``failed`` and left unconsumed; the others are still built."""
     featurestore.register(engine, fs)
     version = producer_version()
-    summary = {"series": 0, "rows_computed": len(features), "rows_written": 0}
+    summary: dict = {
+        "series": 0,
+        "rows_computed": len(features),
+        "rows_written": 0,
+        "failed": [],
+    }
     for (symbol, interval), group in features.groupby(["symbol", "interval"], sort=True):
         key = series_key(symbol, interval)
-        with driver_cursor(engine) as cur:
-            written = featurestore.write(
-                engine,
-                fs,
-                key,
-                group[["event_time", "ingest_time", *fs.columns]],
-                producer=producer,
-                producer_version=version,
-                run_id=run_id,
-                cursor=cur,
-            )
-            ids = [int(i) for i in str(group["change_ids"].iloc[0]).split(",") if i]
-            if ids:
-                cur.execute(
-                    "INSERT INTO features.consumed_changes (feature_set, change_id) "
-                    "SELECT %s, unnest(%s::bigint[]) ON CONFLICT DO NOTHING",
-                    (fs.key, ids),
+        try:
+            with driver_cursor(engine) as cur:
+                written = featurestore.write(
+                    engine,
+                    fs,
+                    key,
+                    group[["event_time", "ingest_time", *fs.columns]],
+                    producer=producer,
+                    producer_version=version,
+                    run_id=run_id,
+                    cursor=cur,
                 )
+                ids = [int(i) for i in str(group["change_ids"].iloc[0]).split(",") if i]
+                if ids:
+                    cur.execute(
+                        "INSERT INTO features.consumed_changes (feature_set, change_id) "
+                        "SELECT %s, unnest(%s::bigint[]) ON CONFLICT DO NOTHING",
+                        (fs.key, ids),
+                    )
+        except Exception as exc:  # reported per series; the others must still be built
+            error = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            summary["failed"].append(
+                {"series": f"{symbol} {interval}", "error": f"{type(exc).__name__}: {error}"}
+            )
+            continue
         summary["series"] += 1
         summary["rows_written"] += written
     prune_changes(engine)
     return summary
+
+
+def summary_line(summary: dict) -> str:
+    """The one-line report both runners print."""
+    line = (
+        f"derive_indicators: {summary['series']} series, {summary['rows_computed']:,} rows "
+        f"computed, {summary['rows_written']:,} written"
+    )
+    if summary.get("failed"):
+        line += f", {len(summary['failed'])} failed: " + "; ".join(
+            f"{f['series']}: {f['error']}" for f in summary["failed"]
+        )
+    return line
 
 
 def prune_changes(engine: Engine) -> int:

@@ -113,7 +113,8 @@ def _column_list(fs: FeatureSet) -> str:
 
 
 def latest_rows(cur, fs: FeatureSet, key: SeriesKey, since: pd.Timestamp | None):
-    """The current (latest-ingested) row per event_time, for event_time >= since."""
+    """The current (latest-ingested) row per event_time, for event_time >= since:
+    event times (ns), ingest times (µs since 2000-01-01, as stored) and values."""
     query = (
         f"SELECT DISTINCT ON (event_time) event_time, ingest_time, {_column_list(fs)} "
         f"FROM {table(fs)} WHERE symbol = %s AND interval = %s AND event_time >= %s "
@@ -121,7 +122,11 @@ def latest_rows(cur, fs: FeatureSet, key: SeriesKey, since: pd.Timestamp | None)
     )
     since = since if since is not None else pd.Timestamp("1970-01-01", tz="UTC")
     rows = _copy_out(cur, query, (key.symbol, key.interval, since.to_pydatetime()), len(fs.columns))
-    return pgcopy.from_pg_time(rows["event"]), _features_matrix(rows, len(fs.columns))
+    return (
+        pgcopy.from_pg_time(rows["event"]),
+        rows["ingest"].astype("int64"),
+        _features_matrix(rows, len(fs.columns)),
+    )
 
 
 def write(
@@ -160,7 +165,16 @@ def write(
     )
     events = frame["event_time"].to_numpy(dtype="datetime64[ns]").view("int64")
     values = frame[list(fs.columns)].to_numpy(dtype="float64")
-    stored_events, stored_values = latest_rows(cur, fs, key, frame["event_time"].min())
+    cur.execute("SELECT now()")
+    now_us = pd.Timestamp(cur.fetchone()[0]).value // 1000 - pgcopy.PG_EPOCH_US
+    if "ingest_time" in frame:
+        ingest_us = frame["ingest_time"].to_numpy(dtype="datetime64[ns]").view("int64") // 1000
+        ingest_us = ingest_us - pgcopy.PG_EPOCH_US
+    else:
+        ingest_us = np.full(len(frame), now_us, dtype="int64")
+    stored_events, stored_ingest, stored_values = latest_rows(
+        cur, fs, key, frame["event_time"].min()
+    )
     changed = np.ones(len(frame), dtype=bool)
     if len(stored_events):
         pos = np.searchsorted(stored_events, events)
@@ -172,6 +186,14 @@ def write(
             axis=1,
         )
         changed = ~same
+        # A new version of a value the store already holds becomes visible from now on, never
+        # earlier: its inputs may claim an older ingest_time (history loaded late with
+        # --known-at close), but an as-of read before this write must still return what the
+        # store held then. And its key can never collide with the stored version's.
+        replaced = present & changed
+        ingest_us[replaced] = np.maximum(
+            np.maximum(ingest_us[replaced], now_us), stored_ingest[pos_clipped[replaced]] + 1
+        )
     if not changed.any():
         return 0
     texts = {
@@ -185,17 +207,13 @@ def write(
     for name, value in texts.items():
         fields += [(f"{name}_len", ">i4"), (name, f"S{len(value)}")]
     fields += [("e_len", ">i4"), ("event", ">i8")]
-    with_ingest = "ingest_time" in frame
-    if with_ingest:
-        fields += [("i_len", ">i4"), ("ingest", ">i8")]
+    fields += [("i_len", ">i4"), ("ingest", ">i8")]
     for i in range(len(fs.columns)):
         fields += [(f"l{i}", ">i4"), (f"f{i}", ">f8")]
     rows = np.empty(int(changed.sum()), dtype=np.dtype(fields))
-    rows["count"] = 6 + int(with_ingest) + len(fs.columns)
-    if with_ingest:
-        ingest = frame["ingest_time"].to_numpy(dtype="datetime64[ns]").view("int64")
-        rows["i_len"] = 8
-        rows["ingest"] = pgcopy.to_pg_time(ingest[changed])
+    rows["count"] = 7 + len(fs.columns)
+    rows["i_len"] = 8
+    rows["ingest"] = ingest_us[changed]
     for name, value in texts.items():
         rows[f"{name}_len"] = len(value)
         rows[name] = value
@@ -205,7 +223,7 @@ def write(
         rows[f"l{i}"] = 8
         rows[f"f{i}"] = values[changed, i]
     columns = "symbol, interval, producer, producer_version, run_id, event_time, "
-    columns += ("ingest_time, " if with_ingest else "") + _column_list(fs)
+    columns += "ingest_time, " + _column_list(fs)
     pgcopy.copy_in(
         cur, f"COPY {table(fs)} ({columns}) FROM STDIN WITH (FORMAT binary)", rows.tobytes()
     )

@@ -13,7 +13,8 @@ from sqlalchemy.engine import Engine
 from trendcast.bar_files import read_bar_file
 from trendcast.bar_store import LoadSummary, Rejected, store_bars
 from trendcast.bars import validate_bars
-from trendcast.schema import series_key, validate_source
+from trendcast.errors import InputError
+from trendcast.schema import INTERVALS, series_key, validate_source
 
 
 def rejected_rows(
@@ -42,11 +43,14 @@ def load_frame(
     now: datetime | None = None,
     on_progress: Callable[[int], None] | None = None,
     known_at: str = "close",
+    revise: bool = False,
 ) -> LoadSummary:
-    """Validate a typed bar frame and store it; ``raw`` (same index) feeds quarantine payloads."""
+    """Validate a typed bar frame and store it; ``raw`` (same index) feeds quarantine payloads.
+    A frame whose bars are spaced unlike ``interval`` is refused before anything is written."""
     key = series_key(symbol, interval)
     validate_source(source)
     checked = validate_bars(frame, interval, now=now)
+    check_spacing(checked.good["open_time"], interval, origin)
     rejected = rejected_rows(
         frame if raw is None else raw, checked.rejected_positions, checked.rejected_reasons, origin
     )
@@ -61,7 +65,46 @@ def load_frame(
         details={"origin": origin, "known_at": known_at},
         on_progress=on_progress,
         known_at=known_at,
+        revise=revise,
     )
+
+
+def most_common_spacing(open_times: pd.Series) -> pd.Timedelta | None:
+    """The most frequent distance between consecutive open times (None under three bars)."""
+    if len(open_times) < 3:
+        return None
+    steps = open_times.sort_values().diff().dropna()
+    steps = steps[steps > pd.Timedelta(0)]
+    return None if steps.empty else pd.Timedelta(steps.mode().min())
+
+
+def check_spacing(open_times: pd.Series, interval: str, origin: str) -> None:
+    """Refuse bars whose most common spacing is not ``interval``: alignment alone lets hourly
+    bars pass as one-minute bars (every hour is also a minute)."""
+    spacing = most_common_spacing(open_times)
+    if spacing is None:
+        return
+    length = INTERVALS[interval]
+    if length is None:  # calendar months: 28 to 31 days
+        fits = pd.Timedelta(days=28) <= spacing <= pd.Timedelta(days=31)
+        wanted = "28 to 31 days"
+    else:
+        fits = spacing == pd.Timedelta(length)
+        wanted = _human(pd.Timedelta(length))
+    if not fits:
+        raise InputError(
+            f"{origin}: bars are {_human(spacing)} apart (most common spacing), but --interval "
+            f"{interval} means {wanted}; load it with the interval that matches"
+        )
+
+
+def _human(delta: pd.Timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds % size == 0 and seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 def load_history(
@@ -74,6 +117,7 @@ def load_history(
     time_format: str | None = None,
     on_progress: Callable[[int], None] | None = None,
     known_at: str = "close",
+    revise: bool = False,
 ) -> LoadSummary:
     """Load one CSV/Parquet file of bars for (symbol, interval); see :func:`load_frame`."""
     series_key(symbol, interval)  # reject bad arguments before reading a large file
@@ -89,6 +133,7 @@ def load_history(
         raw=parsed.raw,
         on_progress=on_progress,
         known_at=known_at,
+        revise=revise,
     )
     summary.details["layout"] = parsed.layout
     return summary

@@ -67,6 +67,7 @@ def unregistered(symbol: str) -> Instrument:
 
 
 _COLUMNS = "symbol, asset_class, calendar, cost_profile, params, description"
+_warned: set[str] = set()
 
 
 def _from_row(row) -> Instrument:
@@ -90,7 +91,8 @@ def get_instrument(conn: Connection | Engine, symbol: str, warn: bool = True) ->
     ).one_or_none()
     if row is not None:
         return _from_row(row)
-    if warn:
+    if warn and symbol not in _warned:  # once per process: a scheduler must not flood the log
+        _warned.add(symbol)
         log.warning(
             "%s is not in the instrument registry: treated as a 24/7 market with crypto costs; "
             "register it with `trendcast instruments set %s --asset-class fx|equity|crypto`",

@@ -88,15 +88,21 @@ class AliasMove:
     moved_by: str
     forced: bool
     gate_results: dict
+    reason: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def _who() -> str:
+    """The person (``TRENDCAST_USER`` or the login) and, with MLflow auth, the identity the
+    move was made as."""
     from trendcast.config import get_settings
 
-    return get_settings().user or getpass.getuser()
+    settings = get_settings()
+    person = settings.user or getpass.getuser()
+    identity = settings.mlflow_username
+    return f"{person} as {identity}" if identity and identity != person else person
 
 
 def alias_version(client, name: str, alias: str) -> int | None:
@@ -112,16 +118,38 @@ def alias_version(client, name: str, alias: str) -> int | None:
         raise
 
 
-def _record(engine: Engine, move: AliasMove) -> None:
+def _move_alias(client, engine: Engine, move: AliasMove) -> None:
+    """Record the move, then make it: the audit row is committed before the alias moves, so a
+    service polling in between never sees an unrecorded move (and raises no false alarm). If
+    MLflow refuses the move, the row is taken back and nothing changed."""
     with engine.begin() as conn:
-        conn.execute(
+        event = conn.execute(
             sa.text(
                 "INSERT INTO registry.alias_events (model_name, alias, action, from_version, "
-                "to_version, moved_by, forced, gate_results) VALUES (:model_name, :alias, "
-                ":action, :from_version, :to_version, :moved_by, :forced, :gates)"
+                "to_version, moved_by, forced, gate_results, reason) VALUES (:model_name, "
+                ":alias, :action, :from_version, :to_version, :moved_by, :forced, :gates, "
+                ":reason) RETURNING id"
             ),
             {**move.as_dict(), "gates": json.dumps(move.gate_results)},
+        ).scalar_one()
+    try:
+        client.set_registered_model_alias(move.model_name, move.alias, str(move.to_version))
+    except BaseException:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM registry.alias_events WHERE id = :id"), {"id": event})
+        raise
+
+
+def checked_reason(reason: str | None, force: bool) -> str | None:
+    reason = (reason or "").strip() or None
+    if force and reason is None:
+        raise InputError(
+            "--reason: required with --force; say why the gates are overridden (it is stored "
+            "in the audit and shown by alias-history and the dashboard)"
         )
+    if reason is not None and len(reason) > 500:
+        raise InputError(f"--reason: at most 500 characters, got {len(reason)}")
+    return reason
 
 
 def promote(
@@ -132,9 +160,13 @@ def promote(
     alias: str = "production",
     gates: Gates | None = None,
     force: bool = False,
+    reason: str | None = None,
 ) -> AliasMove:
-    """Point ``alias`` at ``version`` if its run's metrics pass ``gates`` (or ``force``)."""
+    """Point ``alias`` at ``version`` if its run's metrics pass ``gates`` (or ``force``, which
+    needs a ``reason``)."""
     from mlflow.exceptions import MlflowException
+
+    reason = checked_reason(reason, force)
 
     try:
         found = client.get_model_version(name, str(version))
@@ -160,13 +192,15 @@ def promote(
         _who(),
         bool(failed) and force,
         results,
+        reason,
     )
-    client.set_registered_model_alias(name, alias, str(version))
-    _record(engine, move)
+    _move_alias(client, engine, move)
     return move
 
 
-def rollback(client, engine: Engine, name: str, alias: str = "production") -> AliasMove:
+def rollback(
+    client, engine: Engine, name: str, alias: str = "production", reason: str | None = None
+) -> AliasMove:
     """Move ``alias`` back to the version it held before its current one was promoted."""
     current = alias_version(client, name, alias)
     if current is None:
@@ -183,9 +217,18 @@ def rollback(client, engine: Engine, name: str, alias: str = "production") -> Al
         raise InputError(
             f"{name}@{alias} (version {current}) has no earlier version on record to go back to"
         )
-    move = AliasMove(name, alias, "rollback", current, int(previous), _who(), False, {})
-    client.set_registered_model_alias(name, alias, str(previous))
-    _record(engine, move)
+    move = AliasMove(
+        name,
+        alias,
+        "rollback",
+        current,
+        int(previous),
+        _who(),
+        False,
+        {},
+        checked_reason(reason, False),
+    )
+    _move_alias(client, engine, move)
     return move
 
 

@@ -7,15 +7,19 @@ client that stores it is caught. Faults are queued over HTTP and consumed one pe
 
     POST /replay/faults  {"faults": [{"kind": "429", "retry_after": 1}, {"kind": "drop"}]}
 
-kinds: none (pass one request through), 429 (Retry-After), 500, slow (``delay_s``), malformed
-(invalid JSON), duplicate (repeat bars), shuffle (out of order), drop (omit one bar), bad_bar
-(one bar with high < low).
+kinds: none (pass one request through), 429 and 418 (``retry_after``, sent as Retry-After), 500,
+slow (``delay_s``), malformed (invalid JSON), html (an HTML page with status 200), reset (the
+connection closed mid-body), empty (``[]``), duplicate (repeat bars), conflicting_duplicate (a
+second copy of bar ``index`` with another close), shuffle (out of order), drop (omit bar
+``index``), withhold (omit bar ``index`` from this and the next ``requests`` - 1 responses that
+would hold it), bad_bar (bar ``index`` with high < low). ``random_faults`` builds a seeded list.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -29,7 +33,23 @@ import pandas as pd
 from trendcast.gaps import step_offset
 from trendcast.schema import INTERVALS
 
-FAULT_KINDS = ("none", "429", "500", "slow", "malformed", "duplicate", "shuffle", "drop", "bad_bar")
+FAULT_KINDS = (
+    "none",
+    "429",
+    "418",
+    "500",
+    "slow",
+    "malformed",
+    "html",
+    "reset",
+    "empty",
+    "duplicate",
+    "conflicting_duplicate",
+    "shuffle",
+    "drop",
+    "withhold",
+    "bad_bar",
+)
 
 
 @dataclass
@@ -82,6 +102,7 @@ class Replay:
         self.lock = threading.Lock()
         self.requests = 0
         self.rng = random.Random(7)
+        self.withheld: dict[tuple[str, int], int] = {}  # (symbol, open ms) -> responses left
 
     def interval_ms(self, at_ms: int) -> int:
         length = INTERVALS[self.interval]
@@ -134,7 +155,14 @@ def kline(open_ms: int, length_ms: int, o, h, low, c, v, trades: int) -> list:
 
 def apply_fault(fault: dict, rows: list, rng: random.Random) -> list:
     kind = fault["kind"]
-    if kind == "duplicate" and rows:
+    if kind == "conflicting_duplicate" and rows:
+        rows = [row[:] for row in rows]
+        at = fault.get("index", 0) % len(rows)
+        twin = rows[at][:]
+        close = float(twin[4]) * 1.001
+        twin[4], twin[2] = repr(close), repr(max(float(twin[2]), close))
+        rows.insert(at + rng.randint(0, 1), twin)  # before or after the real one
+    elif kind == "duplicate" and rows:
         rows = rows + rows[: max(1, len(rows) // 3)]
     elif kind == "shuffle":
         rows = rows[:]
@@ -149,6 +177,26 @@ def apply_fault(fault: dict, rows: list, rng: random.Random) -> list:
     return rows
 
 
+def random_faults(seed: int, count: int, rate: float = 0.3, kinds=None) -> list[dict]:
+    """A reproducible list of ``count`` faults (``none`` where no fault is drawn), one per
+    klines request, for tests that let chance pick the failures."""
+    rng = random.Random(seed)
+    kinds = list(kinds or [k for k in FAULT_KINDS if k not in {"none", "slow"}])
+    faults = []
+    for _ in range(count):
+        if rng.random() >= rate:
+            faults.append({"kind": "none"})
+            continue
+        kind = rng.choice(kinds)
+        fault: dict = {"kind": kind, "index": rng.randrange(1000)}
+        if kind in {"429", "418"}:
+            fault["retry_after"] = 0.2
+        if kind == "withhold":
+            fault["requests"] = rng.randint(1, 3)
+        faults.append(fault)
+    return faults
+
+
 def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -161,8 +209,9 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, status: int, body: object, headers: dict | None = None, raw=None):
             data = raw if raw is not None else json.dumps(body).encode()
+            headers = dict(headers or {})
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
             self.send_header("Content-Length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -181,6 +230,8 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 self._send(200, {"serverTime": int(replay.clock.now().value // 1_000_000)})
             elif url.path == "/api/v3/klines":
                 self._klines(query)
+            elif url.path == "/api/v3/exchangeInfo":
+                self._exchange_info(query)
             elif url.path == "/replay/state":
                 self._send(200, self._state())
             elif url.path == "/replay/faults":
@@ -197,6 +248,15 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 "requests": replay.requests,
                 "pending_faults": len(replay.faults),
             }
+
+        def _exchange_info(self, query: dict) -> None:
+            names = list(replay.series)
+            if "symbol" in query:
+                if query["symbol"] not in replay.series:
+                    return self._error(-1121, "Invalid symbol.")
+                names = [query["symbol"]]
+            symbols = [{"symbol": n, "status": "TRADING"} for n in names]
+            self._send(200, {"timezone": "UTC", "symbols": symbols})
 
         def _klines(self, query: dict) -> None:
             symbol = query.get("symbol", "")
@@ -223,12 +283,51 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 return self._error(-1000, "An unknown error occurred.", 500)
             if kind == "slow":
                 time.sleep(float(fault.get("delay_s", 10)))
+            if kind == "418":
+                retry = str(fault.get("retry_after", 1))
+                return self._send(
+                    418, {"code": -1003, "msg": "Way too many requests; IP banned."},
+                    {"Retry-After": retry},
+                )  # fmt: skip
+            if kind == "html":
+                page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+                return self._send(200, None, {"Content-Type": "text/html"}, raw=page)
+            if kind == "empty":
+                return self._send(200, [])
             rows = replay.klines(symbol, start, end, limit)
+            rows = self._withhold(symbol, fault, rows)
+            if kind == "reset":
+                body = json.dumps(rows).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return None
             if kind == "malformed":
                 return self._send(200, None, raw=json.dumps(rows).encode()[:-7] + b"{oops")
             if fault:
                 rows = apply_fault(fault, rows, replay.rng)
             self._send(200, rows)
+
+        def _withhold(self, symbol: str, fault: dict | None, rows: list) -> list:
+            """Install a withhold fault, then omit every withheld bar still owed."""
+            with replay.lock:
+                if fault and fault["kind"] == "withhold" and rows:
+                    chosen = fault.get("open_times") or [rows[fault.get("index", 0) % len(rows)][0]]
+                    for at in chosen:
+                        replay.withheld[(symbol, int(at))] = int(fault.get("requests", 2))
+                kept = []
+                for row in rows:
+                    left = replay.withheld.get((symbol, row[0]), 0)
+                    if left > 0:
+                        replay.withheld[(symbol, row[0])] = left - 1
+                        continue
+                    kept.append(row)
+                return kept
 
         def do_POST(self) -> None:
             url = urlparse(self.path)
@@ -261,6 +360,7 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
             if urlparse(self.path).path == "/replay/faults":
                 with replay.lock:
                     replay.faults.clear()
+                    replay.withheld.clear()  # faults stop: withheld bars are served again
                 return self._send(200, {"pending": 0})
             self._error(-1000, "unknown path", 404)
 

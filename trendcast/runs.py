@@ -55,3 +55,51 @@ def close_run(
                 "run_id": run_id,
             },
         )
+
+
+def abandon_stale(
+    engine: Engine, key: SeriesKey, budget_s: float, margin_s: float, current: str
+) -> int:
+    """Mark the series' runs still ``running`` past their budget plus a margin as
+    ``abandoned`` (their process was killed: a live run always closes its row); returns how many.
+    """
+    with engine.begin() as conn:
+        return conn.execute(
+            sa.text(
+                "UPDATE market.ingestion_runs SET status = 'abandoned', "
+                "finished_at = clock_timestamp(), error = coalesce(error, '') || "
+                "'abandoned: still running ' || CAST(:limit AS text) || ' s after it started "
+                "(budget + margin); its process died' "
+                "WHERE symbol = :s AND interval = :i AND status = 'running' "
+                "AND run_id <> CAST(:current AS uuid) "
+                "AND started_at < clock_timestamp() - make_interval(secs => :limit)"
+            ),
+            {
+                "s": key.symbol,
+                "i": key.interval,
+                "current": current,
+                "limit": float(budget_s + margin_s),
+            },
+        ).rowcount
+
+
+def ingestion_note(url) -> str:
+    """One line for ``trendcast status``: abandoned ingestion runs, per series (empty when
+    there are none or the table is not there yet)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT symbol, interval, count(*) AS n FROM market.ingestion_runs "
+                    "WHERE status = 'abandoned' GROUP BY 1, 2 ORDER BY 1, 2"
+                )
+            ).all()
+    except sa.exc.DBAPIError:
+        return ""
+    finally:
+        engine.dispose()
+    if not rows:
+        return ""
+    listed = ", ".join(f"{r.symbol} {r.interval} x{r.n}" for r in rows)
+    return f"ingestion: {sum(r.n for r in rows)} abandoned run(s) ({listed})"

@@ -25,6 +25,12 @@ def use_mlflow(uri: str, *, retries: int | None = None, timeout_s: float | None 
         os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     if timeout_s is not None:
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(timeout_s))
+    # TRENDCAST_MLFLOW_USERNAME / _PASSWORD (auth on): MLflow's client reads its own variables.
+    from trendcast.config import get_settings
+    from trendcast.mlflow_auth import client_environment
+
+    for key, value in client_environment(get_settings()).items():
+        os.environ.setdefault(key, value)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
 

@@ -15,8 +15,12 @@ if series.empty:
 stale = series[~series["fresh"]]
 st.metric("Series", len(series), delta=f"{len(stale)} stale" if len(stale) else "all fresh",
           delta_color="inverse" if len(stale) else "normal")  # fmt: skip
-st.subheader("Series: last bar age against the interval, gaps")
-st.caption("Fresh = the last bar closed at most two intervals ago. Gaps include market closures.")
+clock, clock_name = data.exchange_clock()
+st.subheader("Series: last bar age, bars overdue, gaps")
+st.caption(
+    f"Measured against the {clock_name} ({clock:%Y-%m-%d %H:%M} UTC). Fresh = at most one bar "
+    "the instrument's calendar expects is overdue; weekends and holidays are never gaps."
+)
 st.dataframe(series, hide_index=True, width="stretch")
 fig = go.Figure()
 names = series["symbol"] + " " + series["interval"]
@@ -50,9 +54,19 @@ with right:
             },
         )  # fmt: skip
 
+st.subheader("Holes: missing bars and their repair")
+holes = data.holes_by_status()
+if holes.empty:
+    st.success("No holes recorded.")
+else:
+    st.dataframe(holes, hide_index=True, width="stretch")
+
 st.subheader("Ingestion runs")
 runs = data.ingestion_runs()
 if runs.empty:
     st.info("No ingestion runs recorded.")
 else:
+    abandoned = runs[runs["status"] == "abandoned"]
+    if len(abandoned):
+        st.warning(f"{len(abandoned)} run(s) abandoned: their process died while running.")
     st.dataframe(runs, hide_index=True, width="stretch")

@@ -1,5 +1,6 @@
-"""Registry: registered models, versions with key metrics, where each alias points, the
-audited alias moves with their gate results, links into the MLflow UI."""
+"""Registry: registered models, versions with key metrics, where each alias points (and whether
+the move is on record), the audited alias moves with their reasons and gate results, links into
+the MLflow UI."""
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -23,6 +24,13 @@ else:
         )
     else:
         st.subheader("Models and aliases")
+        outside = models[models["audit"] != "every alias move on record"]
+        for row in outside.itertuples():
+            st.error(
+                f"{row.model}: {row.audit}. Someone moved the alias straight through MLflow; "
+                "the service keeps the previous version. Promote the version with `trendcast "
+                "promote` (through the gates, or `--force --reason`) or move the alias back."
+            )
         st.dataframe(models, hide_index=True, width="stretch",
                      column_config={"link": st.column_config.LinkColumn("MLflow")})  # fmt: skip
         st.subheader("Versions")

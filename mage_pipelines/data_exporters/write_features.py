@@ -1,7 +1,7 @@
 """Write changed feature rows to the feature store and mark the bar changes consumed."""
 
 from mage_pipelines.utils.trendcast_db import trendcast_engine
-from trendcast.feature_pipeline import write_features
+from trendcast.feature_pipeline import BuildFailed, summary_line, write_features
 
 if "data_exporter" not in globals():
     from mage_ai.data_preparation.decorators import data_exporter
@@ -25,13 +25,12 @@ def export_features(df, *args, **kwargs) -> dict:
         summary = write_features(engine, df, producer=PRODUCER, run_id=run_id(kwargs))
     finally:
         engine.dispose()
-    message = (
-        f"derive_indicators: {summary['series']} series, {summary['rows_computed']:,} rows "
-        f"computed, {summary['rows_written']:,} written"
-    )
+    message = summary_line(summary)
     logger = kwargs.get("logger")
     if logger is not None:
         logger.info(message)
     else:  # `mage run` passes no logger; Mage captures stdout into the block's log
         print(message)
+    if summary["failed"]:  # the run fails (exit 1) after the other series were built
+        raise BuildFailed(summary)
     return summary

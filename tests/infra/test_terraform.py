@@ -471,16 +471,29 @@ def test_task_roles_grant_what_each_app_needs_and_no_more(modules):
     dashboard = _grants(svc, "task_dashboard")
     assert set(dashboard) == {"secretsmanager:GetSecretValue", "kms:Decrypt"}
     assert dashboard["secretsmanager:GetSecretValue"] == ["${var.database_readonly_secret_arn}"]
-    assert svc.locals["app_secret_arns"]["dashboard"] == ["${var.database_readonly_secret_arn}"]
+    reader = "${aws_secretsmanager_secret.mlflow_reader.arn}"
+    assert svc.locals["app_secret_arns"]["dashboard"] == [
+        "${var.database_readonly_secret_arn}",
+        reader,
+    ]
     injected = svc.locals["app_secrets"]
     readonly_url = "${var.database_readonly_secret_arn}:url::"
-    assert injected["dashboard"] == {"TRENDCAST_DASHBOARD_DATABASE_URL": readonly_url}
+    assert injected["dashboard"] == {
+        "TRENDCAST_DASHBOARD_DATABASE_URL": readonly_url,
+        "TRENDCAST_MLFLOW_PASSWORD": f"{reader}:password::",  # MLflow as the read-only user
+    }
     assert (
         injected["service"]["TRENDCAST_API_TOKEN"] == "${aws_secretsmanager_secret.api_token.arn}"
     )
+    assert injected["service"]["TRENDCAST_MLFLOW_PASSWORD"] == f"{reader}:password::"
     for app, variables in injected.items():  # each execution role reads exactly what it injects
-        arns = {value.split(":url::")[0].split(":mlflow_url::")[0] for value in variables.values()}
+        arns = {re.sub(r":[a-z_]+::$", "", value) for value in variables.values()}
         assert arns == set(svc.locals["app_secret_arns"][app]), app
+    # The MLflow admin (and the promotion identity) reach no task but MLflow's own.
+    for app in ("service", "dashboard"):
+        assert not [a for a in svc.locals["app_secret_arns"][app] if "mlflow_admin" in a]
+        assert not [a for a in svc.locals["app_secret_arns"][app] if "mlflow_promoter" in a]
+    assert "trendcast-auth" in svc.locals["app_command"]["mlflow"]
     for grants in (mlflow, service, dashboard):
         assert all(r != "*" for resources in grants.values() for r in resources)
 

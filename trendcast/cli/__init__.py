@@ -13,11 +13,23 @@ from trendcast.cli._common import app, out, run
 
 #: Command modules, in the order `trendcast --help` lists their commands (a module registers
 #: its commands on import, so this order is the help's order; the groups follow).
-NOUNS = ("stack", "data", "backtest", "train", "registry", "serve", "drift", "db", "features")
+NOUNS = (
+    "stack",
+    "data",
+    "quality",
+    "backtest",
+    "train",
+    "registry",
+    "serve",
+    "drift",
+    "db",
+    "features",
+)
 _modules = {noun: importlib.import_module(f"trendcast.cli.{noun}") for noun in NOUNS}
 
 app.add_typer(_modules["db"].db_app, name="db")
 app.add_typer(_modules["features"].features_app, name="features")
+app.add_typer(_modules["quality"].instruments_app, name="instruments")
 app.add_typer(_modules["drift"].drift_app, name="drift")
 
 

@@ -1,5 +1,5 @@
-"""Commands of market data: history and sample loads, listing, synthetic bars, live ingestion,
-gaps and the exchange replay."""
+"""Commands of market data: history and sample loads, listing, synthetic bars, live ingestion
+and the exchange replay (gaps and the instrument registry: ``quality``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def _print_summary(summary, as_json: bool) -> None:
     out.print(
         f"{summary.symbol} {summary.interval} ({summary.source}): read {summary.read:,}, "
         f"inserted {summary.inserted:,}, duplicates {summary.duplicates:,}, "
-        f"quarantined {summary.quarantined:,}; bars {span}; run {summary.run_id}"
+        f"quarantined {summary.quarantined:,}, conflicts {summary.conflicts:,}, "
+        f"revised {summary.revised:,}; bars {span}; run {summary.run_id}"
     )
 
 
@@ -41,6 +42,12 @@ def load_history(
         "close",
         help="ingest_time to record: 'close' (each bar known at its close, for history) or "
         "'now' (known from this load on, e.g. a late correction).",
+    ),
+    revise: bool = typer.Option(
+        False,
+        "--revise",
+        help="Apply bars that differ from stored ones as revisions (old values kept in "
+        "market.bar_revisions) instead of quarantining them as conflicts.",
     ),
 ) -> None:
     """Bulk-load bars with COPY in one transaction; bad rows go to market.quarantine."""
@@ -76,6 +83,7 @@ def load_history(
             time_format=time_format,
             on_progress=advance,
             known_at=known_at,
+            revise=revise,
         )
         progress.update(task, total=summary.read)
     _print_summary(summary, as_json)
@@ -141,8 +149,9 @@ def _ingest_lines(summary: dict) -> str:
         lines.append(
             f"{r['symbol']} {r['interval']}: {r['status']}; fetched {r['fetched']:,}, "
             f"inserted {r['inserted']:,}, duplicates {r['duplicates']:,}, "
-            f"quarantined {r['quarantined']:,}, gaps {r['gaps_found']:,} found / "
-            f"{r['gaps_filled']:,} filled; last bar {last}"
+            f"quarantined {r['quarantined']:,}, conflicts {r['conflicts']:,}, "
+            f"revised {r['revised']:,}, gaps {r['gaps_found']:,} found / "
+            f"{r['gaps_filled']:,} filled / {r['holes_open']:,} open; last bar {last}"
         )
     return "\n".join(lines)
 
@@ -167,6 +176,9 @@ def ingest(
         None, min=1, help="With --every or --scheduled: stop after N runs."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print each summary as JSON."),
+    revise: bool = typer.Option(
+        False, "--revise", help="Apply bars that differ from stored ones as revisions."
+    ),
 ) -> None:
     """Run the ingestion Lambda's handler here, once or on a schedule."""
     from ingestion_lambda.handler import handler
@@ -186,6 +198,8 @@ def ingest(
         event["start"] = utc(start, "--start").isoformat()
     if end:
         event["end"] = utc(end, "--end").isoformat()
+    if revise:
+        event["revise"] = True
 
     def once() -> dict:
         summary = handler(event, None)
@@ -202,41 +216,6 @@ def ingest(
     summary = run_every(once, period, times)
     if summary["status"] in {"failed", "rejected"}:
         raise typer.Exit(1)
-
-
-@app.command()
-def gaps(
-    symbol: str | None = typer.Option(None, "--symbol", "-s", help="Default: every series."),
-    interval: str | None = typer.Option(None, "--interval", "-i"),
-    since: str | None = typer.Option(None, help="Only gaps after this time (ISO 8601)."),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Report runs of missing bars in stored series."""
-    from trendcast.db import get_engine
-    from trendcast.gaps import find_stored_gaps
-
-    engine = get_engine(settings())
-    cutoff = utc(since, "--since") if since else None
-    found = find_stored_gaps(engine, symbol, interval, since=cutoff)
-    if as_json:
-        rows = [
-            {
-                "symbol": g.symbol,
-                "interval": g.interval,
-                "after": g.after.isoformat(),
-                "before": g.before.isoformat(),
-                "missing": g.missing,
-            }
-            for g in found
-        ]
-        out.print_json(json.dumps(rows))
-        return
-    table = Table(show_header=True, header_style="bold", title=f"{len(found)} gap(s)")
-    for column in ("symbol", "interval", "last bar before", "next bar", "missing bars"):
-        table.add_column(column)
-    for g in found:
-        table.add_row(g.symbol, g.interval, str(g.after), str(g.before), f"{g.missing:,}")
-    out.print(table)
 
 
 @app.command("exchange-replay")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trendcast.cli._common import app, date, mlflow_client, out, settings
+from trendcast.cli._common import app, date, err, mlflow_client, out, settings
 from trendcast.errors import InputError
 
 drift_app = typer.Typer(help="Drift monitor: IC, PSI and Sharpe of served models; alerts.")
@@ -70,7 +70,7 @@ def drift_run(
 
     if backfill:
         start, end = date(backfill[0], "--backfill START"), date(backfill[1], "--backfill END")
-        for name, alias, version, written in job.backfill(start, end):
+        for name, alias, version, written in job.backfill(start, end, _skipped):
             out.print(f"{name}@{alias} (v{version}): {written:,} backfill predictions written")
         sources = drift.SOURCES if notify_backfill else ("live",)
         current = start
@@ -103,3 +103,7 @@ def dashboard(
         os.execve(command[0], command, config.child_env())
     part = launcher.up_dashboard(config)
     out.print(f"dashboard: {part.state}, {part.url} ({part.detail})", highlight=False)
+
+
+def _skipped(verdict) -> None:
+    err.print(f"[red]skipped:[/] {verdict.reason}", highlight=False)

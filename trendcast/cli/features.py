@@ -26,13 +26,12 @@ def features_build(
     config = settings()
     if runner == "python":
         from trendcast.db import get_engine
-        from trendcast.feature_pipeline import build
+        from trendcast.feature_pipeline import BuildFailed, build, summary_line
 
         summary = build(get_engine(config), full=full)
-        out.print(
-            f"derive_indicators: {summary['series']} series, {summary['rows_computed']:,} rows "
-            f"computed, {summary['rows_written']:,} written"
-        )
+        out.print(summary_line(summary), highlight=False, soft_wrap=True)
+        if summary["failed"]:
+            raise BuildFailed(summary)
         return
     if runner != "mage":
         raise TrendcastError(f"--runner {runner!r}: must be 'mage' or 'python'")

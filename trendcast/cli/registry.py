@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from trendcast.cli._common import app, fmt, gates, mlflow_client, out, settings
+from trendcast.cli._common import app, err, fmt, gates, mlflow_client, out, settings
 from trendcast.errors import InputError
 
 #: The columns `trendcast models` shows, as (header, logged metric).
@@ -25,10 +25,13 @@ MODEL_COLUMNS = (
 def models(
     name: str | None = typer.Argument(None, help="One registered model (default: all)."),
 ) -> None:
-    """Registered models: versions, aliases and key metrics."""
-    from trendcast import registry
+    """Registered models: versions, aliases and key metrics; an alias whose move is not on
+    record is marked "moved outside Trendcast" (the service refuses to serve it)."""
+    from trendcast import governance, registry
+    from trendcast.db import get_engine
 
     client = mlflow_client()
+    engine = get_engine(settings())
     names = [name] if name else sorted(m.name for m in client.search_registered_models())
     if not names:
         out.print("no registered models yet: run `trendcast train` (or `make demo`)")
@@ -37,16 +40,25 @@ def models(
     headers = ("model", "version", "aliases", *(h for h, _ in MODEL_COLUMNS), "sha256")
     for column in headers:
         table.add_column(column, justify="right" if column not in ("model", "aliases") else "left")
+    outside = []
     for model_name in names:
+        verdicts = governance.alias_verdicts(client, engine, model_name)
+        outside += [v for v in verdicts.values() if not v.audited]
         for v in registry.versions(client, model_name):
+            shown = [
+                a if a not in verdicts or verdicts[a].audited else f"{a} ({governance.OUTSIDE})"
+                for a in v.aliases
+            ]
             table.add_row(
                 model_name,
                 str(v.version),
-                ", ".join(v.aliases) or "-",
+                ", ".join(shown) or "-",
                 *(fmt(v.metrics.get(key)) for _, key in MODEL_COLUMNS),
                 (v.sha256 or "-")[:12],
             )
     out.print(table)
+    for verdict in outside:
+        err.print(f"[red]not served:[/] {verdict.reason}", highlight=False)
 
 
 @app.command()
@@ -95,16 +107,24 @@ def promote(
         None, "--gates", help="JSON gate file (defaults from the spec)."
     ),
     metric: str = typer.Option("sharpe", "--metric", "-m", help="What 'best' ranks on."),
-    force: bool = typer.Option(False, "--force", help="Move the alias even if a gate fails."),
+    force: bool = typer.Option(
+        False, "--force", help="Move the alias even if a gate fails (needs --reason)."
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why (required with --force); stored in the audit."
+    ),
 ) -> None:
     """Move ALIAS to VERSION if its logged metrics pass the gates; every move is audited."""
     from trendcast import registry
     from trendcast.db import get_engine
 
+    registry.checked_reason(reason, force)  # before any look-up: a forced move needs its why
     profile = gates(gates_file)
     client = mlflow_client()
     number = registry.resolve_version(client, name, version, metric, profile)
-    move = registry.promote(client, get_engine(settings()), name, number, alias, profile, force)
+    move = registry.promote(
+        client, get_engine(settings()), name, number, alias, profile, force, reason
+    )
     forced = " (FORCED past failing gates)" if move.forced else ""
     out.print(
         f"{name}@{alias}: {move.from_version or '-'} -> {move.to_version}{forced}", highlight=False
@@ -115,12 +135,13 @@ def promote(
 def rollback(
     name: str = typer.Argument(..., help="Registered model name."),
     alias: str = typer.Option("production", "--alias", "-a"),
+    reason: str | None = typer.Option(None, "--reason", help="Why; stored in the audit."),
 ) -> None:
     """Move ALIAS back to the version it held before the current one."""
     from trendcast import registry
     from trendcast.db import get_engine
 
-    move = registry.rollback(mlflow_client(), get_engine(settings()), name, alias)
+    move = registry.rollback(mlflow_client(), get_engine(settings()), name, alias, reason)
     out.print(
         f"{name}@{alias}: {move.from_version} -> {move.to_version} (rolled back)", highlight=False
     )
@@ -131,12 +152,13 @@ def alias_history(
     name: str = typer.Argument(..., help="Registered model name."),
     alias: str | None = typer.Option(None, "--alias", "-a"),
 ) -> None:
-    """Every recorded alias move of a model: who, when, from, to, forced, gates."""
+    """Every recorded alias move of a model: who, when, from, to, forced, reason, gates."""
     from trendcast.db import get_engine
     from trendcast.registry import history
 
     table = Table(title=f"alias moves of {name}", show_header=True)
-    for column in ("when", "alias", "action", "from", "to", "by", "forced", "failed gates"):
+    columns = ("when", "alias", "action", "from", "to", "by", "forced", "reason", "failed gates")
+    for column in columns:
         table.add_column(column)
     for row in history(get_engine(settings()), name, alias):
         failed = [g for g, r in (row["gate_results"] or {}).items() if not r["passed"]]
@@ -148,6 +170,7 @@ def alias_history(
             str(row["to_version"]),
             row["moved_by"],
             "yes" if row["forced"] else "no",
+            row.get("reason") or "-",
             ", ".join(failed) or "-",
         )
     out.print(table)

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from trendcast.config import Settings
+from trendcast.mlflow_auth import READER, identity_environment
 from trendcast.stack import processes
 
 NAME = "dashboard"
@@ -50,4 +51,9 @@ def probe(settings: Settings, timeout_s: float = 2.0) -> str | None:
 
 def start(settings: Settings) -> processes.ProcessRecord:
     # The home as an absolute path: the dashboard finds the embedded PostgreSQL through it.
-    return processes.spawn(settings.run_dir, NAME, command(settings), settings.as_env())
+    return processes.spawn(
+        settings.run_dir,
+        NAME,
+        command(settings),
+        {**settings.as_env(), **identity_environment(settings, READER)},
+    )

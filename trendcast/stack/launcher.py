@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trendcast import migrate
+from trendcast import migrate, runs
 from trendcast.config import Settings
 from trendcast.db import check_connection, database_url, ensure_database, masked
 from trendcast.errors import DatabaseUnavailable, TrendcastError
@@ -259,12 +259,13 @@ def _database_status(settings: Settings, detail: str = "") -> PartStatus:
         return PartStatus("postgres", "down", shown, detail=str(exc))
     revision = migrate.current_revision(url)
     schema = f"schema {revision}" if revision else "schema not migrated: run `trendcast db upgrade`"
+    ingestion = runs.ingestion_note(url) if revision else ""
     return PartStatus(
         "postgres",
         "external" if external else "up",
         masked(url),
         f"PostgreSQL {version}",
-        "; ".join(x for x in (detail, schema) if x),
+        "; ".join(x for x in (detail, schema, ingestion) if x),
     )
 
 

@@ -37,6 +37,9 @@ def run_pipeline(settings: Settings, full: bool = False, repo: Path = REPO) -> s
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     if result.returncode != 0:
+        failed = [line for line in lines if "series failed and were left unconsumed" in line]
+        if failed:  # some series built, some not: the per-series summary, not Mage's log
+            raise TrendcastError(failed[-1][failed[-1].index(f"{PIPELINE}:") :])
         tail = "\n".join(lines[-15:])
         raise TrendcastError(f"Mage pipeline {PIPELINE} failed:\n{tail}")
     summary = [line for line in lines if line.startswith(f"{PIPELINE}:")]

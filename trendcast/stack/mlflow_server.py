@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.engine import URL
 
+from trendcast import mlflow_auth
 from trendcast.config import Settings
 from trendcast.db import database_url, ensure_database
 from trendcast.stack import processes
@@ -40,6 +41,7 @@ def command(settings: Settings) -> list[str]:
         str(settings.mlflow_port),
         "--workers",
         str(settings.mlflow_workers),
+        *(["--app-name", "trendcast-auth"] if settings.mlflow_auth else []),
     ]
 
 
@@ -55,6 +57,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "MLFLOW_BACKEND_STORE_URI": database_url("mlflow", settings).render_as_string(
             hide_password=False
         ),
+        **(mlflow_auth.server_environment(settings) if settings.mlflow_auth else {}),
     }
 
 
@@ -88,11 +91,12 @@ def start(settings: Settings) -> processes.ProcessRecord:
 
 @contextmanager
 def throwaway(
-    server_url: URL, home: Path, timeout_s: float = 120.0
+    server_url: URL, home: Path, timeout_s: float = 120.0, auth: bool = False
 ) -> Iterator[tuple[str, processes.ProcessRecord]]:
     """A private MLflow tracking server on a free port, its backend store a new database on
     ``server_url``'s PostgreSQL and its artifacts under ``home``; stopped and dropped after.
-    For tests and benchmarks; yields the URL and the process record."""
+    For tests and benchmarks; yields the URL and the process record. ``auth``: with the
+    trendcast-auth app and the standard users (passwords under ``home/mlflow-auth``)."""
     import socket
     import time
     import uuid
@@ -109,6 +113,7 @@ def throwaway(
         mlflow_port=port,
         database_url=server_url.render_as_string(hide_password=False),
         mlflow_database_url=store.render_as_string(hide_password=False),
+        mlflow_auth=auth,
     )
     record = processes.spawn(settings.run_dir, NAME, command(settings), environment(settings))
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 
 from trendcast.config import Settings
+from trendcast.mlflow_auth import READER, identity_environment
 from trendcast.stack import processes
 
 NAME = "serving"
@@ -44,4 +45,9 @@ def probe(settings: Settings, timeout_s: float = 2.0) -> dict | None:
 
 def start(settings: Settings) -> processes.ProcessRecord:
     # The service runs from the repository; its settings must still find this home.
-    return processes.spawn(settings.run_dir, NAME, command(settings), env=settings.as_env())
+    return processes.spawn(
+        settings.run_dir,
+        NAME,
+        command(settings),
+        env={**settings.as_env(), **identity_environment(settings, READER)},
+    )

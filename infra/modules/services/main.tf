@@ -46,18 +46,40 @@ locals {
   # or a whole secret), and the secrets each app's execution role may read to do it. The
   # dashboard connects as a login role in trendcast_reader (SELECT only) through
   # TRENDCAST_DASHBOARD_DATABASE_URL.
+  # MLflow runs with authentication (the trendcast-auth app): the admin, the CSRF key and the
+  # promotion identity from the mlflow/admin secret (MLflow's task only); the read-only identity
+  # the service and the dashboard use from mlflow/reader.
   app_secrets = {
-    mlflow = { MLFLOW_BACKEND_STORE_URI = "${var.database_secret_arn}:mlflow_url::" }
-    service = {
-      TRENDCAST_DATABASE_URL = "${var.database_secret_arn}:url::"
-      TRENDCAST_API_TOKEN    = aws_secretsmanager_secret.api_token.arn
+    mlflow = {
+      MLFLOW_BACKEND_STORE_URI           = "${var.database_secret_arn}:mlflow_url::"
+      MLFLOW_AUTH_ADMIN_PASSWORD         = "${aws_secretsmanager_secret.mlflow_admin.arn}:admin_password::"
+      MLFLOW_FLASK_SERVER_SECRET_KEY     = "${aws_secretsmanager_secret.mlflow_admin.arn}:flask_secret_key::"
+      TRENDCAST_MLFLOW_PROMOTER_PASSWORD = "${aws_secretsmanager_secret.mlflow_promoter.arn}:password::"
+      TRENDCAST_MLFLOW_READER_PASSWORD   = "${aws_secretsmanager_secret.mlflow_reader.arn}:password::"
     }
-    dashboard = { TRENDCAST_DASHBOARD_DATABASE_URL = "${var.database_readonly_secret_arn}:url::" }
+    service = {
+      TRENDCAST_DATABASE_URL    = "${var.database_secret_arn}:url::"
+      TRENDCAST_API_TOKEN       = aws_secretsmanager_secret.api_token.arn
+      TRENDCAST_MLFLOW_PASSWORD = "${aws_secretsmanager_secret.mlflow_reader.arn}:password::"
+    }
+    dashboard = {
+      TRENDCAST_DASHBOARD_DATABASE_URL = "${var.database_readonly_secret_arn}:url::"
+      TRENDCAST_MLFLOW_PASSWORD        = "${aws_secretsmanager_secret.mlflow_reader.arn}:password::"
+    }
   }
   app_secret_arns = {
-    mlflow    = [var.database_secret_arn]
-    service   = [var.database_secret_arn, aws_secretsmanager_secret.api_token.arn]
-    dashboard = [var.database_readonly_secret_arn]
+    mlflow = [
+      var.database_secret_arn,
+      aws_secretsmanager_secret.mlflow_admin.arn,
+      aws_secretsmanager_secret.mlflow_promoter.arn,
+      aws_secretsmanager_secret.mlflow_reader.arn,
+    ]
+    service = [
+      var.database_secret_arn,
+      aws_secretsmanager_secret.api_token.arn,
+      aws_secretsmanager_secret.mlflow_reader.arn,
+    ]
+    dashboard = [var.database_readonly_secret_arn, aws_secretsmanager_secret.mlflow_reader.arn]
   }
 
   app_environment = {
@@ -68,10 +90,12 @@ locals {
       TRENDCAST_MLFLOW_TRACKING_URI = local.mlflow_internal_url
       TRENDCAST_DATABASE_SECRET_ARN = var.database_secret_arn
       TRENDCAST_MODEL_NAME          = var.model_name
+      TRENDCAST_MLFLOW_USERNAME     = "trendcast-reader"
     }
     dashboard = {
       TRENDCAST_MLFLOW_TRACKING_URI = local.mlflow_internal_url
       TRENDCAST_DATABASE_SECRET_ARN = var.database_readonly_secret_arn
+      TRENDCAST_MLFLOW_USERNAME     = "trendcast-reader"
     }
   }
 
@@ -97,7 +121,8 @@ locals {
 
   app_command = {
     mlflow = [
-      "mlflow", "server", "--host", "0.0.0.0", "--port", "5000", "--workers", "1",
+      "mlflow", "server", "--app-name", "trendcast-auth",
+      "--host", "0.0.0.0", "--port", "5000", "--workers", "1",
       "--artifacts-destination", "s3://${var.artifact_bucket_name}/",
       "--allowed-hosts", "${aws_lb.main.dns_name},${aws_lb.main.dns_name}:5000,mlflow.${local.namespace},mlflow.${local.namespace}:5000",
     ]
@@ -124,6 +149,65 @@ resource "aws_secretsmanager_secret" "api_token" {
 resource "aws_secretsmanager_secret_version" "api_token" {
   secret_id     = aws_secretsmanager_secret.api_token.id
   secret_string = random_password.api_token.result
+}
+
+# MLflow's own authentication (trendcast/mlflow_auth.py): the admin created from this secret
+# when the user tables are new, the static CSRF key every worker shares, and two identities:
+# trendcast-promoter (the only one that may set aliases; CI and engineers promote as it, see
+# output mlflow_promoter_secret_arn) and trendcast-reader (the service and the dashboard).
+resource "random_password" "mlflow" {
+  for_each = toset(["admin", "flask_secret_key", "promoter", "reader"])
+  length   = 40
+  special  = false
+}
+
+resource "aws_secretsmanager_secret" "mlflow_admin" {
+  #checkov:skip=CKV2_AWS_57:Bootstrap-only admin password and CSRF key; rotate with terraform apply -replace=module.services.random_password.mlflow["admin"], then a new MLflow deployment and the update-password API.
+  name                    = "${var.name}/mlflow/admin"
+  description             = "MLflow admin password and CSRF key (MLflow task only)"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = local.is_prod ? 30 : 7
+}
+
+resource "aws_secretsmanager_secret_version" "mlflow_admin" {
+  secret_id = aws_secretsmanager_secret.mlflow_admin.id
+  secret_string = jsonencode({
+    username         = "admin"
+    admin_password   = random_password.mlflow["admin"].result
+    flask_secret_key = random_password.mlflow["flask_secret_key"].result
+  })
+}
+
+resource "aws_secretsmanager_secret" "mlflow_promoter" {
+  #checkov:skip=CKV2_AWS_57:Static MLflow identity; rotate with terraform apply -replace=module.services.random_password.mlflow["promoter"] and the update-password API.
+  name                    = "${var.name}/mlflow/promoter"
+  description             = "MLflow identity trendcast-promoter: the only one that may move aliases"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = local.is_prod ? 30 : 7
+}
+
+resource "aws_secretsmanager_secret_version" "mlflow_promoter" {
+  secret_id = aws_secretsmanager_secret.mlflow_promoter.id
+  secret_string = jsonencode({
+    username = "trendcast-promoter"
+    password = random_password.mlflow["promoter"].result
+  })
+}
+
+resource "aws_secretsmanager_secret" "mlflow_reader" {
+  #checkov:skip=CKV2_AWS_57:Static MLflow identity; rotate with terraform apply -replace=module.services.random_password.mlflow["reader"] and the update-password API.
+  name                    = "${var.name}/mlflow/reader"
+  description             = "MLflow identity trendcast-reader (read only): the service and the dashboard"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = local.is_prod ? 30 : 7
+}
+
+resource "aws_secretsmanager_secret_version" "mlflow_reader" {
+  secret_id = aws_secretsmanager_secret.mlflow_reader.id
+  secret_string = jsonencode({
+    username = "trendcast-reader"
+    password = random_password.mlflow["reader"].result
+  })
 }
 
 resource "aws_ecs_cluster" "main" {

@@ -37,3 +37,8 @@ output "service_api_token_secret_arn" {
   description = "Secret holding the service's bearer token (TRENDCAST_API_TOKEN)."
   value       = aws_secretsmanager_secret.api_token.arn
 }
+
+output "mlflow_promoter_secret_arn" {
+  description = "Secret with the MLflow promotion identity (trendcast-promoter), the only user that may move aliases: CI reads it into TRENDCAST_MLFLOW_USERNAME / TRENDCAST_MLFLOW_PASSWORD."
+  value       = aws_secretsmanager_secret.mlflow_promoter.arn
+}

@@ -163,7 +163,7 @@ variable "database_readonly_secret_arn" {
 
 variable "mlflow_image" {
   type        = string
-  description = "Image of the MLflow tracking server (mlflow with psycopg2 and boto3)."
+  description = "Image of the MLflow tracking server: mlflow[auth], psycopg2 and boto3 plus the trendcast core package (its trendcast-auth app)."
   validation {
     condition     = length(var.mlflow_image) > 0
     error_message = "Give an image."
