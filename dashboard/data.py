@@ -46,6 +46,14 @@ def engine() -> Engine:
     return reader_engine()
 
 
+@st.cache_data(ttl=300)
+def periods_per_year(symbol: str, interval: str) -> float:
+    """Bars per year of the instrument's calendar: the Sharpe annualisation everywhere."""
+    from trendcast.instruments import get_instrument
+
+    return get_instrument(engine(), symbol, warn=False).periods_per_year(interval)
+
+
 def query(sql: str, **params: Any) -> pd.DataFrame:
     with engine().connect() as conn:
         return pd.read_sql(sa.text(sql), conn, params=params)
@@ -163,7 +171,11 @@ def backtest_runs() -> pd.DataFrame:
                     "buy_and_hold": m.get("backtest_benchmark_cumulative_return"),
                     "sharpe": m.get("backtest_sharpe"),
                     "max_drawdown": m.get("backtest_max_drawdown"),
-                    "trades": m.get("backtest_trades"),
+                    "trades": None
+                    if m.get("backtest_trades") is None
+                    else int(m["backtest_trades"]),
+                    "costs": p.get("cost_profile", ""),
+                    "bars_per_year": m.get("backtest_periods_per_year"),
                     "started": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
                 }
             )

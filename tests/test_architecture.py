@@ -296,7 +296,7 @@ ONE_DEFINITION = {
     "the performance gates": ("class Gates", "trendcast/gates.py"),
     "the default served model": ('"EURUSD_1h_h4"', "trendcast/config.py"),
     "the reference artefact": ('"reference/', "trendcast/artifacts.py"),
-    "backtest metric logging": ('f"backtest_{k}"', "trendcast/recorder.py"),
+    "backtest metric logging": ('f"{prefix}_{k}"', "trendcast/recorder.py"),
 }
 
 

@@ -130,7 +130,7 @@ def test_stop_loss_exits_at_the_stop_price():
             "close": [100.0, 99.5, 95.0, 96.0, 96.0],
         }
     )
-    strategy = ModelThreshold(threshold=0.0, stop_loss=0.03)
+    strategy = ModelThreshold(threshold=0.0, stop_loss=0.03, trust_predictions=True)
     frame["prediction"] = 1.0
     result = bt.run(frame, strategy, bt.Costs(fee=0.0))
     trade = result.trades.iloc[0]
@@ -152,7 +152,11 @@ def test_short_positions_profit_from_falls():
             "prediction": [-1.0, -1.0, -1.0],
         }
     )
-    result = bt.run(frame, ModelThreshold(threshold=0.0, allow_short=True), bt.Costs(fee=0.0))
+    result = bt.run(
+        frame,
+        ModelThreshold(threshold=0.0, allow_short=True, trust_predictions=True),
+        bt.Costs(fee=0.0),
+    )
     assert result.equity[-1] == pytest.approx(11_000.0)
 
 
@@ -184,3 +188,36 @@ def test_strategies_save_load_and_reject_bad_parameters(tmp_path):
         SmaCrossover(fast=30, slow=10)
     with pytest.raises(InputError, match="unknown; known"):
         make_strategy("martingale")
+
+
+def test_fractional_targets_rebalance_like_vectorbt(eurusd):
+    """A same-side change of weight (0.3 -> 0.8 -> 0.5) is rebalanced at the next open, as
+    vectorbt's target-percent orders do, with fees and slippage on the traded difference."""
+    rng = np.random.default_rng(4)
+    n = len(eurusd)
+    levels = np.array([0.0, 0.3, 0.5, 0.8, 1.0])
+    target = levels[rng.integers(0, len(levels), n // 24 + 1)].repeat(24)[:n]
+
+    class Fractions(Strategy):
+        name = "fractions"
+
+        def signals(self, frame):
+            return target[: len(frame)]
+
+    fee, slip = 0.0005, 0.0001
+    ours = bt.run(eurusd, Fractions(), bt.Costs(fee=fee, slippage=slip)).equity
+    wanted = np.concatenate(([0.0], target[:-1]))  # decided at close t, filled at open t+1
+    changed = np.concatenate(([False], wanted[1:] != wanted[:-1]))
+    size = np.where(changed, wanted, np.nan)
+    theirs = vbt.Portfolio.from_orders(
+        eurusd["close"],
+        size=size,
+        size_type="targetpercent",
+        price=eurusd["open"],
+        fees=fee,
+        slippage=slip,
+        init_cash=10_000.0,
+        freq="1h",
+    ).value()
+    assert np.max(np.abs(ours / theirs.to_numpy() - 1)) < 1e-9
+    assert (np.diff(bt.run(eurusd, Fractions(), bt.Costs()).position) != 0).sum() > 100

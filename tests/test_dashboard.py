@@ -5,9 +5,11 @@ tests/artifacts/)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -211,6 +213,58 @@ def test_each_page_renders_demo_data(demo, path):
     assert not at.warning, [w.value for w in at.warning]
 
 
+def test_backtests_table_shows_trades_and_costs_for_every_run(demo):
+    at = _apptest("backtests.py")
+    table = at.dataframe[0].value
+    assert table["trades"].notna().all(), table  # never None beside a report that says 24
+    assert (table["costs"] == "fx").any()
+    chosen = table.iloc[0]
+    trades = next(m for m in at.metric if m.label == "Trades")
+    assert trades.value == f"{int(chosen['trades']):,}"
+
+
+def test_performance_page_says_when_live_predictions_have_no_outcome_yet(demo):
+    """Live predictions of the last bar (its outcome is not known yet) next to the backfill:
+    the page says there is nothing to score yet and which command makes some, instead of nan,
+    and the alias choice starts at production even when a challenger sorts first."""
+    engine, name = demo["engine"], demo["name"]
+    with engine.connect() as conn:
+        last = conn.execute(
+            sa.text("SELECT max(event_time) FROM serving.predictions WHERE model_name = :n"),
+            {"n": name},
+        ).scalar_one()
+    rows = [
+        {"rid": str(uuid.uuid4()), "t": last, "alias": alias, "v": 1}
+        for alias in ("production", "challenger")
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO serving.predictions (request_id, predicted_at, symbol, interval, "
+                "event_time, model_name, model_version, alias, source, inputs, prediction) "
+                "VALUES (:rid, now(), 'EURUSD', '1h', :t, :n, :v, :alias, 'live', "
+                "CAST('{}' AS jsonb), 0.001)"
+            ),
+            [{**r, "n": name} for r in rows],
+        )
+    try:
+        at = _apptest("performance.py")
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.selectbox[2].value == "production"  # preselected, though challenger sorts first
+        shown = {m.label: m.value for m in at.metric}
+        assert shown["MSE (live)"] == "none yet" and shown["IC (live)"] == "none yet"
+        assert shown["IC (backfill)"] not in ("nan", "none yet")
+        captions = " ".join(c.value for c in at.caption)
+        assert "No live prediction has a realised outcome yet" in captions
+        assert "trendcast predict --symbols SYMBOL" in captions
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("DELETE FROM serving.predictions WHERE request_id = ANY(:r)"),
+                {"r": [r["rid"] for r in rows]},
+            )
+
+
 def test_performance_page_switches_model_choice(demo):
     at = _apptest("performance.py")
     at.radio[0].set_value("version").run()
@@ -219,6 +273,59 @@ def test_performance_page_switches_model_choice(demo):
     at.radio[0].set_value("algorithm").run()
     assert not at.exception
     assert at.selectbox[2].value == "xgboost"
+
+
+def _a_real_number(demo, path: str) -> str:
+    """One figure each page must show, computed here from the database (or MLflow)."""
+    engine = demo["engine"]
+    with engine.connect() as conn:
+        if path == "":
+            last = conn.execute(
+                sa.text("SELECT max(event_time) FROM serving.predictions WHERE model_name = :n"),
+                {"n": demo["name"]},
+            ).scalar_one()
+            first = conn.execute(
+                sa.text("SELECT min(event_time) FROM serving.predictions WHERE model_name = :n"),
+                {"n": demo["name"]},
+            ).scalar_one()
+            start = max(first, last - dt.timedelta(days=30)).date()
+            count = conn.execute(
+                sa.text(
+                    "SELECT count(DISTINCT (source, event_time)) FROM serving.predictions "
+                    "WHERE model_name = :n AND event_time >= :t AND alias = 'production'"
+                ),
+                {"n": demo["name"], "t": dt.datetime.combine(start, dt.time(), dt.UTC)},
+            ).scalar_one()
+            return f"{count:,} predictions of {demo['name']}"
+        if path == "drift":
+            count = conn.execute(
+                sa.text("SELECT count(*) FROM monitoring.alerts WHERE status = 'open'")
+            ).scalar_one()
+            return f"Open alerts ({min(count, 500)})"
+        if path == "registry":
+            (reason,) = conn.execute(
+                sa.text("SELECT reason FROM registry.alias_events WHERE model_name = :n"),
+                {"n": demo["name"]},
+            ).one()
+            return reason
+        if path == "data_health":
+            count = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM (SELECT DISTINCT symbol, interval FROM market.bars) s"
+                )
+            ).scalar_one()
+            return f"Series\n\n{count}\n"
+    client = MlflowClient(os.environ["TRENDCAST_MLFLOW_TRACKING_URI"])
+    runs = [  # the newest run with a backtest report, which the page selects first
+        run
+        for name in ("backtests", "training")
+        if (experiment := client.get_experiment_by_name(name)) is not None
+        for run in client.search_runs([experiment.experiment_id], max_results=500)
+        if "backtest_sharpe" in run.data.metrics
+    ]
+    newest = max(runs, key=lambda r: r.info.start_time)
+    trades = int(newest.data.metrics["backtest_trades"])
+    return f"Trades\n\n{trades:,}\n"
 
 
 def test_every_page_in_a_real_browser(demo):
@@ -278,6 +385,9 @@ def test_every_page_in_a_real_browser(demo):
                     print(f"screenshot: {shot}")
                     assert page.locator("[data-testid='stException']").count() == 0, path
                     assert page.locator(".js-plotly-plot .main-svg").count() >= charts, path
+                    shown = page.locator("[data-testid='stMain']").inner_text()
+                    expected = _a_real_number(demo, path)
+                    assert expected in shown, (path, expected)
             finally:
                 browser.close()
     finally:

@@ -137,9 +137,24 @@ def test_sharpe_of_the_threshold_strategy_matches_hand_computation(engine, score
     position = np.where(window["predicted"], window["prediction"] > 0.0, False).astype(float)
     close = window["close"].to_numpy()
     r = position[:-1] * (close[1:] / close[:-1] - 1)
-    expected = r.mean() / r.std(ddof=1) * math.sqrt(365 * 24)
+    # TST is not in the instrument registry: a 24/7 market, 365.25 x 24 bars a year
+    expected = r.mean() / r.std(ddof=1) * math.sqrt(365.25 * 24)
     assert rows[("sharpe_5d", "")]["value"] == pytest.approx(expected, rel=1e-10)
     assert rows[("sharpe_5d", "")]["n"] == len(r)
+    # registered as FX, the same returns annualise with the FX week's bars
+    from trendcast.calendars import get_calendar
+    from trendcast.instruments import set_instrument
+
+    set_instrument(engine, SYMBOL, "fx")
+    try:
+        fx = _by_metric(drift.compute_day(engine, _info(), "live", dt.date(2024, 1, 4)))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM market.instruments WHERE symbol = :s"), {"s": SYMBOL})
+    ppy = get_calendar("FX").periods_per_year("1h")
+    assert fx[("sharpe_5d", "")]["value"] == pytest.approx(
+        r.mean() / r.std(ddof=1) * math.sqrt(ppy), rel=1e-10
+    )
     assert rows[("sharpe_20d", "")]["value"] == pytest.approx(expected, rel=1e-10)
 
 

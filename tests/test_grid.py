@@ -31,7 +31,7 @@ GRID = {
     "metric": "ic",
     "periods": [
         {"name": "q1", "start": "2017-06-01", "end": "2017-09-01"},
-        {"name": "q2", "start": "2017-09-01", "end": "2017-12-31"},
+        {"name": "q2", "start": "2017-09-01", "end": "2017-11-01"},
     ],
     "params": {"max_depth": [2, 3], "n_estimators": [25]},
     "final": {"name": "h2", "start": "2017-06-01", "end": "2017-12-31"},
@@ -80,7 +80,7 @@ def test_grid_expands_every_combination_and_spans_the_periods(tmp_path):
         {"learning_rate": 0.3, "max_depth": 3},
     ]
     final = spec.final_period()
-    assert (final.start.month, final.end.month) == (6, 12)
+    assert (final.start.month, final.end.month) == (6, 11)
     assert spec.name == "EURUSD_1h_h4"
 
 
@@ -138,7 +138,7 @@ def test_grid_runs_nested_ranks_and_registers_the_best(eurusd, env, mlflow_url, 
     (parent_id,) = _parents(client) - before
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["grid_status"] == "finished"
-    assert parent.data.tags["grid_metric"] == "test_ic"
+    assert parent.data.tags["grid_metric"] == "validation_ic"  # never the test split
     children = _grid_children(client, parent_id)
     candidates = [c for c in children if "grid_period" in c.data.tags]
     assert sorted((c.data.params["max_depth"], c.data.tags["grid_period"]) for c in candidates) == [
@@ -147,20 +147,34 @@ def test_grid_runs_nested_ranks_and_registers_the_best(eurusd, env, mlflow_url, 
         ("3", "q1"),
         ("3", "q2"),
     ]
-    assert all("test_ic" in c.data.metrics and c.info.status == "FINISHED" for c in candidates)
+    assert all(
+        "validation_ic" in c.data.metrics and c.info.status == "FINISHED" for c in candidates
+    )
     table = json.loads(Path(client.download_artifacts(parent_id, "grid/ranking.json")).read_text())
     ranking = pd.DataFrame(table["data"], columns=table["columns"])
     best = ranking.sort_values("rank").iloc[0]
     means = {
-        d: sum(c.data.metrics["test_ic"] for c in candidates if c.data.params["max_depth"] == d) / 2
+        d: sum(
+            c.data.metrics["validation_ic"] for c in candidates if c.data.params["max_depth"] == d
+        )
+        / 2
         for d in ("2", "3")
     }
     assert str(int(best["max_depth"])) == max(means, key=means.get)
-    assert parent.data.metrics["best_test_ic"] == pytest.approx(max(means.values()))
+    assert parent.data.metrics["best_validation_ic"] == pytest.approx(max(means.values()))
+    assert parent.data.metrics["n_trials"] == 4
     (registered,) = [c for c in children if c.data.tags.get("grid_rank") == "1"]
     assert registered.data.params["max_depth"] == str(int(best["max_depth"]))
     (model_version,) = client.search_model_versions(f"name = '{name}'")
     assert model_version.run_id == registered.info.run_id
+    # sealed: everything the selection saw ends before the registered model's test window
+    sealed = registered.data.metrics
+    assert sealed["n_trials"] == 4
+    assert sealed["selection_end_ts"] < sealed["test_start_ts"]
+    assert registered.data.tags["selection_end"] < registered.data.tags["test_start"]
+    assert 0 <= sealed["backtest_dsr"] <= 1
+    assert registered.data.params["cost_profile"] == "fx"
+    assert 6_150 < sealed["backtest_periods_per_year"] < 6_300  # the FX week, not 24/7
     assert model_version.tags["sha256"] == registered.data.tags["sha256"]
     assert f"rank 1: {name} version 1" in result.stdout
 
@@ -172,7 +186,14 @@ def test_ctrl_c_keeps_finished_runs_and_marks_the_grid(eurusd, env, mlflow_url, 
     grid = write_grid(
         tmp_path,
         model_name=f"EURUSD_interrupted_{os.getpid()}",
-        params={"max_depth": [2, 3, 4, 5, 6], "n_estimators": [25]},
+        # slow learners (400 rounds at 0.01): a grid long enough that the poll below, starved
+        # of CPU on a loaded machine, still catches it mid-way
+        params={
+            "max_depth": [2, 3, 4, 5, 6],
+            "n_estimators": [400],
+            "learning_rate": [0.01],
+            "early_stopping_rounds": [400],
+        },
     )
     exe = Path(sys.executable).with_name("trendcast")
     process = subprocess.Popen(
@@ -226,3 +247,26 @@ def test_a_period_without_features_is_refused_before_any_run(eurusd, env, mlflow
     assert "EURUSD 1h between 2017-01-01T00:00:00" in result.stderr
     assert "too few to train on" in result.stderr
     assert _parents(client) == before  # nothing logged for a grid that cannot run
+
+
+@pytest.mark.slow
+def test_a_period_reaching_the_final_test_window_is_refused(eurusd, env, mlflow_url, tmp_path):
+    """Model selection must never see the window the gates read: a grid whose period overlaps
+    the final model's test split is refused before anything runs, naming the period."""
+    client = MlflowClient(mlflow_url, registry_uri=mlflow_url)
+    before = _parents(client)
+    leaky = write_grid(
+        tmp_path,
+        periods=[
+            {"name": "q1", "start": "2017-06-01", "end": "2017-09-01"},
+            {"name": "late", "start": "2017-09-01", "end": "2017-12-31"},
+        ],
+    )
+    result = run_cli(
+        "train", "--grid", str(leaky), env={**env, "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url}
+    )
+    assert result.returncode == 1
+    assert "periods.late: its data (labels included) runs to" in result.stderr
+    assert "into the test window of the registered model (h2 is tested from" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _parents(client) == before

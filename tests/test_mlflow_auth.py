@@ -45,6 +45,9 @@ def test_only_the_promotion_identity_moves_an_alias(server, engine, monkeypatch)
         "backtest_cumulative_return": 0.3,
         "backtest_benchmark_cumulative_return": 0.1,
         "test_ic": 0.05,
+        "backtest_dsr": 0.97,
+        "selection_end_ts": 1_500_000_000.0,
+        "test_start_ts": 1_500_003_600.0,
     }.items():
         client.log_metric(run.info.run_id, key, value)  # fmt: skip
     client.create_registered_model(NAME)

@@ -28,6 +28,9 @@ PASSING = {
     "backtest_cumulative_return": 0.30,
     "backtest_benchmark_cumulative_return": 0.10,
     "test_ic": 0.05,
+    "backtest_dsr": 0.97,
+    "selection_end_ts": 1_500_000_000.0,
+    "test_start_ts": 1_500_003_600.0,
 }
 
 
@@ -95,6 +98,7 @@ def test_promote_refuse_force_and_roll_back_are_audited(client, engine, name, mo
     assert {e["moved_by"] for e in events} == {"alice"}
     assert [e["reason"] for e in events] == [None, "hotfix INC-7", None]
     assert events[1]["gate_results"]["backtest sharpe >= 1.0"]["passed"] is False
+    assert [e["reason"] for e in events] == [None, "hotfix INC-7", None]
     with pytest.raises(InputError, match="no earlier version"):
         rollback(client, engine, name, "production")
 
@@ -119,6 +123,9 @@ def test_cli_promote_rollback_and_gate_file(client, engine, env, mlflow_url, nam
     assert f"{name}@production: - -> {loose}" in moved.stdout
     listed = run_cli("alias-history", name, env=cli_env)
     assert "promote" in listed.stdout
+    unexplained = run_cli("promote", name, "-v", str(loose), "--force", env=cli_env)
+    assert unexplained.returncode == 1
+    assert "--reason: required with --force" in unexplained.stderr
     bad_gates = tmp_path / "bad.json"
     bad_gates.write_text(json.dumps({"min_sharp": 1}))
     wrong = run_cli("promote", name, "-v", str(loose), "--gates", str(bad_gates), env=cli_env)
@@ -137,6 +144,8 @@ def test_gates_defaults_match_the_spec():
         "backtest max drawdown <= 30%",
         "test IC > 0.02",
         "beats buy-and-hold",
+        "backtest deflated sharpe >= 0.95",
+        "test window after selection",
     }
 
 
@@ -170,6 +179,51 @@ def test_best_ranks_versions_and_promote_takes_the_best_passing(
     rows = {line.split("│")[2].strip(): line for line in listed.stdout.splitlines() if name in line}
     assert "production" in rows[str(strong)] and "challenger" in rows[str(decent)]
     assert "2.5" in rows[str(strong)] and "-" in rows[str(failing)].split("│")[3]
+
+
+@pytest.mark.parametrize("fails_at", ["insert", "commit"])
+def test_an_alias_never_moves_without_its_audit_row(client, engine, name, fails_at):
+    """The audit row and the alias move are one unit: when the row cannot be written (at the
+    insert, or at the commit after the alias already moved) the alias stays or is put back."""
+    first = register(client, name, PASSING)
+    second = register(client, name, PASSING)
+    promote(client, engine, name, first, "production")
+    if fails_at == "insert":
+        ddl = (
+            "ALTER TABLE registry.alias_events ADD CONSTRAINT audit_down "
+            "CHECK (model_name <> '{name}') NOT VALID"
+        )
+        undo = "ALTER TABLE registry.alias_events DROP CONSTRAINT audit_down"
+    else:  # a deferred trigger fails the transaction at COMMIT, after the alias moved
+        ddl = (
+            "CREATE FUNCTION registry.audit_down() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'audit store down'; END $$; "
+            "CREATE CONSTRAINT TRIGGER audit_down AFTER INSERT ON registry.alias_events "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+            "WHEN (NEW.model_name = '{name}') EXECUTE FUNCTION registry.audit_down()"
+        )
+        undo = (
+            "DROP TRIGGER audit_down ON registry.alias_events; DROP FUNCTION registry.audit_down()"
+        )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(ddl.format(name=name))
+    try:
+        with pytest.raises(sa.exc.DBAPIError):
+            promote(client, engine, name, second, "production")
+        with pytest.raises(sa.exc.DBAPIError):
+            promote(client, engine, name, second, "challenger")
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(undo)
+    assert client.get_model_version_by_alias(name, "production").version == str(first)
+    assert registry_alias_missing(client, name, "challenger")
+    assert [(e["alias"], e["to_version"]) for e in history(engine, name)] == [("production", first)]
+
+
+def registry_alias_missing(client: MlflowClient, name: str, alias: str) -> bool:
+    from trendcast.registry import alias_version
+
+    return alias_version(client, name, alias) is None
 
 
 def test_forced_moves_carry_a_reason_and_outside_moves_are_marked(

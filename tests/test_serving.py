@@ -407,7 +407,11 @@ def test_an_alias_moved_outside_trendcast_is_not_served(stack):
 
     # Through the gates (a profile this tiny model passes), the same version becomes servable.
     lenient = Gates(
-        min_backtest_sharpe=-1e9, max_backtest_drawdown=1.0, beat_buy_and_hold=False, min_test_ic=-1
+        min_backtest_sharpe=-1e9,
+        max_backtest_drawdown=1.0,
+        beat_buy_and_hold=False,
+        min_test_ic=-1,
+        min_backtest_dsr=0.0,
     )
     promote(stack.client, stack.engine, NAME, rogue.version, "production", lenient)
     stack.wait_for_version(rogue.version)

@@ -21,6 +21,7 @@ from conftest import run_cli
 
 from trendcast import migrate
 from trendcast.db import drop_database
+from trendcast.registry import Gates
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,8 +141,8 @@ def test_demo_path_up_load_status_down(stack_env):
     metrics = {m["key"] for m in logged[0]["data"]["metrics"]}
     assert {"backtest_sharpe", "backtest_max_drawdown", "backtest_cumulative_return"} <= metrics
 
-    # The demo's grid (fewer trees), then promotion: the default gates refuse and name the
-    # failing gates; the demo's looser profile promotes the best and the runner-up.
+    # The demo's grid (fewer trees), then promotion: the default gates refuse with exit 1 and
+    # name every gate that fails; the demo then forces the move with a reason, audited.
     grid = yaml.safe_load((REPO / "training/grids/demo.yaml").read_text())
     grid["params"]["n_estimators"] = [30]
     grid_file = home.parent / "grid.yaml"
@@ -150,25 +151,21 @@ def test_demo_path_up_load_status_down(stack_env):
     assert trained.returncode == 0, trained.stderr + trained.stdout
     assert "rank 1: EURUSD_1h_h4 version 1" in trained.stdout
     assert "rank 2: EURUSD_1h_h4 version 2" in trained.stdout
+    described = json.loads(run_cli("models", "EURUSD_1h_h4", "--json", env=env).stdout)
+    first = next(v for v in described if v["version"] == 1)
+    assert first["n_trials"] == 8 and first["selection_end"] < first["test_start"]
+    assert first["cost_profile"] == "fx" and 6_150 < first["periods_per_year"] < 6_300
+    failing = [g for g, r in Gates().evaluate(first["metrics"]).items() if not r["passed"]]
+    assert failing, "the demo model passes the default gates: update the README and the demo"
     gated = run_cli("promote", "EURUSD_1h_h4", "--version", "1", env=env)
-    assert gated.returncode in (0, 1)
-    if gated.returncode == 1:
-        assert "not promoted to 'production': failed" in gated.stderr
-    demo_gates = str(REPO / "training/gates/demo.json")
-    best = run_cli("promote", "EURUSD_1h_h4", "-v", "best", "--gates", demo_gates, env=env)
+    assert gated.returncode == 1, gated.stdout
+    assert "not promoted to 'production': failed" in gated.stderr
+    assert all(g in gated.stderr for g in failing), (failing, gated.stderr)
+    reason = ["--force", "--reason", "demo data"]
+    best = run_cli("promote", "EURUSD_1h_h4", "-v", "1", *reason, env=env)
     assert best.returncode == 0, best.stderr
-    assert "differs from the defaults" in best.stderr  # the demo says its gates are looser
-    runner_up = run_cli(
-        "promote",
-        "EURUSD_1h_h4",
-        "-v",
-        "best:2",
-        "-a",
-        "challenger",
-        "--gates",
-        demo_gates,
-        env=env,
-    )
+    assert "FORCED past failing gates" in best.stdout
+    runner_up = run_cli("promote", "EURUSD_1h_h4", "-v", "2", "-a", "challenger", *reason, env=env)
     assert runner_up.returncode == 0, runner_up.stderr
     listed = run_cli("models", env=env).stdout
     aliases = {
@@ -178,7 +175,7 @@ def test_demo_path_up_load_status_down(stack_env):
     }
     assert sorted(a.strip() for a in aliases.values()) == ["challenger", "production"]
     audit = run_cli("alias-history", "EURUSD_1h_h4", env=env)
-    assert "promote" in audit.stdout
+    assert "promote" in audit.stdout and "demo data" in audit.stdout
 
     # Serving: the production version answers both endpoints; promoting the challenger swaps it.
     served = run_cli("up", "--with", "serving", env=env)
@@ -189,7 +186,7 @@ def test_demo_path_up_load_status_down(stack_env):
     assert "(EURUSD_1h_h4 version 1, production)" in latest.stdout
     example = run_cli("predict", "--example", env=env)
     assert "3 row(s):" in example.stdout and "version 1)" in example.stdout, example.stderr
-    swap = run_cli("promote", "EURUSD_1h_h4", "-v", "best:2", "--gates", demo_gates, env=env)
+    swap = run_cli("promote", "EURUSD_1h_h4", "-v", "2", *reason, env=env)
     assert "EURUSD_1h_h4@production: 1 -> 2" in swap.stdout, swap.stderr
     waited = run_cli("predict", "--wait-for-alias", "production", "-s", "EURUSD", env=env)
     assert waited.returncode == 0, waited.stderr

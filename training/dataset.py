@@ -30,6 +30,21 @@ class Dataset:
     def part(self, split: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == split]
 
+    def seen_until(self, *splits: str) -> pd.Timestamp:
+        """The last instant the rows of ``splits`` reveal: their latest label's end (the close
+        ``horizon`` bars after the row). Selection that used these rows saw up to here."""
+        rows = self.frame[self.frame["split"].isin(splits)]
+        return pd.Timestamp(rows["label_end"].max())
+
+    @property
+    def selection_end(self) -> pd.Timestamp:
+        """What fitting saw: train (the fit), validation (early stopping, the threshold)."""
+        return self.seen_until("train", "validation")
+
+    @property
+    def test_start(self) -> pd.Timestamp:
+        return pd.Timestamp(self.part("test")["as_of"].min())
+
 
 def build_dataset(
     engine: Engine,
@@ -62,6 +77,9 @@ def build_dataset(
     snapshot = featurestore.export_training_set(engine, fs, entities, interval, directory)
     frame = pd.read_parquet(snapshot.path)
     frame["label"] = label
+    # when each label is known: the close of the bar ``horizon`` positions later
+    label_end = as_of.shift(-horizon)
+    frame["label_end"] = pd.to_datetime(label_end.to_numpy(), utc=True)
     frame = frame.dropna(subset=[*fs.columns, "label"]).reset_index(drop=True)
     n = len(frame)
     if n < 10 * horizon + 100:

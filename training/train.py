@@ -80,7 +80,9 @@ def fit_direction(dataset: Dataset, params: dict | None = None) -> xgb.XGBClassi
     return model
 
 
-def _direction_scores(model: xgb.XGBClassifier, test: pd.DataFrame, features: list[str]) -> dict:
+def _direction_scores(
+    model: xgb.XGBClassifier, test: pd.DataFrame, features: list[str], prefix: str = "test"
+) -> dict:
     from sklearn.metrics import classification_report
 
     actual = (test["label"] > 0).astype(int).to_numpy()
@@ -93,13 +95,35 @@ def _direction_scores(model: xgb.XGBClassifier, test: pd.DataFrame, features: li
         output_dict=True,
         zero_division=0,
     )
-    mlflow.log_dict(report, "classification_report.json")
+    if prefix == "test":
+        mlflow.log_dict(report, "classification_report.json")
     return {
-        "test_accuracy": float(report["accuracy"]),
-        "test_up_precision": float(report["up"]["precision"]),
-        "test_up_recall": float(report["up"]["recall"]),
-        "test_macro_f1": float(report["macro avg"]["f1-score"]),
+        f"{prefix}_accuracy": float(report["accuracy"]),
+        f"{prefix}_up_precision": float(report["up"]["precision"]),
+        f"{prefix}_up_recall": float(report["up"]["recall"]),
+        f"{prefix}_macro_f1": float(report["macro avg"]["f1-score"]),
     }
+
+
+def _prediction_scores(actual: np.ndarray, predicted: np.ndarray, prefix: str) -> dict:
+    return {
+        f"{prefix}_mse": metrics.mse(actual, predicted),
+        f"{prefix}_mae": metrics.mae(actual, predicted),
+        f"{prefix}_ic": metrics.information_coefficient(predicted, actual),
+        f"{prefix}_rank_ic": metrics.rank_information_coefficient(predicted, actual),
+        f"{prefix}_direction_accuracy": float(np.mean(np.sign(predicted) == np.sign(actual))),
+    }
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What chose this model before its test window: how many trials (candidate x period)
+    were looked at, the last instant any of them saw, and how their Sharpe ratios varied
+    (per period, the deflated Sharpe's yardstick). One plain training run is one trial."""
+
+    n_trials: int = 1
+    seen_until: pd.Timestamp | None = None
+    trial_sharpe_variance: float | None = None
 
 
 def _log_plots(importance: dict[str, float], actual: np.ndarray, predicted: np.ndarray) -> None:
@@ -130,14 +154,20 @@ def train(
     register: bool = True,
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
+    selection: Selection | None = None,
 ) -> TrainResult:
     """One training run: regressor + direction classifier, everything logged to MLflow.
 
+    Sealed selection: the model is fitted on train (early stopping on validation), the
+    strategy threshold on validation predictions, and every ``validation_*`` metric is what a
+    search may rank on; the test split is scored once, at the end, for the gates. The run logs
+    ``selection_end`` (the last instant fitting or ``selection`` saw) and ``test_start``.
+
     ``register=False`` (grid candidates) logs and backtests but registers no version;
     ``parent_run_id`` nests the run under a grid's parent run."""
-    from trendcast.report import run_report
     from trendcast.strategy import ModelThreshold, median_threshold
 
+    selection = selection or Selection()
     params = {**DEFAULT_PARAMS, **(params or {})}
     model_name = model_name or f"{symbol}_{interval}_h{dataset.horizon}"
     test = dataset.part("test")
@@ -148,51 +178,25 @@ def train(
         parent_run_id=parent_run_id,
         tags=tags,
     ) as run:
-        mlflow.log_params(
-            {
-                **params,
-                "symbol": symbol,
-                "interval": interval,
-                "horizon": dataset.horizon,
-                "feature_set": DEFAULT_FEATURE_SET.key,
-            }
-        )
-        mlflow.set_tags(
-            {
-                "dataset_fingerprint": dataset.snapshot.fingerprint,
-                "feature_set_fingerprint": DEFAULT_FEATURE_SET.fingerprint,
-                "git_sha": producer_version(),
-            }
-        )
-        # Our snapshot fingerprint is the digest: MLflow's own digest code breaks on pandas 3
-        # string columns, and ours already identifies the exact rows.
-        with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
-            warnings.simplefilter("ignore", UserWarning)
-            source = mlflow.data.from_pandas(
-                dataset.frame,
-                source=str(dataset.snapshot.path),
-                name=dataset.snapshot.path.name,
-                targets="label",
-                digest=dataset.snapshot.fingerprint[:16],
-            )
-        mlflow.log_input(source, "training")
-        _log_reference(dataset)
+        log_inputs(dataset, params, symbol, interval)
         model = fit(dataset, params)
         for step, value in enumerate(model.evals_result()["validation_0"]["rmse"]):
             mlflow.log_metric("validation_rmse", value, step=step)
+        validation = dataset.part("validation")
+        val_predicted = model.predict(validation[features])
         predicted = model.predict(test[features])
         actual = test["label"].to_numpy()
         scores = {
-            "test_mse": metrics.mse(actual, predicted),
-            "test_mae": metrics.mae(actual, predicted),
-            "test_ic": metrics.information_coefficient(predicted, actual),
-            "test_rank_ic": metrics.rank_information_coefficient(predicted, actual),
-            "test_direction_accuracy": float(np.mean(np.sign(predicted) == np.sign(actual))),
+            **_prediction_scores(actual, predicted, "test"),
             "best_iteration": float(model.best_iteration),
         }
+        validation_scores = _prediction_scores(
+            validation["label"].to_numpy(), val_predicted, "validation"
+        )
         direction = fit_direction(dataset, params)
         scores |= _direction_scores(direction, test, features)
-        mlflow.log_metrics(scores)
+        validation_scores |= _direction_scores(direction, validation, features, "validation")
+        mlflow.log_metrics(scores | validation_scores)
         importance = dict(zip(features, map(float, model.feature_importances_), strict=True))
         mlflow.log_dict(importance, "feature_importance.json")
         _log_plots(importance, actual, predicted)
@@ -200,28 +204,123 @@ def train(
         mlflow.set_tag(CHECKSUM_TAG, checksum)
         version = None
         if register:  # grid candidates only rank: their models are retrained when registered
-            info = mlflow.xgboost.log_model(
-                model,
-                name="model",
-                model_format="ubj",
-                registered_model_name=model_name,
-                signature=infer_signature(test[features], predicted),
-                input_example=test[features].head(3),
-            )
+            version = register_model(model, model_name, test[features], predicted, checksum)
             mlflow.xgboost.log_model(direction, name="direction_model")
-            version = int(info.registered_model_version)
-            mlflow_client(mlflow.get_tracking_uri()).set_model_version_tag(
-                model_name, str(version), CHECKSUM_TAG, checksum
-            )
-        bars = _test_bars(engine, symbol, interval, test)
-        report = run_report(
-            bars.assign(prediction=model.predict(bars[features])),
-            ModelThreshold(threshold=median_threshold(predicted)),
-            symbol=symbol,
-            interval=interval,
+        # The strategy's one fitted parameter comes from validation predictions, never test.
+        strategy = ModelThreshold(
+            model=model,
+            features=features,
+            threshold=median_threshold(val_predicted),
         )
+        val_report = _backtest(engine, symbol, interval, validation, strategy)
+        report = _backtest(engine, symbol, interval, test, strategy)
+        sealed = seal(dataset, selection)
         log_backtest(report)
-    return TrainResult(run.info.run_id, model_name, version, checksum, scores)
+        log_backtest(val_report, prefix="validation_backtest", artifacts=False)
+        log_selection(report, sealed, selection)
+    return TrainResult(run.info.run_id, model_name, version, checksum, scores | validation_scores)
+
+
+def register_model(
+    model: xgb.XGBModel,
+    model_name: str,
+    example: pd.DataFrame,
+    predicted: np.ndarray,
+    checksum: str,
+) -> int:
+    """Log the regressor to the active run and register it, tagged with its SHA-256."""
+    info = mlflow.xgboost.log_model(
+        model,
+        name="model",
+        model_format="ubj",
+        registered_model_name=model_name,
+        signature=infer_signature(example, predicted),
+        input_example=example.head(3),
+    )
+    version = int(info.registered_model_version)
+    mlflow_client(mlflow.get_tracking_uri()).set_model_version_tag(
+        model_name, str(version), CHECKSUM_TAG, checksum
+    )
+    return version
+
+
+def seal(dataset: Dataset, selection: Selection) -> dict[str, pd.Timestamp]:
+    """The selection's last seen instant and the test window's first: the test must come after."""
+    ends = [dataset.selection_end]
+    if selection.seen_until is not None:
+        ends.append(pd.Timestamp(selection.seen_until))
+    return {"selection_end": max(ends), "test_start": dataset.test_start}
+
+
+def log_selection(report, sealed: dict[str, pd.Timestamp], selection: Selection) -> None:
+    """Trials, the sealing instants and the deflated Sharpe ratio of the test backtest."""
+    per_period = report.sharpe / np.sqrt(report.periods_per_year)
+    dsr = metrics.deflated_sharpe_ratio(
+        per_period,
+        report.n_returns,
+        selection.n_trials,
+        selection.trial_sharpe_variance,
+        report.skewness,
+        report.kurtosis,
+    )
+    mlflow.set_tags({k: v.isoformat() for k, v in sealed.items()})
+    values = {
+        "n_trials": float(selection.n_trials),
+        "selection_end_ts": sealed["selection_end"].timestamp(),
+        "test_start_ts": sealed["test_start"].timestamp(),
+        "backtest_dsr": dsr,
+    }
+    mlflow.log_metrics({k: v for k, v in values.items() if np.isfinite(v)})
+
+
+def _backtest(engine: Engine, symbol: str, interval: str, part: pd.DataFrame, strategy):
+    """``strategy`` on the bars of one split, with the instrument's costs and calendar."""
+    from trendcast.costs import market_terms
+    from trendcast.report import run_report
+
+    bars = _split_bars(engine, symbol, interval, part)
+    terms = market_terms(engine, symbol, interval, float(bars["close"].iloc[0]))
+    return run_report(
+        bars,
+        strategy,
+        terms.costs.costs,
+        symbol=symbol,
+        interval=interval,
+        periods_per_year=terms.periods_per_year,
+    )
+
+
+def log_inputs(dataset: Dataset, params: dict, symbol: str, interval: str) -> None:
+    """Params, provenance tags, the dataset snapshot and the PSI reference of the active run."""
+    mlflow.log_params(
+        {
+            **params,
+            "symbol": symbol,
+            "interval": interval,
+            "horizon": dataset.horizon,
+            "feature_set": DEFAULT_FEATURE_SET.key,
+        }
+    )
+    mlflow.set_tags(
+        {
+            "dataset_fingerprint": dataset.snapshot.fingerprint,
+            "feature_set_fingerprint": DEFAULT_FEATURE_SET.fingerprint,
+            "git_sha": producer_version(),
+        }
+    )
+    # Our snapshot fingerprint is the digest: MLflow's own digest code breaks on pandas 3
+    # string columns, and ours already identifies the exact rows.
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
+        warnings.simplefilter("ignore", UserWarning)
+        source = mlflow.data.from_pandas(
+            dataset.frame,
+            source=str(dataset.snapshot.path),
+            name=dataset.snapshot.path.name,
+            targets="label",
+            digest=dataset.snapshot.fingerprint[:16],
+        )
+    mlflow.log_input(source, "training")
+    _log_reference(dataset)
 
 
 def train_series(
@@ -263,8 +362,8 @@ def _log_reference(dataset: Dataset) -> None:
         mlflow.log_artifact(str(path), REFERENCE_ARTIFACT.rsplit("/", 1)[0])
 
 
-def _test_bars(engine: Engine, symbol: str, interval: str, test: pd.DataFrame) -> pd.DataFrame:
-    """The test period's bars with their point-in-time features (open_time = close - interval)."""
+def _split_bars(engine: Engine, symbol: str, interval: str, test: pd.DataFrame) -> pd.DataFrame:
+    """One split's bars with their point-in-time features (open_time = close - interval)."""
     import sqlalchemy as sa
 
     from trendcast.gaps import step_offset
@@ -273,15 +372,17 @@ def _test_bars(engine: Engine, symbol: str, interval: str, test: pd.DataFrame) -
         sa.text(
             "SELECT open_time, open, high, low, close, volume FROM market.bars "
             "WHERE symbol = :s AND interval = CAST(:i AS market.bar_interval) "
-            "AND open_time >= :a ORDER BY open_time"
+            "AND open_time >= :a AND open_time <= :b ORDER BY open_time"
         ),
         engine,
         params={
             "s": symbol,
             "i": interval,
             "a": (test["as_of"].min() - step_offset(interval)).to_pydatetime(),
+            "b": (test["as_of"].max() - step_offset(interval)).to_pydatetime(),
         },
     )
     bars["open_time"] = pd.to_datetime(bars["open_time"], utc=True)
-    keyed = test.assign(open_time=pd.to_datetime(test["as_of"], utc=True) - step_offset(interval))
+    keyed = test.drop(columns=["label", "label_end"], errors="ignore")  # never the future
+    keyed = keyed.assign(open_time=pd.to_datetime(test["as_of"], utc=True) - step_offset(interval))
     return bars.merge(keyed, on="open_time", how="inner")

@@ -25,8 +25,9 @@ from sqlalchemy.engine import Engine
 
 from training.dataset import Dataset, build_dataset
 from training.grid import GridSpec, Period
-from training.train import TrainResult, train
-from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric
+from training.train import Selection, TrainResult, train
+from trendcast.errors import InputError
+from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric, selection_metric
 from trendcast.tracking import mlflow_client, use_mlflow
 
 
@@ -99,7 +100,10 @@ def rank_candidates(
             combined = np.nan
         elif aggregate == "min":
             # "worst period" means the highest value for a metric where lower is better
-            combined = values.max() if spec_metric in LOWER_IS_BETTER else values.min()
+            lower = spec_metric.replace("validation_", "test_", 1) in LOWER_IS_BETTER or (
+                spec_metric.replace("validation_", "", 1) in LOWER_IS_BETTER
+            )
+            combined = values.max() if lower else values.min()
         else:
             combined = values.mean()
         rows.append({"candidate": index, **params, **per_period, aggregate: combined})
@@ -136,10 +140,14 @@ def run_grid(
     """Run the grid; ``on_progress(done, total, label)`` is called after each finished run."""
     from joblib import Parallel, delayed
 
-    metric = resolve_metric(spec.metric)
+    # Ranked on the validation counterpart of the grid's metric: the test splits are for gates.
+    metric = selection_metric(resolve_metric(spec.metric))
     candidates = spec.candidates()
-    # Datasets first (cheap, and a period too short to train on fails before any run starts).
+    # Datasets first (cheap, and a period too short to train on fails before any run starts),
+    # the final window's too: no period may reach into the registered model's test window.
     datasets = {p.name: _dataset(engine, spec, p, datasets_dir) for p in spec.periods}
+    final = _dataset(engine, spec, spec.final_period(), datasets_dir)
+    seen_until = check_sealed(datasets, final, spec)
     use_mlflow(tracking_uri)
     experiment_id = mlflow.set_experiment("training").experiment_id
     client = mlflow_client(tracking_uri)
@@ -173,22 +181,23 @@ def run_grid(
             )
             for i, params, period in tasks
         )
+        sharpes = []
         for done, (i, period, logged, _run_id) in enumerate(results, 1):
             scores[(i, period)] = logged.get(metric, np.nan)
+            sharpes.append(_per_period_sharpe(logged))
             if on_progress:
                 on_progress(done, total, f"candidate {i} on {period}")
         ranking = rank_candidates(candidates, scores, list(datasets), metric, spec.aggregate)
         _log_ranking(client, parent_id, ranking, metric, spec)
+        finite = [v for v in sharpes if np.isfinite(v)]
+        selection = Selection(
+            n_trials=len(tasks),
+            seen_until=seen_until,
+            trial_sharpe_variance=float(np.var(finite, ddof=1)) if len(finite) > 1 else None,
+        )
+        client.log_metric(parent_id, "n_trials", len(tasks))
         registered = _register_top(
-            engine,
-            spec,
-            ranking,
-            candidates,
-            parent_id,
-            datasets_dir,
-            on_progress,
-            len(tasks),
-            total,
+            engine, spec, ranking, candidates, parent_id, final, selection, on_progress, len(tasks)
         )
     except KeyboardInterrupt:
         _mark_interrupted(client, experiment_id, parent_id)
@@ -200,6 +209,31 @@ def run_grid(
     client.set_tag(parent_id, "grid_status", "finished")
     client.set_terminated(parent_id, status="FINISHED")
     return GridResult(parent_id, metric, ranking, registered)
+
+
+def _per_period_sharpe(logged: dict) -> float:
+    """A trial's validation Sharpe per bar (the annualised figure over sqrt(bars per year))."""
+    sharpe = logged.get("validation_backtest_sharpe", np.nan)
+    ppy = logged.get("validation_backtest_periods_per_year", np.nan)
+    return float(sharpe / np.sqrt(ppy)) if ppy and np.isfinite(ppy) else np.nan
+
+
+def check_sealed(datasets: dict[str, Dataset], final: Dataset, spec: GridSpec) -> pd.Timestamp:
+    """Refuse a grid whose periods reach into the registered model's test window: ranking on
+    them would select with knowledge of the window the gates read. Returns the last instant
+    any period reveals (its labels included)."""
+    test_start = final.test_start
+    seen = {}
+    for name, dataset in datasets.items():
+        seen[name] = dataset.seen_until("train", "validation", "test")
+        if seen[name] >= test_start:
+            raise InputError(
+                f"periods.{name}: its data (labels included) runs to {seen[name]}, into the "
+                f"test window of the registered model ({spec.final_period().name} is tested "
+                f"from {test_start}); selection must never see that window: end the period "
+                "earlier or move `final`"
+            )
+    return max(seen.values())
 
 
 def _dataset(engine: Engine, spec: GridSpec, period: Period, directory: Path) -> Dataset:
@@ -233,16 +267,17 @@ def _register_top(
     ranking: pd.DataFrame,
     candidates: list[dict],
     parent_id: str,
-    datasets_dir: Path,
+    final: Dataset,
+    selection: Selection,
     on_progress: Callable[[int, int, str], None] | None,
     done: int,
-    total: int,
 ) -> list[TrainResult]:
-    """Retrain the best candidates on the final window and register them as versions."""
+    """Retrain the best candidates on the final window and register them as versions, each
+    carrying the grid's trials and sealing instant."""
+    total = done + spec.register_top
     ranked = ranking[ranking["rank"] > 0].head(spec.register_top)
     if ranked.empty:
         return []
-    final = _dataset(engine, spec, spec.final_period(), datasets_dir)
     registered = []
     for place, candidate in enumerate(ranked["candidate"], 1):
         registered.append(
@@ -256,6 +291,7 @@ def _register_top(
                 run_name=f"{spec.symbol}_{spec.interval}_final_{place}",
                 parent_run_id=parent_id,
                 tags={"grid_candidate": str(int(candidate)), "grid_rank": str(place)},
+                selection=selection,
             )
         )
         if on_progress:

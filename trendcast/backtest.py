@@ -2,8 +2,10 @@
 
 Execution model (never look-ahead): the position a strategy wants at bar t's close is traded at
 bar t+1's open, at open x (1 ± half spread ± slippage), paying ``fee`` on the traded notional.
-Positions are share-based like a broker account (buy with all equity x weight, hold the shares
-until the target changes), which is also vectorbt's model, so the two agree to the last digits.
+Positions are share-based like a broker account (buy weight x equity at the open, as far as the
+cash goes, and hold the shares until the target changes; a new weight on the same side is
+rebalanced to), which is also vectorbt's model (``targetpercent`` orders), so the two agree to
+the last digits.
 Stops (fractions of the entry price) are path-dependent and run in a Numba loop: a stop hit
 inside a bar exits at the stop price (or the open, if the bar gapped through it).
 """
@@ -31,6 +33,26 @@ class Costs:
     fee: float = 0.001  # fraction of traded notional
     spread: float = 0.0  # full bid-ask spread as a fraction; half is paid on each trade
     slippage: float = 0.0  # fraction of price lost to market impact on each trade
+    profile: str = "custom"  # the cost profile these numbers came from (trendcast.costs)
+
+    @property
+    def per_fill(self) -> float:
+        """Fraction of notional lost on one fill: fee, half the spread, slippage."""
+        return self.fee + self.spread / 2 + self.slippage
+
+    @property
+    def round_trip(self) -> float:
+        """Fraction lost entering and leaving a position: what a trade must earn to break even."""
+        return 2 * self.per_fill
+
+    def as_dict(self) -> dict:
+        return {
+            "cost_profile": self.profile,
+            "fee": self.fee,
+            "spread": self.spread,
+            "slippage": self.slippage,
+            "round_trip_cost": self.round_trip,
+        }
 
     def __post_init__(self) -> None:
         for name in ("fee", "spread", "slippage"):
@@ -48,6 +70,9 @@ class BacktestResult:
     position: np.ndarray  # signed shares held at each bar's close
     exposure: np.ndarray  # signed weight targeted for each bar
     trades: pd.DataFrame = field(default_factory=pd.DataFrame)
+    strategy: Strategy | None = None  # as run (round-trip cost filled in)
+    costs: Costs | None = None
+    inputs: dict = field(default_factory=dict)  # what the strategy's input checks recorded
 
     @property
     def equity_series(self) -> pd.Series:
@@ -92,6 +117,7 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
     entry_bar = -1
     stopped = False  # after a stop, wait for the signal to change before re-entering
     last_target = 0.0
+    weight = 0.0  # the target weight the held shares were sized for
     for t in range(n):
         want = target[t - 1] if t > 0 else 0.0
         if want != last_target:
@@ -110,10 +136,25 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
         if shares == 0.0 and want != 0.0:
             direction = np.sign(want)
             price = open_[t] * (1.0 + cost * direction)
-            shares = direction * abs(want) * cash / (price * (1.0 + fee))
+            affordable = cash / (price * (1.0 + fee))
+            if direction > 0:  # weight x equity at the open, as far as the cash goes
+                shares = min(want * cash / open_[t], affordable)
+            else:
+                shares = -abs(want) * affordable
             cash -= shares * price + abs(shares * price) * fee
             entry_price = price
             entry_bar = t
+            weight = want
+        elif shares != 0.0 and want != weight:
+            # same side, new weight: rebalance to weight x equity at the open
+            delta = want * (cash + shares * open_[t]) / open_[t] - shares
+            side = np.sign(delta)
+            price = open_[t] * (1.0 + cost * side)
+            if side > 0 and direction > 0:
+                delta = min(delta, cash / (price * (1.0 + fee)))
+            cash -= delta * price + abs(delta * price) * fee
+            shares += delta
+            weight = want
         # 2. stops inside the bar (stop first when both levels are touched)
         if shares != 0.0 and (stop_loss > 0.0 or take_profit > 0.0):
             exit_price = 0.0
@@ -146,25 +187,84 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
     return equity, held, exposure, trades[:n_trades]
 
 
-def check_causal(strategy: Strategy, frame: pd.DataFrame, cuts: int = 3) -> np.ndarray:
-    """The strategy's signals, verified not to change when later bars are removed: a signal
-    that depends on the future fails here instead of flattering a backtest."""
+#: Every one of the first DENSE_DECISIONS decisions is recomputed from its own prefix.
+DENSE_DECISIONS = 1024
+#: Beyond them, the prefixes ending at these fractions of the series are recomputed too.
+SPREAD_CUTS = (0.25, 0.5, 0.75)
+
+
+def causal_cuts(n: int, dense: int = DENSE_DECISIONS) -> list[int]:
+    """Prefix lengths the guard recomputes: every one up to ``dense`` bars (so each of those
+    decisions is checked against the signal computed from the bars up to it alone), then the
+    quarter points of the series."""
+    cuts = set(range(1, min(n, dense + 1)))
+    cuts |= {int(n * f) for f in SPREAD_CUTS if dense < int(n * f) < n}
+    return sorted(cuts)
+
+
+def check_causal(
+    strategy: Strategy, frame: pd.DataFrame, dense: int = DENSE_DECISIONS
+) -> np.ndarray:
+    """The strategy's signals, verified not to change when later bars are removed: each of the
+    first ``dense`` decisions is recomputed from the bars up to it alone (the strategy is
+    never handed the future for them), the rest at the quarter points. A signal that depends
+    on the future fails here instead of flattering a backtest.
+
+    Cost: about ``dense``² / 2 bars of strategy work (fixed) plus 1.5 times the full series."""
     full = np.asarray(strategy.signals(frame), dtype="float64")
     if len(full) != len(frame):
         raise InputError(f"{strategy.name}: {len(full)} signals for {len(frame)} bars")
-    n = len(frame)
-    for cut in sorted({max(2, n * k // (cuts + 1)) for k in range(1, cuts + 1)}):
-        if cut >= n:
-            continue
-        prefix = np.asarray(strategy.signals(frame.iloc[:cut].reset_index(drop=True)))
+    for cut in causal_cuts(len(frame), dense):
+        prefix = np.asarray(strategy.signals(frame.iloc[:cut]), dtype="float64")
+        if len(prefix) != cut:
+            raise InputError(f"{strategy.name}: {len(prefix)} signals for {cut} bars")
         same = (prefix == full[:cut]) | (np.isnan(prefix) & np.isnan(full[:cut]))
         if not same.all():
             first = int(np.flatnonzero(~same)[0])
             raise LookAheadError(
                 f"{strategy.name}: the signal at bar {first} "
-                f"({frame['open_time'].iloc[first]}) changes when bars after {cut} are added"
+                f"({frame['open_time'].iloc[first]}) changes when bars after {cut} are removed: "
+                "it reads the future"
             )
     return full
+
+
+#: Rows ``prepare_row_wise`` re-computes, shuffled, to prove ``prepare`` is row-wise.
+ROW_WISE_SAMPLE = 4096
+
+
+def prepare_row_wise(strategy: Strategy, frame: pd.DataFrame) -> pd.DataFrame:
+    """``strategy.prepare(frame)``, proven row-wise: the same output for a random sample of the
+    rows handed over alone and shuffled (all of them when there are few). ``prepare`` runs once
+    on the whole frame, before the look-ahead guard sees any prefix, so a column that mixed rows
+    could carry the future past the guard; one that mixes rows is refused here."""
+    prepared = strategy.prepare(frame)
+    if prepared is frame:
+        return frame
+    if len(prepared) != len(frame):
+        raise InputError(
+            f"{strategy.name}: prepare() returned {len(prepared)} rows for {len(frame)}"
+        )
+    rng = np.random.default_rng(0)
+    rows = rng.permutation(len(frame))[:ROW_WISE_SAMPLE]
+    alone = strategy.prepare(frame.iloc[rows]).reset_index(drop=True)
+    whole = prepared.iloc[rows].reset_index(drop=True)
+    for column in prepared.columns:
+        a = whole[column].to_numpy()
+        b = alone[column].to_numpy() if column in alone else None
+        if b is None or not _same(a, b):
+            raise InputError(
+                f"{strategy.name}: the prepared column {column!r} of a row depends on other "
+                "rows; prepare() must work row by row (e.g. a model scoring point-in-time "
+                "features)"
+            )
+    return prepared
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        return bool(np.allclose(a, b, rtol=1e-6, atol=1e-12, equal_nan=True))
+    return bool(np.array_equal(a, b))
 
 
 def run(
@@ -177,11 +277,14 @@ def run(
 ) -> BacktestResult:
     """Backtest ``strategy`` on one symbol's bars (open_time, open, high, low, close, ...)."""
     costs = costs or Costs()
+    strategy = with_costs(strategy, costs)
     if capital <= 0:
         raise InputError(f"capital {capital}: must be > 0")
     if not 0 < max_position <= 1:
         raise InputError(f"max_position {max_position}: must be in (0, 1] (no leverage)")
     frame = frame.reset_index(drop=True)
+    inputs = strategy.check_inputs(frame)
+    frame = prepare_row_wise(strategy, frame)
     target = np.clip(check_causal(strategy, frame), -max_position, max_position)
     target = np.nan_to_num(target, nan=0.0)
     stop_loss = strategy.params.get("stop_loss") or 0.0
@@ -205,4 +308,11 @@ def run(
         trades["entry_time"] = pd.to_datetime(times[trades["entry"].astype(int)], utc=True)
         trades["exit_time"] = pd.to_datetime(times[trades["exit"].astype(int)], utc=True)
         trades["reason"] = np.asarray(REASONS)[trades["reason"].to_numpy(dtype=int)]
-    return BacktestResult(times, equity, held, exposure, trades)
+    return BacktestResult(times, equity, held, exposure, trades, strategy, costs, inputs)
+
+
+def with_costs(strategy: Strategy, costs: Costs) -> Strategy:
+    """The strategy told the round-trip cost when it asks for it (``round_trip_cost=None``)."""
+    if "round_trip_cost" in strategy.params and strategy.params["round_trip_cost"] is None:
+        return strategy.set_params(round_trip_cost=costs.round_trip)
+    return strategy

@@ -256,6 +256,16 @@ def _finite(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def _periods_per_year(engine: Engine, joined, interval: str) -> float:
+    """The instrument calendar's bars per year (FX 1h ~6,234, not 8,760)."""
+    from trendcast.instruments import get_instrument
+
+    symbol = joined["symbol"].iloc[0] if len(joined) else None
+    if symbol is None:
+        return metrics.periods_per_year(interval)
+    return get_instrument(engine, str(symbol)).periods_per_year(interval)
+
+
 def compute_day(
     engine: Engine, info: ModelInfo, source: str, date: dt.date, psi_window_days: int = 20
 ) -> list[dict]:
@@ -354,7 +364,7 @@ def compute_day(
         r = np.concatenate(returns) if returns else np.array([])
         put(
             f"sharpe_{days}d",
-            metrics.sharpe_ratio(r, metrics.periods_per_year(info.interval)),
+            metrics.sharpe_ratio(r, _periods_per_year(engine, joined, info.interval)),
             len(r),
         )
     symbol = joined["symbol"].iloc[0]

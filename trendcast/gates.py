@@ -14,12 +14,18 @@ from trendcast.errors import InputError
 class Gates:
     """Gates on a version's logged metrics (``backtest_*``, ``test_*``) or a backtest report.
 
-    ``min_test_ic`` None skips the IC gate (a plain strategy backtest has no test IC)."""
+    ``min_test_ic`` and ``min_backtest_dsr`` None skip their gates, and ``sealed_test=False``
+    the test-window gate: a plain strategy backtest has no test IC, no trials and no selection.
+    A gate file can never turn ``sealed_test`` off: promotion always refuses a version whose
+    test window is not after everything its selection saw."""
 
     min_backtest_sharpe: float = 1.0
     max_backtest_drawdown: float = 0.30
     beat_buy_and_hold: bool = True
     min_test_ic: float | None = 0.02
+    #: deflated Sharpe ratio (Bailey and López de Prado): P(skill is real | the trials behind it)
+    min_backtest_dsr: float | None = 0.95
+    sealed_test: bool = True
 
     @classmethod
     def from_file(cls, path: Path) -> Gates:
@@ -27,11 +33,15 @@ class Gates:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}: not a readable JSON gate file ({exc})") from None
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
+        known = set(cls.__dataclass_fields__) - {"sealed_test"}
+        if "sealed_test" in data:
             raise InputError(
-                f"{path}: unknown gate(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}"
+                f"{path}: sealed_test: not a setting (a version tested on data its selection "
+                "saw is always refused)"
             )
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"{path}: unknown gate(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
 
     def differences(self) -> str:
@@ -73,6 +83,20 @@ class Gates:
                 f"test IC > {self.min_test_ic}", "test_ic", lambda v: v > self.min_test_ic
             )
             results[name] = result
+        if self.min_backtest_dsr is not None:
+            name, result = gate(
+                f"backtest deflated sharpe >= {self.min_backtest_dsr}",
+                "backtest_dsr",
+                lambda v: v >= self.min_backtest_dsr,
+            )
+            results[name] = result
+        if self.sealed_test:
+            end, start = metrics.get("selection_end_ts"), metrics.get("test_start_ts")
+            results["test window after selection"] = {
+                "metric": "test_start_ts > selection_end_ts",
+                "value": None if start is None or end is None else start - end,
+                "passed": start is not None and end is not None and start > end,
+            }
         if self.beat_buy_and_hold:
             ours = metrics.get("backtest_cumulative_return")
             bench = metrics.get("backtest_benchmark_cumulative_return")

@@ -268,3 +268,75 @@ def rolling_sharpe(returns: ArrayLike, window: int, periods_per_year: float) -> 
     flat = np.where(mean == 0, 0.0, np.copysign(np.inf, mean))
     out[window - 1 :] = np.where(constant, flat, ratio)
     return out
+
+
+#: Euler-Mascheroni constant, in the expected maximum of N Gaussian Sharpe estimates.
+_EULER_GAMMA = 0.5772156649015329
+
+
+def return_moments(returns: ArrayLike) -> tuple[float, float, int]:
+    """Skewness and (non-excess) kurtosis of per-period returns, and their count: the inputs of
+    the probabilistic and deflated Sharpe ratios (a normal series has 0 and 3)."""
+    r = _vector(returns, "returns")
+    r = r[np.isfinite(r)]
+    if len(r) < 3 or _is_constant(r):
+        return 0.0, 3.0, len(r)
+    centred = r - r.mean()
+    m2 = float(np.mean(centred**2))
+    skew = float(np.mean(centred**3)) / m2**1.5
+    kurt = float(np.mean(centred**4)) / m2**2
+    return skew, kurt, len(r)
+
+
+def probabilistic_sharpe_ratio(
+    sharpe: float, n: int, skew: float = 0.0, kurtosis: float = 3.0, benchmark: float = 0.0
+) -> float:
+    """Probability that the true per-period Sharpe exceeds ``benchmark`` given an estimate
+    ``sharpe`` (per period, NOT annualised) from ``n`` returns with that skew and kurtosis
+    (Bailey and López de Prado, 2012):
+    Phi((SR - SR*) sqrt(n-1) / sqrt(1 - skew SR + (kurt-1)/4 SR^2)).  NaN when undefined
+    (fewer than 2 returns, a NaN Sharpe)."""
+    from scipy.stats import norm
+
+    if n < 2 or not math.isfinite(sharpe):
+        return math.nan
+    variance = 1.0 - skew * sharpe + (kurtosis - 1.0) / 4.0 * sharpe**2
+    if variance <= 0:
+        return math.nan
+    return float(norm.cdf((sharpe - benchmark) * math.sqrt(n - 1) / math.sqrt(variance)))
+
+
+def expected_max_sharpe(n_trials: int, trial_variance: float) -> float:
+    """Expected maximum per-period Sharpe among ``n_trials`` independent strategies whose true
+    Sharpe is 0 and whose estimates vary with ``trial_variance``: the bar the best of a
+    search clears by luck alone (Bailey and López de Prado, 2014, eq. 2). 0 for one trial."""
+    from scipy.stats import norm
+
+    if n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    if n_trials == 1 or trial_variance <= 0:
+        return 0.0
+    return math.sqrt(trial_variance) * (
+        (1 - _EULER_GAMMA) * norm.ppf(1 - 1 / n_trials)
+        + _EULER_GAMMA * norm.ppf(1 - 1 / (n_trials * math.e))
+    )
+
+
+def deflated_sharpe_ratio(
+    sharpe: float,
+    n: int,
+    n_trials: int,
+    trial_variance: float | None = None,
+    skew: float = 0.0,
+    kurtosis: float = 3.0,
+) -> float:
+    """The probabilistic Sharpe ratio against the Sharpe the best of ``n_trials`` reaches by
+    luck (Bailey and López de Prado, 2014): the probability the strategy's skill is real after
+    the selection that found it. Per-period Sharpe; ``trial_variance`` is the variance of the
+    trials' per-period Sharpe estimates, or, when unknown, 1/(n-1), the estimator's own
+    variance under no skill."""
+    if n < 2:
+        return math.nan
+    variance = trial_variance if trial_variance is not None else 1.0 / (n - 1)
+    bar = expected_max_sharpe(n_trials, variance)
+    return probabilistic_sharpe_ratio(sharpe, n, skew, kurtosis, benchmark=bar)

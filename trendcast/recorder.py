@@ -9,22 +9,37 @@ import math
 from trendcast.artifacts import BACKTEST_GATES, BACKTEST_REPORT, backtest_figure
 
 
-def report_metrics(report) -> dict[str, float]:
-    """The report's finite numbers as ``backtest_<name>`` metrics (NaN and infinities dropped,
+def report_metrics(report, prefix: str = "backtest") -> dict[str, float]:
+    """The report's finite numbers as ``PREFIX_<name>`` metrics (NaN and infinities dropped,
     booleans are not numbers here)."""
     return {
-        f"backtest_{k}": float(v)
+        f"{prefix}_{k}": float(v)
         for k, v in report.as_dict().items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     }
 
 
-def log_backtest(report, gates: dict | None = None) -> None:
-    """Log ``report`` into the active MLflow run: metrics, the JSON report, the gate results
-    (when given) and the figures."""
+def cost_params(report) -> dict:
+    """The costs and annualisation a report used, as run params (shown beside its metrics)."""
+    return {
+        **{k: v for k, v in report.costs.items() if k != "cost_params"},
+        "periods_per_year": report.periods_per_year,
+    }
+
+
+def log_backtest(
+    report, gates: dict | None = None, prefix: str = "backtest", artifacts: bool = True
+) -> None:
+    """Log ``report`` into the active MLflow run: metrics (``PREFIX_*``), its costs and
+    annualisation as params, the JSON report, the gate results (when given) and the figures.
+    ``artifacts=False`` logs the metrics only (e.g. the validation backtest beside the test
+    one)."""
     import mlflow
 
-    mlflow.log_metrics(report_metrics(report))
+    mlflow.log_metrics(report_metrics(report, prefix))
+    if not artifacts:
+        return
+    mlflow.log_params(cost_params(report))
     mlflow.log_dict(report.as_dict(), BACKTEST_REPORT)
     if gates is not None:
         mlflow.log_dict(gates, BACKTEST_GATES)
@@ -49,5 +64,5 @@ def record_backtest(report, gates: dict, tracking_uri: str, experiment: str = "b
                 **report.params,
             }
         )
-        log_backtest(report, gates)
+        log_backtest(report, gates)  # its costs and annualisation too
     return run.info.run_id

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import getpass
 import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from trendcast.errors import InputError, TrendcastError
 from trendcast.gates import Gates
+
+log = logging.getLogger(__name__)
 
 # The metrics every training run logs (see training/train.py): what --metric may name.
 TEST_METRICS = (
@@ -46,6 +49,8 @@ BACKTEST_METRICS = tuple(
         "average_trade",
         "expected_daily_gain",
         "expected_monthly_gain",
+        "psr",
+        "dsr",
     )
 )
 KNOWN_METRICS = TEST_METRICS + BACKTEST_METRICS
@@ -62,9 +67,21 @@ def resolve_metric(name: str) -> str:
     raise InputError(f"--metric {name!r}: unknown metric; choose from {', '.join(KNOWN_METRICS)}")
 
 
+def selection_metric(key: str) -> str:
+    """The validation counterpart a search ranks on: ``test_ic`` -> ``validation_ic``,
+    ``backtest_sharpe`` -> ``validation_backtest_sharpe``. Test metrics are for the gates."""
+    if key.startswith("test_"):
+        return "validation_" + key.removeprefix("test_")
+    return "validation_" + key
+
+
 def better_first(metric: str, values: list[float]) -> list[int]:
     """Indices of ``values`` best first for ``metric`` (missing or NaN values last)."""
-    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    base = metric.removeprefix("validation_")
+    lower = (
+        metric in LOWER_IS_BETTER or base in LOWER_IS_BETTER or f"test_{base}" in LOWER_IS_BETTER
+    )
+    sign = 1.0 if lower else -1.0
 
     def key(i: int) -> tuple[bool, float]:
         v = values[i]
@@ -259,6 +276,33 @@ class VersionSummary:
     created: int
     metrics: dict[str, float]
     sha256: str | None
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """What ``trendcast models --json`` prints: the honesty record of the version too."""
+        m = self.metrics
+        return {
+            "model": self.name,
+            "version": self.version,
+            "aliases": self.aliases,
+            "run_id": self.run_id,
+            "sha256": self.sha256,
+            "n_trials": int(m["n_trials"]) if "n_trials" in m else None,
+            "selection_end": self.tags.get("selection_end"),
+            "test_start": self.tags.get("test_start"),
+            "cost_profile": self.params.get("cost_profile"),
+            "round_trip_cost": _number(self.params.get("round_trip_cost")),
+            "periods_per_year": _number(self.params.get("periods_per_year")),
+            "metrics": dict(sorted(m.items())),
+        }
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def versions(client, name: str) -> list[VersionSummary]:
@@ -269,18 +313,22 @@ def versions(client, name: str) -> list[VersionSummary]:
     aliases: dict[str, list[str]] = {}
     for alias, version in (client.get_registered_model(name).aliases or {}).items():
         aliases.setdefault(str(version), []).append(alias)
-    summaries = [
-        VersionSummary(
-            name,
-            int(v.version),
-            sorted(aliases.get(str(v.version), [])),
-            v.run_id,
-            int(v.creation_timestamp or 0),
-            dict(client.get_run(v.run_id).data.metrics) if v.run_id else {},
-            (v.tags or {}).get("sha256"),
+    summaries = []
+    for v in found:
+        data = client.get_run(v.run_id).data if v.run_id else None
+        summaries.append(
+            VersionSummary(
+                name,
+                int(v.version),
+                sorted(aliases.get(str(v.version), [])),
+                v.run_id,
+                int(v.creation_timestamp or 0),
+                dict(data.metrics) if data else {},
+                (v.tags or {}).get("sha256"),
+                dict(data.params) if data else {},
+                dict(data.tags) if data else {},
+            )
         )
-        for v in found
-    ]
     return sorted(summaries, key=lambda s: s.version, reverse=True)
 
 

@@ -38,6 +38,13 @@ class Report:
     average_trade: float
     expected_daily_gain: float
     expected_monthly_gain: float
+    periods_per_year: float = math.nan
+    skewness: float = math.nan
+    kurtosis: float = math.nan
+    n_returns: int = 0
+    psr: float = math.nan  # probability the true Sharpe is above 0 (one trial)
+    costs: dict = field(default_factory=dict)  # profile and fractions paid (trendcast.costs)
+    inputs: dict = field(default_factory=dict)  # where the strategy's inputs came from
     by_period: dict = field(default_factory=dict)
     equity: pd.Series | None = field(default=None, repr=False)
     benchmark: pd.Series | None = field(default=None, repr=False)
@@ -92,11 +99,15 @@ def build_report(
     strategy: str,
     params: dict,
     interval: str,
-    trading_days: float = 365.0,
+    periods_per_year: float | None = None,
 ) -> Report:
+    """``periods_per_year`` is the instrument calendar's (``Instrument.periods_per_year``);
+    without it the series is taken to trade around the clock."""
     equity, bench = result.equity_series, benchmark.equity_series
-    ppy = metrics.periods_per_year(interval, trading_days)
+    ppy = periods_per_year or metrics.periods_per_year(interval)
     returns = metrics.returns_from_equity(result.equity)
+    skew, kurt, n_returns = metrics.return_moments(returns)
+    per_period_sharpe = metrics.sharpe_ratio(returns, 1.0)
     trades = result.trades
     long = trades[trades["direction"] > 0]["return"] if len(trades) else pd.Series(dtype=float)
     short = trades[trades["direction"] < 0]["return"] if len(trades) else pd.Series(dtype=float)
@@ -125,6 +136,13 @@ def build_report(
         average_trade=float(trades["return"].mean()) if len(trades) else float("nan"),
         expected_daily_gain=float(daily.mean()) if len(daily) else float("nan"),
         expected_monthly_gain=float(monthly.mean()) if len(monthly) else float("nan"),
+        periods_per_year=float(ppy),
+        skewness=skew,
+        kurtosis=kurt,
+        n_returns=n_returns,
+        psr=metrics.probabilistic_sharpe_ratio(per_period_sharpe, n_returns, skew, kurt),
+        costs=result.costs.as_dict() if result.costs else {},
+        inputs=dict(result.inputs),
         by_period={
             "month": _period_returns(equity, "MS"),
             "quarter": _period_returns(equity, "QS"),
@@ -143,8 +161,10 @@ def run_report(
     symbol: str,
     interval: str,
     capital: float = 10_000.0,
+    periods_per_year: float | None = None,
 ) -> Report:
-    """Backtest ``strategy`` and buy-and-hold (same bars, same costs) and report both."""
+    """Backtest ``strategy`` and buy-and-hold (same bars, same costs) and report both; the
+    report records the costs and the annualisation used."""
     from trendcast.backtest import run
     from trendcast.strategy import BuyAndHold
 
@@ -155,8 +175,9 @@ def run_report(
         benchmark,
         symbol=symbol,
         strategy=strategy.name,
-        params=strategy.get_params(),
+        params=result.strategy.get_params(),
         interval=interval,
+        periods_per_year=periods_per_year,
     )
 
 
@@ -190,8 +211,10 @@ def backtest_stored(
 ) -> list[tuple[Report, dict[str, bool]]]:
     """Backtest ``strategy`` on every stored series (or those of ``symbols`` / ``interval``)
     with at least two bars in [start, end]; each report with its gate results
-    (``gates.check_report``), passed to ``on_report`` as it is made (e.g. to record it)."""
+    (``gates.check_report``), passed to ``on_report`` as it is made (e.g. to record it).
+    ``costs`` None: each instrument's cost profile; annualisation always from its calendar."""
     from trendcast.catalog import read_bars, stored_series
+    from trendcast.costs import market_terms
     from trendcast.errors import TrendcastError
 
     with engine.connect() as conn:
@@ -208,8 +231,15 @@ def backtest_stored(
         frame = read_bars(engine, symbol, series_interval, start, end)
         if len(frame) < 2:
             continue
+        terms = market_terms(engine, symbol, series_interval, float(frame["close"].iloc[0]))
         report = run_report(
-            frame, strategy, costs, symbol=symbol, interval=series_interval, capital=capital
+            frame,
+            strategy,
+            costs or terms.costs.costs,
+            symbol=symbol,
+            interval=series_interval,
+            capital=capital,
+            periods_per_year=terms.periods_per_year,
         )
         results = gates.check_report(report)
         reports.append((report, results))

@@ -39,7 +39,10 @@ start = pd.Timestamp(dt.datetime.combine(start_day, start_time), tz="UTC")
 pick_by = left.radio("Pick the model by", ["alias", "version", "algorithm"], horizontal=True)
 aliases = None
 if pick_by == "alias":
-    alias = middle.selectbox("Alias", sorted(in_model["alias"].unique()))
+    # production first: what is served is what a reader asks about first
+    alias = middle.selectbox(
+        "Alias", sorted(in_model["alias"].dropna().unique(), key=lambda a: (a != "production", a))
+    )
     aliases = (alias,)
     versions = tuple(sorted(in_model.loc[in_model["alias"] == alias, "model_version"].unique()))
 elif pick_by == "version":
@@ -83,9 +86,23 @@ st.caption(
 colours = {"live": "#1f77b4", "backfill": "#ff7f0e"}
 present = [s for s in sources if (joined["source"] == s).any()]
 cols = st.columns(len(present) * 3)
+HOW_TO_SCORE = {
+    "live": "`trendcast predict --symbols SYMBOL` with the service up (`trendcast up --with "
+    "serving`), then wait the label horizon",
+    "backfill": "`trendcast drift run --backfill START END`",
+}
 for i, source in enumerate(present):
     part = joined[joined["source"] == source]
     pred, real = part["prediction"].to_numpy(float), part["realised"].to_numpy(float)
+    scored = int((np.isfinite(pred) & np.isfinite(real)).sum())
+    if scored < 3:
+        for k, name in enumerate(("MSE", "IC", "rank IC")):
+            cols[3 * i + k].metric(f"{name} ({source})", "none yet")
+        st.caption(
+            f"No {source} prediction has a realised outcome yet ({scored} scored): "
+            f"make some with {HOW_TO_SCORE[source]}."
+        )
+        continue
     cols[3 * i].metric(f"MSE ({source})", f"{metrics.mse(real, pred):.3g}")
     cols[3 * i + 1].metric(f"IC ({source})", f"{metrics.information_coefficient(pred, real):.3f}")
     cols[3 * i + 2].metric(
@@ -126,7 +143,7 @@ threshold = st.number_input(
     "Strategy threshold (predicted log return)", value=threshold, format="%.6f", step=0.0001
 )
 equity_fig, drawdown_fig, sharpe_fig = go.Figure(), go.Figure(), go.Figure()
-ppy = metrics.periods_per_year(interval)
+ppy = data.periods_per_year(symbol, interval)  # the instrument's calendar
 for source in present:
     curve = data.strategy_curve(joined[joined["source"] == source], bars, threshold)
     if curve.empty:

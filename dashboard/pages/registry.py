@@ -2,6 +2,7 @@
 the move is on record), the audited alias moves with their reasons and gate results, links into
 the MLflow UI."""
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -53,4 +54,12 @@ if events.empty:
         "`trendcast promote NAME --version latest --alias production`."
     )
 else:
+    forced = events[events["forced"]]
+    for row in forced.head(5).itertuples():  # newest first: the overrides a reader must see
+        failed = [part[2:] for part in row.gates.split("; ") if part.startswith("✗")]
+        st.markdown(
+            f"**Forced** {row.model_name}@{row.alias} → v{row.to_version} by {row.moved_by}, "
+            f"{pd.Timestamp(row.moved_at):%Y-%m-%d %H:%M} UTC, past "
+            f"{', '.join(failed) or 'no failing gate'}: *{row.reason or 'no reason recorded'}*"
+        )
     st.dataframe(events, hide_index=True, width="stretch")

@@ -18,9 +18,20 @@ def backtest(
     interval: str | None = typer.Option(None, "--interval", "-i", help="Only this interval."),
     start: str | None = typer.Option(None, help="First bar (ISO 8601)."),
     end: str | None = typer.Option(None, help="Last bar (ISO 8601)."),
-    fee: float = typer.Option(0.001, help="Fee as a fraction of traded notional."),
-    spread: float = typer.Option(0.0, help="Bid-ask spread as a fraction (half paid per trade)."),
-    slippage: float = typer.Option(0.0, help="Slippage as a fraction per trade."),
+    fee: float | None = typer.Option(
+        None, help="Fee as a fraction of traded notional (default: the instrument's profile)."
+    ),
+    spread: float | None = typer.Option(
+        None, help="Bid-ask spread as a fraction, half paid per fill (default: the profile's)."
+    ),
+    slippage: float | None = typer.Option(
+        None, help="Slippage as a fraction per fill (default: the profile's)."
+    ),
+    trust_predictions: bool = typer.Option(
+        False,
+        "--trust-predictions",
+        help="Accept a ready-made 'prediction' column (recorded in the report).",
+    ),
     capital: float = typer.Option(10_000.0, help="Starting capital."),
     min_sharpe: float = typer.Option(1.0, help="Performance filter: minimum Sharpe."),
     max_drawdown: float = typer.Option(0.30, help="Performance filter: maximum drawdown."),
@@ -35,13 +46,27 @@ def backtest(
     from trendcast.report import backtest_stored
     from trendcast.strategy import make_strategy
 
-    chosen = make_strategy(strategy, **parse_params(param))
+    params = parse_params(param)
+    if trust_predictions:
+        params["trust_predictions"] = True
+    chosen = make_strategy(strategy, **params)
     config = settings()
+    custom = None  # None: each instrument's cost profile
+    if (fee, spread, slippage) != (None, None, None):
+        custom = Costs(fee=fee or 0.0, spread=spread or 0.0, slippage=slippage or 0.0)
+    # a strategy backtest has no test IC, no trials and no selection to seal
+    filter_ = Gates(
+        min_backtest_sharpe=min_sharpe,
+        max_backtest_drawdown=max_drawdown,
+        min_test_ic=None,
+        min_backtest_dsr=None,
+        sealed_test=False,
+    )
     reports = backtest_stored(
         get_engine(config),
         chosen,
-        Costs(fee=fee, spread=spread, slippage=slippage),
-        Gates(min_backtest_sharpe=min_sharpe, max_backtest_drawdown=max_drawdown, min_test_ic=None),
+        custom,
+        filter_,
         symbols=None if symbols == "all" else [s.strip() for s in symbols.split(",")],
         interval=interval,
         start=start,
@@ -59,14 +84,17 @@ def backtest(
             )
         )
         return
-    table = Table(title=f"{chosen!r}, fee {fee:g}, spread {spread:g}, slippage {slippage:g}")
-    for column in ("symbol", "interval", "return", "buy&hold", "sharpe", "max dd", "trades"):
-        table.add_column(column, justify="right" if column != "symbol" else "left")
+    table = Table(title=f"{chosen!r}")
+    columns = ("symbol", "interval", "costs", "bars/yr", "return", "buy&hold", "sharpe")
+    for column in (*columns, "max dd", "trades"):
+        table.add_column(column, justify="left" if column in ("symbol", "costs") else "right")
     table.add_column("passes", justify="left")
     for r, g in reports:
         table.add_row(
             r.symbol,
             r.interval,
+            f"{r.costs['cost_profile']} {r.costs['round_trip_cost'] * 1e4:.2f} bp/round trip",
+            f"{r.periods_per_year:,.0f}",
             f"{r.cumulative_return:+.1%}",
             f"{r.benchmark_cumulative_return:+.1%}",
             f"{r.sharpe:.2f}",

@@ -17,22 +17,31 @@ MODEL_COLUMNS = (
     ("max DD", "backtest_max_drawdown"),
     ("return", "backtest_cumulative_return"),
     ("buy&hold", "backtest_benchmark_cumulative_return"),
-    ("accuracy", "test_accuracy"),
+    ("DSR", "backtest_dsr"),
 )
 
 
 @app.command()
 def models(
     name: str | None = typer.Argument(None, help="One registered model (default: all)."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Every version with its metrics, trials, sealing and costs."
+    ),
 ) -> None:
     """Registered models: versions, aliases and key metrics; an alias whose move is not on
     record is marked "moved outside Trendcast" (the service refuses to serve it)."""
+    import json
+
     from trendcast import governance, registry
     from trendcast.db import get_engine
 
     client = mlflow_client()
     engine = get_engine(settings())
     names = [name] if name else sorted(m.name for m in client.search_registered_models())
+    if as_json:
+        described = [v.as_dict() for n in names for v in registry.versions(client, n)]
+        out.print_json(json.dumps(described, default=str))
+        return
     if not names:
         out.print("no registered models yet: run `trendcast train` (or `make demo`)")
         return
@@ -121,7 +130,8 @@ def promote(
     registry.checked_reason(reason, force)  # before any look-up: a forced move needs its why
     profile = gates(gates_file)
     client = mlflow_client()
-    number = registry.resolve_version(client, name, version, metric, profile)
+    # A forced move picks "best" among every version: the gates are what it overrides.
+    number = registry.resolve_version(client, name, version, metric, None if force else profile)
     move = registry.promote(
         client, get_engine(settings()), name, number, alias, profile, force, reason
     )
@@ -172,5 +182,6 @@ def alias_history(
             "yes" if row["forced"] else "no",
             row.get("reason") or "-",
             ", ".join(failed) or "-",
+            row.get("reason") or "-",
         )
     out.print(table)

@@ -25,15 +25,34 @@ def train_command(
     grid: Path | None = typer.Option(
         None, "--grid", help="YAML grid of hyperparameters x periods (see training/grids/)."
     ),
+    walk_forward: bool = typer.Option(
+        False, "--walk-forward", help="Re-fit fold by fold; gates read the stitched OOS figures."
+    ),
+    folds: int = typer.Option(4, "--folds", help="Walk-forward: out-of-sample blocks."),
+    window: str = typer.Option("expanding", "--window", help="Walk-forward: expanding|rolling."),
+    embargo: int | None = typer.Option(
+        None, "--embargo", help="Walk-forward: rows skipped before each block (default: horizon)."
+    ),
 ) -> None:
     """Train XGBoost on the point-in-time dataset, log to MLflow, register, backtest.
 
-    With --grid: every candidate on every period as nested runs, ranked, best registered."""
+    With --grid: every candidate on every period as nested runs, ranked, best registered.
+    With --walk-forward: K folds, purged and embargoed, stitched out-of-sample backtest."""
     from training.train import train_series
     from trendcast.db import get_engine
 
     config = settings()
     engine = get_engine(config)
+    if grid is not None and walk_forward:
+        raise InputError("--walk-forward: not with --grid (a grid selects; walk-forward evaluates)")
+    if walk_forward:
+        if not symbol:
+            raise InputError("--symbol: required with --walk-forward")
+        _walk_forward(
+            engine, config, symbol, interval, horizon, start, end, model_name,
+            parse_params(param), folds, window, embargo,
+        )  # fmt: skip
+        return
     if grid is not None:
         _train_grid(engine, grid, config)
         return
@@ -55,6 +74,33 @@ def train_command(
         f"{result.model_name} version {result.version} (run {result.run_id}, sha256 "
         f"{result.checksum[:12]}…): {scores}\n{config.tracking_uri}/#/models/"
         f"{result.model_name}/versions/{result.version}",
+        highlight=False,
+    )
+
+
+def _walk_forward(
+    engine, config, symbol, interval, horizon, start, end, model_name, params, folds, window,
+    embargo,
+) -> None:  # fmt: skip
+    from training.evaluate import walk_forward_series
+
+    result = walk_forward_series(
+        engine, config, symbol, interval, horizon=horizon, start=start, end=end,
+        model_name=model_name, params=params, folds=folds, window=window, embargo=embargo,
+    )  # fmt: skip
+    table = Table(title=f"{result.model_name}: walk-forward, {folds} folds ({window})")
+    columns = ["fold", "test_start", "test_end", "test_ic", "backtest_sharpe", "threshold"]
+    for column in columns:
+        table.add_column(column, justify="right")
+    for _, row in result.folds.iterrows():
+        table.add_row(
+            *(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])[:16] for c in columns)
+        )
+    out.print(table)
+    stitched = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+    out.print(
+        f"{result.model_name} version {result.version} (run {result.run_id}): stitched "
+        f"out-of-sample {stitched}",
         highlight=False,
     )
 
