@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,8 +19,10 @@ import numpy as np
 import xgboost as xgb
 import yaml
 
+from serving.contract import FEATURES
 from trendcast.artifacts import sha256_file
 from trendcast.config import get_settings
+from trendcast.feature_sets import DEFAULT_FEATURE_SET
 from trendcast.governance import Verdict
 from trendcast.registry import alias_version
 from trendcast.tracking import mlflow_client
@@ -82,6 +84,11 @@ def load_version(client, name: str, version: int, alias: str) -> LoadedModel:
             )
         booster = xgb.Booster()
         booster.load_model(str(data))
+        if set(booster.feature_names or []) != set(FEATURES):
+            raise VerificationError(
+                f"{name} version {version}: its features differ from the service's contract "
+                f"(feature set {DEFAULT_FEATURE_SET.key}); refusing to load it"
+            )
         booster.set_param({"nthread": 1})  # one row at a time: OpenMP threads only contend
         example = _input_example(local, spec)
     best = booster.attr("best_iteration")
@@ -184,9 +191,17 @@ class ModelHolder:
     def _refresh(self, slot: ModelSlot) -> str:
         version = alias_version(self.client, self.name, slot.alias)
         if version is None:
-            slot.model, slot.error = None, f"alias {slot.alias!r} is not set on {self.name}"
             slot.unaudited = None
-            return "unset"
+            if slot.model is None:
+                slot.error = f"alias {slot.alias!r} is not set on {self.name}"
+                return "unset"
+            # A deleted alias is a registry mistake or an operator's act, never a reason to stop
+            # answering: keep the last verified model and say so (/readyz "degraded").
+            slot.error = (
+                f"alias {slot.alias!r} is not set on {self.name} any more; still serving "
+                f"version {slot.model.version}"
+            )
+            return f"unset (keeping version {slot.model.version})"
         if slot.model is not None and slot.model.version == version:
             slot.error, slot.unaudited = None, None  # e.g. the alias moved back
             return "unchanged"
@@ -194,6 +209,12 @@ class ModelHolder:
             return f"refused {version}: {slot.error}"
         if slot.refused == version:
             return f"unchanged (version {version} was refused)"
+        twin = self.primary.model if slot is not self.primary else None
+        if twin is not None and twin.version == version:
+            # The shadow alias on the served version: the same model, loaded once; it is not
+            # scored a second time (see Trendcast._score).
+            slot.model, slot.error, slot.refused = replace(twin, alias=slot.alias), None, None
+            return f"loaded {version} (same as {self.primary.alias})"
         try:
             loaded = load_version(self.client, self.name, version, slot.alias)
         except VerificationError as exc:

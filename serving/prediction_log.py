@@ -1,25 +1,43 @@
-"""The prediction log: a bounded in-process queue drained in batches by a background thread
-into ``serving.predictions``. A request only enqueues (never waits on the database); when the
-queue is full or the database is down, rows are dropped and counted, never blocking."""
+"""The prediction log: every answer (and shadow score) reaches ``serving.predictions`` exactly
+once, while the machine has disk.
+
+A request only puts its rows on an unbounded in-memory queue (no I/O, never a wait). A
+*drainer* thread takes them in batches and hands each batch to the *writer* thread, unless the
+writer is behind (database slow), the database is down, or the backlog passes
+``TRENDCAST_PREDICTION_LOG_QUEUE`` rows: then the batch is appended to the journal, JSON lines
+in segment files under ``<home>/prediction-journal``. The writer inserts batches and, once the
+database answers, replays the journal's sealed segments; each row carries a unique key
+(``log_key``) and is inserted ``ON CONFLICT DO NOTHING``, so a segment replayed twice (a crash
+between the commit and the segment's deletion) adds nothing. Rows are dropped, and counted in
+``trendcast_prediction_log_dropped_total``, only when the journal would pass
+``TRENDCAST_PREDICTION_LOG_SPILL_BYTES``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 log = logging.getLogger("trendcast.serving")
 
 DROPPED = Counter(
-    "trendcast_prediction_log_dropped", "Prediction-log rows dropped (queue full or DB down)"
+    "trendcast_prediction_log_dropped",
+    "Prediction-log rows dropped (journal over its disk budget)",
 )
 WRITTEN = Counter("trendcast_prediction_log_written", "Prediction-log rows written")
+SPILLED = Counter(
+    "trendcast_prediction_log_spilled", "Prediction-log rows written to the disk journal"
+)
+JOURNAL_BYTES = Gauge("trendcast_prediction_log_journal_bytes", "Bytes waiting in the journal")
 
 COLUMNS = (
     "request_id",
@@ -34,7 +52,9 @@ COLUMNS = (
     "inputs",
     "prediction",
     "latency_ms",
+    "log_key",
 )
+SEGMENT_BYTES = 8 << 20  # a sealed segment is replayed in one transaction
 
 
 @dataclass(frozen=True)
@@ -51,34 +71,174 @@ class Entry:
     inputs: dict
     prediction: float
     latency_ms: float
+    index: int = 0  # the row's position in its request
+
+    @property
+    def log_key(self) -> str:
+        return f"{self.request_id}:{self.index}:{'s' if self.shadow else 'p'}"
+
+    def values(self) -> list:
+        return [*(getattr(self, c) for c in COLUMNS[:-1]), self.log_key]
 
     def row(self) -> tuple:
-        values = [getattr(self, c) for c in COLUMNS]
+        values = self.values()
         values[COLUMNS.index("inputs")] = json.dumps(self.inputs)
         return tuple(values)
 
 
+class Journal:
+    """Append-only segments of JSON lines; the open one is sealed when it is full or when the
+    writer wants to replay. Only the drainer appends; only the writer replays and deletes."""
+
+    def __init__(self, directory: Path, budget: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._open: Path | None = None
+        self._handle = None
+        self.bytes = sum(p.stat().st_size for p in self.directory.glob("*.jsonl"))
+        JOURNAL_BYTES.set(self.bytes)
+
+    def append(self, rows: list[list]) -> int:
+        """Append rows; the number that did not fit in the budget (dropped by the caller)."""
+        lines = [json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in rows]
+        with self._lock:
+            kept = []
+            for line in lines:
+                if self.bytes + len(line) > self.budget:
+                    break
+                kept.append(line)
+                self.bytes += len(line)
+            if kept:
+                if self._handle is None:
+                    self._open = self.directory / f"{time.time_ns()}-{os.getpid()}.jsonl"
+                    self._handle = open(self._open, "ab")  # noqa: SIM115 (closed on seal)
+                self._handle.write(b"".join(kept))
+                self._handle.flush()  # in the OS's hands: survives a kill of this process
+                if self._handle.tell() >= SEGMENT_BYTES:
+                    self._seal()
+            JOURNAL_BYTES.set(self.bytes)
+            return len(lines) - len(kept)
+
+    def _seal(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle, self._open = None, None
+
+    def sealed(self) -> list[Path]:
+        """Segments ready to replay, oldest first (seals the open one)."""
+        with self._lock:
+            self._seal()
+            return sorted(self.directory.glob("*.jsonl"))
+
+    def pending(self) -> bool:
+        return self.bytes > 0
+
+    def done(self, segment: Path) -> None:
+        with self._lock:
+            size = segment.stat().st_size if segment.exists() else 0
+            segment.unlink(missing_ok=True)
+            self.bytes = max(0, self.bytes - size)
+            JOURNAL_BYTES.set(self.bytes)
+
+    def close(self) -> None:
+        with self._lock:
+            self._seal()
+
+
+def read_segment(segment: Path) -> list[tuple]:
+    """The rows of a segment; a line cut short by a crash mid-write is skipped."""
+    rows = []
+    for line in segment.read_bytes().splitlines():
+        with contextlib.suppress(ValueError):
+            values = json.loads(line)
+            values[COLUMNS.index("inputs")] = json.dumps(values[COLUMNS.index("inputs")])
+            rows.append(tuple(values))
+    return rows
+
+
 class PredictionLog:
     def __init__(
-        self, database_url: str, capacity: int, batch: int = 2000, linger_s: float = 0.5
+        self,
+        database_url: str,
+        capacity: int,
+        journal: Path,
+        spill_bytes: int = 1 << 30,
+        batch: int = 2000,
+        linger_s: float = 0.5,
+        retry_s: float = 1.0,
     ) -> None:
         self._url = database_url
-        self._linger_s = linger_s
-        self._queue: queue.Queue[Entry] = queue.Queue(maxsize=capacity)
+        self._capacity = capacity
         self._batch = batch
+        self._linger_s = linger_s
+        self._retry_s = retry_s
+        # SimpleQueue: put never blocks (unbounded, C), get sleeps until rows arrive (no polling)
+        self._pending: queue.SimpleQueue[list[Entry]] = queue.SimpleQueue()
+        self._rows_in = 0  # rows appended by requests (one writer per counter: no lock)
+        self._rows_out = 0  # rows taken by the drainer
+        self._handoff: queue.Queue[list[Entry]] = queue.Queue(maxsize=2)
+        self.journal = Journal(journal, spill_bytes)
+        self._database_ok = True
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
         self.dropped = 0
         self.written = 0
+        self.spilled = 0
         self._last_warning = 0.0
+        self._drainer = threading.Thread(target=self._drain, name="prediction-log", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name="prediction-db", daemon=True)
+        self._drainer.start()
+        self._writer.start()
 
+    # -- the request path -------------------------------------------------------------------
     def put(self, entries: list[Entry]) -> None:
-        for entry in entries:
+        """Hand a request's rows over; returns at once, whatever the database does."""
+        self._pending.put(entries)
+        self._rows_in += len(entries)
+
+    # -- drainer ----------------------------------------------------------------------------
+    def _take(self) -> list[Entry]:
+        """Up to ``batch`` rows, waiting at most ``linger_s`` after the first one: one INSERT
+        and one commit per batch, not per request."""
+        try:
+            taken = list(self._pending.get(timeout=0.2))
+        except queue.Empty:
+            return []
+        self._rows_out += len(taken)
+        deadline = time.monotonic() + self._linger_s
+        while len(taken) < self._batch:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                break
             try:
-                self._queue.put_nowait(entry)
-            except queue.Full:
-                self._drop(1, "queue full")
+                entries = self._pending.get(timeout=remaining)
+            except queue.Empty:
+                break
+            taken.extend(entries)
+            self._rows_out += len(entries)
+        return taken
+
+    def _drain(self) -> None:
+        while not (self._stop.is_set() and self._pending.empty()):
+            taken = self._take()
+            if not taken:
+                continue
+            backlog = self._rows_in - self._rows_out
+            if self._database_ok and backlog <= self._capacity and not self.journal.pending():
+                try:
+                    self._handoff.put_nowait(taken)
+                    continue
+                except queue.Full:  # the writer is behind: the database is slow
+                    pass
+            self._spill(taken)
+
+    def _spill(self, taken: list[Entry]) -> None:
+        lost = self.journal.append([e.values() for e in taken])
+        self.spilled += len(taken) - lost
+        SPILLED.inc(len(taken) - lost)
+        if lost:
+            self._drop(lost, "journal over TRENDCAST_PREDICTION_LOG_SPILL_BYTES")
 
     def _drop(self, count: int, why: str) -> None:
         self.dropped += count
@@ -87,44 +247,60 @@ class PredictionLog:
             self._last_warning = time.monotonic()
             log.warning("prediction log: dropped %d row(s) so far (%s)", self.dropped, why)
 
-    def _take(self) -> list[Entry]:
-        """Up to ``batch`` rows, waiting at most ``linger_s`` after the first one: one INSERT
-        and one commit per batch, not per request (a commit per request costs the request
-        path more CPU on a small machine than the prediction itself)."""
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        taken = [first]
-        deadline = time.monotonic() + self._linger_s
-        while len(taken) < self._batch:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stop.is_set():
-                break
-            try:
-                taken.append(self._queue.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return taken
-
-    def _run(self) -> None:
+    # -- writer -----------------------------------------------------------------------------
+    def _write_loop(self) -> None:
         connection = None
-        while not (self._stop.is_set() and self._queue.empty()):
-            taken = self._take()
-            if not taken:
-                continue
+        while True:
             try:
-                connection = connection or self._connect()
-                self._write(connection, taken)
-                self.written += len(taken)
-                WRITTEN.inc(len(taken))
-            except Exception as exc:  # database down: drop this batch, reconnect next time
-                self._drop(len(taken), f"database: {type(exc).__name__}: {str(exc)[:120]}")
+                taken = self._handoff.get(timeout=0.2)
+            except queue.Empty:
+                taken = None
+                if self._stop.is_set() and not self._drainer.is_alive():
+                    break
+            try:
+                if taken:
+                    connection = connection or self._connect()
+                    self._insert(connection, [e.row() for e in taken])
+                    self._written(len(taken))
+                if self.journal.pending() and (self._database_ok or taken is None):
+                    connection = connection or self._connect()
+                    self._replay(connection)
+                self._database_ok = True
+            except Exception as exc:  # database down or slow: the journal keeps the rows
+                if self._database_ok:
+                    log.warning(
+                        "prediction log: database unavailable (%s: %s); journaling to %s",
+                        type(exc).__name__,
+                        str(exc).strip()[:160],
+                        self.journal.directory,
+                    )
+                self._database_ok = False
+                if taken:
+                    self._spill(taken)
                 if connection is not None:
                     with contextlib.suppress(Exception):
                         connection.close()
                 connection = None
-                time.sleep(0.5)
+                if self._stop.wait(self._retry_s) and not self.journal.pending():
+                    break
+                if self._stop.is_set():
+                    break
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def _replay(self, connection) -> None:
+        for segment in self.journal.sealed():
+            rows = read_segment(segment)
+            for start in range(0, len(rows), 5000):
+                self._insert(connection, rows[start : start + 5000])
+            self.journal.done(segment)
+            self._written(len(rows))
+            log.info("prediction log: replayed %d journaled row(s) from %s", len(rows), segment)
+
+    def _written(self, count: int) -> None:
+        self.written += count
+        WRITTEN.inc(count)
 
     def _connect(self):
         import psycopg2
@@ -132,26 +308,51 @@ class PredictionLog:
         from trendcast.db import normalize_url
 
         url = normalize_url(self._url).set(drivername="postgresql")
-        return psycopg2.connect(url.render_as_string(hide_password=False), connect_timeout=3)
+        connection = psycopg2.connect(
+            url.render_as_string(hide_password=False),
+            connect_timeout=3,
+            options="-c statement_timeout=30000",
+        )
+        return connection
 
-    def _write(self, connection, taken: list[Entry]) -> None:
+    def _insert(self, connection, rows: list[tuple]) -> None:
         from psycopg2.extras import execute_values
 
         with connection, connection.cursor() as cur:
             execute_values(
                 cur,
-                f"INSERT INTO serving.predictions ({', '.join(COLUMNS)}) VALUES %s",
-                [e.row() for e in taken],
+                f"INSERT INTO serving.predictions ({', '.join(COLUMNS)}) VALUES %s "
+                "ON CONFLICT (log_key) DO NOTHING",
+                rows,
                 page_size=1000,
             )
 
-    def flush(self, timeout_s: float = 10.0) -> None:
-        """Wait until the queue is drained (tests and shutdown)."""
-        deadline = time.monotonic() + timeout_s
-        while not self._queue.empty() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+    # -- tests and shutdown -----------------------------------------------------------------
+    def backlog(self) -> int:
+        """Rows not yet in the database (in memory, handed over or journaled)."""
+        return self._rows_in - self.written - self.dropped
 
-    def close(self) -> None:
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every row handed over is written (or dropped); True when it is."""
+        deadline = time.monotonic() + timeout_s
+        while self.backlog() > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.backlog() <= 0
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what can be written within ``timeout_s``; the rest stays in the journal."""
+        self.flush(timeout_s)
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._drainer.join(timeout=timeout_s)
+        self._writer.join(timeout=timeout_s)
+        # Whatever the writer could not take is journaled for the next start.
+        leftover = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                leftover.extend(self._handoff.get_nowait())
+        with contextlib.suppress(queue.Empty):
+            while True:
+                leftover.extend(self._pending.get_nowait())
+        if leftover:
+            self._spill(leftover)
+        self.journal.close()

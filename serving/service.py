@@ -10,30 +10,50 @@ Run: ``trendcast serve`` (or ``bentoml serve serving.service:Trendcast``).
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import math
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 import bentoml
 import numpy as np
-from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
+from starlette.responses import Response
 
-from serving.auth import HealthAndAuth
+from serving import bentoml_fixes
+from serving.gateway import Gateway
 from serving.models import LoadedModel, ModelHolder
 from serving.prediction_log import Entry, PredictionLog
 from trendcast import governance
 from trendcast.config import get_settings
 
 log = logging.getLogger("trendcast.serving")
+bentoml_fixes.apply()
+
+
+class NotEnoughHistory(BentoMLException):
+    """A symbol's stored bars do not cover its features' windows yet (409: a state, not a
+    malformed request)."""
+
+    error_code = HTTPStatus.CONFLICT
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _answer(body: dict) -> Response:
+    """The JSON answer as a ready response: for a ``dict`` return value BentoML 1.4 builds a
+    pydantic TypeAdapter and its JSON schema on every request (``IORootModel.mime_type``),
+    which costs more than the prediction."""
+    return Response(json.dumps(body).encode(), media_type="application/json")
 
 
 @bentoml.service(
@@ -64,10 +84,19 @@ class Trendcast:
             on_unaudited=self._unaudited,
             on_audited=self._audited,
         )
-        self.log = PredictionLog(self.url, self.settings.prediction_log_queue)
-        HealthAndAuth.service = self
+        self.log = PredictionLog(
+            self.url,
+            self.settings.prediction_log_queue,
+            journal=self.settings.home / "prediction-journal",
+            spill_bytes=self.settings.prediction_log_spill_bytes,
+        )
+        Gateway.service = self
         changes = self.holder.check()
         log.info("model check at start: %s", changes)
+        # Everything loaded so far (modules, the booster, settings) lives as long as the process:
+        # out of the collector's sight, a full collection has less to walk.
+        gc.collect()
+        gc.freeze()
         self._stop = threading.Event()
         threading.Thread(target=self._poll, name="alias-poller", daemon=True).start()
 
@@ -129,39 +158,29 @@ class Trendcast:
         return model
 
     def _matrix(self, rows: list[dict[str, Any]], features: list[str]) -> np.ndarray:
-        if not rows:
-            raise InvalidArgument("rows: empty batch; send at least one row")
-        limit = self.settings.serving_max_batch
-        if len(rows) > limit:
-            raise InvalidArgument(f"rows: {len(rows)} rows, more than the limit of {limit}")
-        expected = set(features)
-        matrix = np.empty((len(rows), len(features)), dtype=np.float32)
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise InvalidArgument(f"rows[{i}]: expected an object of feature: number")
-            missing = [f for f in features if f not in row]
-            if missing:
-                raise InvalidArgument(f"rows[{i}]: missing feature(s) {', '.join(missing)}")
-            unknown = sorted(set(row) - expected)
-            if unknown:
-                raise InvalidArgument(f"rows[{i}]: unknown feature(s) {', '.join(unknown)}")
-            for j, name in enumerate(features):
-                value = row[name]
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise InvalidArgument(f"rows[{i}].{name}: not a number ({value!r})")
-                if not math.isfinite(value):
-                    raise InvalidArgument(f"rows[{i}].{name}: must be finite, got {value}")
-                matrix[i, j] = value
+        """Rows in ``features`` order. The gateway has checked them against the contract; what
+        still could differ (a model whose features are not the contract's, a value that float32
+        cannot hold) is refused here, naming the cell."""
+        try:
+            matrix = np.array([[row[f] for f in features] for row in rows], dtype=np.float32)
+        except KeyError as exc:
+            raise InvalidArgument(f"rows: missing feature {exc.args[0]}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidArgument(f"rows: a value is not a number ({exc})") from None
+        if not np.isfinite(matrix).all():
+            i, j = np.argwhere(~np.isfinite(matrix))[0]
+            raise InvalidArgument(f"rows[{i}].{features[j]}: must be finite within float32's range")
         return matrix
 
     def _score(
         self,
+        model: LoadedModel,
         matrix: np.ndarray,
         inputs: list[dict],
         started: float,
         keys: list[tuple[str | None, str | None, str | None]],
-    ) -> tuple[LoadedModel, np.ndarray]:
-        model = self._model()  # one reference for the whole request
+    ) -> np.ndarray:
+        """Score with ``model``, the one reference the request took when it started."""
         predictions = model.predict(matrix)
         latency = (time.perf_counter() - started) * 1000
         request_id, at = uuid.uuid4().hex, _now()
@@ -177,8 +196,9 @@ class Trendcast:
                 row,
                 float(p),
                 latency,
+                i,
             )
-            for key, row, p in zip(keys, inputs, predictions, strict=True)
+            for i, (key, row, p) in enumerate(zip(keys, inputs, predictions, strict=True))
         ]
         shadow = self.holder.shadow.model if self.holder.shadow else None
         if shadow is not None and shadow.version != model.version:
@@ -197,36 +217,41 @@ class Trendcast:
                             row,
                             float(p),
                             latency,
+                            i,
                         )
-                        for key, row, p in zip(keys, inputs, shadow.predict(ordered), strict=True)
+                        for i, (key, row, p) in enumerate(
+                            zip(keys, inputs, shadow.predict(ordered), strict=True)
+                        )
                     ]
             except Exception as exc:  # the shadow never fails a request
                 log.warning("shadow scoring failed: %s", exc)
         self.log.put(entries)
-        return model, predictions
+        return predictions
 
     # -- endpoints --------------------------------------------------------------------------
     @bentoml.api(route="/predict")
     async def predict(
         self, rows: list[dict[str, Any]] = Field(description="Feature rows: name -> number")
-    ) -> dict:
+    ) -> Any:  # a ready JSON Response (see _answer)
         """Predict the forward return for a batch of feature rows (in the event loop: the
         native booster answers in microseconds, a thread hop would cost more)."""
         started = time.perf_counter()
-        model = self._model()
+        model = self._model()  # one reference for the whole request
         matrix = self._matrix(rows, model.features)
-        model, predictions = self._score(matrix, rows, started, [(None, None, None)] * len(rows))
-        return {
-            "model": {"name": model.name, "version": model.version, "alias": model.alias},
-            "predictions": [float(p) for p in predictions],
-        }
+        predictions = self._score(model, matrix, rows, started, [(None, None, None)] * len(rows))
+        return _answer(
+            {
+                "model": {"name": model.name, "version": model.version, "alias": model.alias},
+                "predictions": [float(p) for p in predictions],
+            }
+        )
 
     @bentoml.api(route="/predict_latest")
     def predict_latest(
         self,
         symbols: list[str] = Field(description="Symbols to score on their newest bar"),
         interval: str = Field(default="1h", description="Bar interval"),
-    ) -> dict:
+    ) -> Any:  # a ready JSON Response (see _answer)
         """Score each symbol on the features of its newest stored bar (the real-time path)."""
         from trendcast.errors import InputError
         from trendcast.schema import series_key
@@ -251,20 +276,22 @@ class Trendcast:
             keys.append((key.symbol, key.interval, event_time))
             times.append(event_time)
         matrix = self._matrix(rows, model.features)
-        model, predictions = self._score(matrix, rows, started, keys)
-        return {
-            "model": {"name": model.name, "version": model.version, "alias": model.alias},
-            "results": [
-                {
-                    "symbol": key[0],
-                    "interval": key[1],
-                    "event_time": key[2],
-                    "features": row,
-                    "prediction": float(p),
-                }
-                for key, row, p in zip(keys, rows, predictions, strict=True)
-            ],
-        }
+        predictions = self._score(model, matrix, rows, started, keys)
+        return _answer(
+            {
+                "model": {"name": model.name, "version": model.version, "alias": model.alias},
+                "results": [
+                    {
+                        "symbol": key[0],
+                        "interval": key[1],
+                        "event_time": key[2],
+                        "features": row,
+                        "prediction": float(p),
+                    }
+                    for key, row, p in zip(keys, rows, predictions, strict=True)
+                ],
+            }
+        )
 
     def _latest_features(self, symbol: str, interval: str, names: list[str]):
         """The stored feature row when it covers the newest bar, else computed now from the
@@ -293,26 +320,30 @@ class Trendcast:
         values = {n: float(stored[n]) for n in names}
         bad = [n for n, v in values.items() if not math.isfinite(v)]
         if bad:
-            raise InvalidArgument(
+            raise NotEnoughHistory(
                 f"{symbol} {interval}: not enough history for feature(s) {', '.join(bad)}"
             )
         return stored["event_time"].isoformat(), values
 
     @bentoml.api(route="/model")
-    async def model(self) -> dict:
+    async def model(self) -> Any:  # a ready JSON Response (see _answer)
         """The served model: name, version, alias, run id, features, loaded-at, checksum."""
         served = self._model().describe()
         shadow = self.holder.shadow.model if self.holder.shadow else None
-        return {
-            **served,
-            "shadow": shadow.describe() if shadow else None,
-            "mlflow": "ok" if self.holder.mlflow_ok else f"unreachable: {self.holder.mlflow_error}",
-            "errors": {
-                s.alias: s.error
-                for s in filter(None, (self.holder.primary, self.holder.shadow))
-                if s.error
-            },
-        }
+        return _answer(
+            {
+                **served,
+                "shadow": shadow.describe() if shadow else None,
+                "mlflow": "ok"
+                if self.holder.mlflow_ok
+                else f"unreachable: {self.holder.mlflow_error}",
+                "errors": {
+                    s.alias: s.error
+                    for s in filter(None, (self.holder.primary, self.holder.shadow))
+                    if s.error
+                },
+            }
+        )
 
     @bentoml.api(route="/reload")
     def reload(self) -> dict:
@@ -323,6 +354,3 @@ class Trendcast:
             "mlflow": "ok" if self.holder.mlflow_ok else f"unreachable: {self.holder.mlflow_error}",
             "version": self.holder.primary.model.version if self.holder.primary.model else None,
         }
-
-
-Trendcast.add_asgi_middleware(HealthAndAuth)

@@ -1,6 +1,9 @@
 """The BentoML service over HTTP against a real MLflow server and PostgreSQL: predictions equal
-the model's own, validation, auth, the prediction log, a hot swap under a steady request
-stream, a tampered artifact refused, and MLflow stopped (still serving, readiness degraded)."""
+the model's own, validation (hostile inputs, float32's range, the body limit, methods, media
+types) answered in the one error schema, schemathesis `--checks all` against the served
+OpenAPI, auth, the prediction log, a hot swap under a steady request stream, a tampered
+artifact refused, a deleted alias, no model at all, and MLflow stopped (still serving,
+readiness degraded)."""
 
 from __future__ import annotations
 
@@ -199,23 +202,40 @@ def test_predictions_equal_the_models_own(stack):
     assert result["prediction"] == pytest.approx(float(direct[0]), rel=1e-6)
 
 
+def error_of(answer: httpx.Response, status: int) -> dict:
+    """The error of an answer, checked against the one error schema the OpenAPI states."""
+    from serving.contract import ErrorBody
+
+    assert answer.status_code == status, (answer.status_code, answer.text)
+    assert answer.headers["content-type"].startswith("application/json")
+    return ErrorBody.model_validate_json(answer.content).error.model_dump()
+
+
 @pytest.mark.parametrize(
-    ("path", "body", "message"),
+    ("path", "body", "field", "message"),
     [
-        ("/predict", {"rows": []}, "rows: empty batch"),
-        ("/predict", {"rows": [{"sma_7_ratio": 1.0}]}, "rows[0]: missing feature(s)"),
-        ("/predict", {"rows": "x"}, "Input should be a valid array"),
-        ("/predict", {}, "rows"),
-        ("/predict_latest", {"symbols": []}, "symbols: empty list"),
-        ("/predict_latest", {"symbols": ["eur/usd"]}, "symbols[0]"),
-        ("/predict_latest", {"symbols": ["NOSUCH"]}, "no bars stored for NOSUCH"),
-        ("/predict_latest", {"symbols": ["EURUSD"], "interval": "7m"}, "symbols[0]"),
+        ("/predict", {"rows": []}, "rows", "rows: empty batch"),
+        ("/predict", {"rows": [{"sma_7_ratio": 1.0}]}, "rows[0]", "rows[0]: missing feature(s)"),
+        ("/predict", {"rows": "x"}, "rows", "rows: must be a JSON array"),
+        ("/predict", {}, "rows", "rows: required"),
+        ("/predict", {"rows": [1]}, "rows[0]", "rows[0]: expected an object"),
+        ("/predict_latest", {"symbols": []}, "symbols", "symbols: empty list"),
+        ("/predict_latest", {"symbols": ["eur/usd"]}, "symbols[0]", "must be 1-32 upper-case"),
+        ("/predict_latest", {"symbols": ["EURUSD"], "interval": "7m"}, "interval", "one of 1m"),
+        ("/predict_latest", {"symbols": ["A"], "extra": 1}, "extra", "extra: unknown field"),
+        ("/model", {"verbose": True}, "verbose", "verbose: unknown field"),
     ],
 )
-def test_bad_input_is_a_4xx_naming_the_field(stack, path, body, message):
-    answer = stack.post(path, body)
-    assert 400 <= answer.status_code < 500, answer.text
-    assert message in answer.text
+def test_bad_input_is_a_400_naming_the_field(stack, path, body, field, message):
+    error = error_of(stack.post(path, body), 400)
+    assert error["code"] == "invalid_argument" and error["field"] == field
+    assert message in error["message"]
+
+
+def test_a_symbol_without_bars_is_a_404_in_the_error_schema(stack):
+    error = error_of(stack.post("/predict_latest", {"symbols": ["NOSUCH"]}), 404)
+    assert error["message"] == "symbols[0]: no bars stored for NOSUCH 1h"
+    assert error["field"] == "symbols[0]"
 
 
 def test_every_bad_row_class_is_refused(stack):
@@ -236,7 +256,7 @@ def test_every_bad_row_class_is_refused(stack):
         headers={**AUTH, "content-type": "application/json"},
         timeout=10,
     )
-    assert answer.status_code == 400 and "rows[0].rsi_14: must be finite" in answer.text
+    assert answer.status_code == 400 and "rows[0].rsi_14: must be a finite number" in answer.text
     oversized = stack.post("/predict", {"rows": [good] * 51})
     assert oversized.status_code == 400 and "51 rows, more than the limit of 50" in oversized.text
 
@@ -348,7 +368,11 @@ def test_tampered_artifact_is_refused_and_the_old_model_kept(stack):
     assert model["version"] == served
     assert "does not match the registered" in model["errors"]["production"]
     assert stack.post("/predict", {"rows": _rows(stack, 1)}).json()["model"]["version"] == served
+    ready = httpx.get(f"{stack.url}/readyz", timeout=5).json()  # not "ready": say why
+    assert ready["status"] == "degraded" and "does not match the registered" in ready["reason"]
     _move(stack.client, stack.engine, "production", served)
+    stack.post("/reload", {})
+    assert httpx.get(f"{stack.url}/readyz", timeout=5).json()["status"] == "ready"
 
 
 def _alerts(stack, version: int) -> list[dict]:
@@ -416,8 +440,46 @@ def test_a_forced_move_needs_a_reason(stack):
         )
 
 
-def test_schemathesis_finds_no_server_error(stack):
-    """Property-based requests generated from the service's own OpenAPI: never a 5xx."""
+def test_a_deleted_alias_keeps_the_last_model_serving_and_says_so(stack):
+    served = stack.post("/model", {}).json()["version"]
+    stack.client.delete_registered_model_alias(NAME, "production")
+    try:
+        stack.post("/reload", {})
+        ready = httpx.get(f"{stack.url}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert "alias 'production' is not set" in ready.json()["reason"]
+        answer = stack.post("/predict", {"rows": _rows(stack, 2)})
+        assert answer.status_code == 200 and answer.json()["model"]["version"] == served
+    finally:
+        _move(stack.client, stack.engine, "production", served)
+        stack.post("/reload", {})
+    assert httpx.get(f"{stack.url}/readyz", timeout=5).json()["status"] == "ready"
+
+
+def test_identical_production_and_challenger_are_scored_once(stack):
+    served = stack.post("/model", {}).json()["version"]
+    _move(stack.client, stack.engine, "challenger", served)
+    stack.post("/reload", {})
+    info = stack.post("/model", {}).json()
+    assert info["shadow"]["version"] == served
+    rows = _rows(stack, 8)[5:]  # rows no other test sends: earlier requests may still land
+    before = len(_logged(stack))
+    stack.post("/predict", {"rows": rows})
+    deadline = time.monotonic() + 10
+
+    def mine() -> list:
+        return [r for r in _logged(stack)[before:] if r["inputs"] in rows]
+
+    while len(mine()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)  # a second (shadow) score would arrive in the same batch
+    new = mine()
+    assert len(new) == 3 and not any(r["shadow"] for r in new)
+
+
+def _schemathesis(stack: Stack, workdir: Path, *headers: str) -> str:
+    """`st run --checks all` over every operation of the served OpenAPI; its output."""
+    args = [arg for header in headers for arg in ("-H", header)]
     result = subprocess.run(
         [
             str(Path(sys.executable).with_name("st")),
@@ -426,20 +488,204 @@ def test_schemathesis_finds_no_server_error(stack):
             "--url",
             stack.url,
             "--checks",
-            "not_a_server_error",
+            "all",
             "--max-examples",
-            "25",
+            "250",
             "--seed",
             "7",
-            "-H",
-            f"Authorization: Bearer {TOKEN}",
+            "--workers",
+            "2",
+            "--request-timeout",
+            "30",
+            *args,
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
+        cwd=workdir,  # its cache stays out of the repository
     )
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert "generated" in result.stdout and "passed" in result.stdout
+    assert result.returncode == 0, result.stdout[-6000:]
+    return result.stdout
+
+
+def _generated(output: str) -> int:
+    import re
+
+    found = re.search(r"Test cases:\s*\n?\s*(\d[\d,]*) generated", output)
+    assert found, output[-3000:]
+    return int(found.group(1).replace(",", ""))
+
+
+def test_schemathesis_checks_all_with_and_without_the_token(stack, tmp_path):
+    """Every operation of the served OpenAPI, every check schemathesis has (status codes, error
+    bodies against the schema, content types, valid data accepted, invalid data refused,
+    undeclared methods answered 405, the token enforced): zero failures, with the token and
+    without it."""
+    with_token = _schemathesis(stack, tmp_path, f"Authorization: Bearer {TOKEN}")
+    without = _schemathesis(stack, tmp_path)
+    total = _generated(with_token) + _generated(without)
+    assert total >= 2000, (with_token[-2000:], without[-2000:])
+
+
+HUGE = b"1" + b"0" * 400
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (HUGE, "a 401-digit integer (was a 500: OverflowError in math.isfinite)"),
+        (b"1e39", "beyond float32 (was served as inf)"),
+        (b"-1e39", "beyond float32 on the negative side"),
+        (b"1e308", "a double float32 cannot hold"),
+        (b"1e400", "beyond double: JSON's infinity"),
+        (b"NaN", "JSON's NaN token"),
+        (b"-Infinity", "JSON's infinity token"),
+    ],
+)
+def test_values_float32_cannot_hold_are_a_400_naming_the_field(stack, value, why):
+    row = json.dumps({**_rows(stack, 1)[0], "rsi_14": 0.25}).encode()
+    body = b'{"rows": [' + row.replace(b'"rsi_14": 0.25', b'"rsi_14": ' + value) + b"]}"
+    answer = httpx.post(
+        f"{stack.url}/predict",
+        content=body,
+        headers={**AUTH, "content-type": "application/json"},
+        timeout=10,
+    )
+    error = error_of(answer, 400)
+    assert error["field"] == "rows[0].rsi_14", why
+    assert "finite number within float32's range" in error["message"], why
+
+
+def test_hostile_requests_get_a_4xx_in_the_one_error_schema(stack):
+    good = _rows(stack, 1)[0]
+    url = stack.url
+    json_headers = {**AUTH, "content-type": "application/json"}
+
+    # A body past TRENDCAST_SERVING_MAX_BODY_BYTES (4 MiB): 413 whether its length is declared
+    # or it arrives in chunks; before, 10 MB with an unknown top-level field was answered 200.
+    padding = "x" * (10 * 1024 * 1024)
+    big = json.dumps({"rows": [good], "padding": padding}).encode()
+    error = error_of(httpx.post(f"{url}/predict", content=big, headers=json_headers), 413)
+    assert "TRENDCAST_SERVING_MAX_BODY_BYTES" in error["message"] and error["field"] == "body"
+
+    def chunks():
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    error_of(httpx.post(f"{url}/predict", content=chunks(), headers=json_headers), 413)
+
+    # Unknown top-level fields are refused, not ignored.
+    error = error_of(stack.post("/predict", {"rows": [good], "comment": "hi"}), 400)
+    assert error["field"] == "comment"
+
+    # Health endpoints answer GET and HEAD only; the API answers POST only (405 with Allow).
+    for method, path, allow in [
+        ("TRACE", "/readyz", "GET, HEAD"),
+        ("POST", "/readyz", "GET, HEAD"),
+        ("DELETE", "/livez", "GET, HEAD"),
+        ("PUT", "/metrics", "GET, HEAD"),
+        ("GET", "/predict", "POST"),
+        ("DELETE", "/model", "POST"),
+    ]:
+        answer = httpx.request(method, f"{url}{path}", headers=AUTH, timeout=10)
+        error = error_of(answer, 405)
+        assert answer.headers["allow"] == allow and error["code"] == "method_not_allowed"
+    assert httpx.head(f"{url}/livez", timeout=10).status_code == 200
+    assert httpx.get(f"{url}/healthz", timeout=10).json() == {"status": "alive"}  # no token
+
+    # Media type, JSON syntax, shape, nesting, unknown paths.
+    for content, kind, status, field in [
+        (json.dumps({"rows": [good]}), "text/plain", 415, "content-type"),
+        (json.dumps({"rows": [good]}), None, 415, "content-type"),
+        ('{"rows": [', "application/json", 400, "body"),
+        ("[1, 2]", "application/json", 400, "body"),
+        ('"rows"', "application/json", 400, "body"),
+        ('{"rows": ' + "[" * 100_000 + "]" * 100_000 + "}", "application/json", 400, None),
+        ("", "application/json", 400, "rows"),
+        ('{"symbols": ["\u0000"]}', "application/json", 400, "body"),  # a raw control character
+    ]:
+        headers = dict(AUTH) if kind is None else {**AUTH, "content-type": kind}
+        answer = httpx.post(f"{url}/predict", content=content.encode(), headers=headers)
+        error = error_of(answer, status)
+        if field:
+            assert error["field"] == field, error
+    error = error_of(httpx.post(f"{url}/nope", json={}, headers=AUTH), 404)
+    assert "no such endpoint" in error["message"]
+    for symbol in ("A" * 33, "\u0000", "EURUSD\n", ""):
+        error = error_of(stack.post("/predict_latest", {"symbols": [symbol]}), 400)
+        assert error["field"] == "symbols[0]", symbol
+
+    # A value that underflows float32 is still a number: accepted.
+    assert stack.post("/predict", {"rows": [{**good, "rsi_14": 1e-50}]}).status_code == 200
+
+
+def test_openapi_states_the_features_and_the_rules(stack):
+    spec = httpx.get(f"{stack.url}/docs.json", timeout=10).json()
+    schemas = spec["components"]["schemas"]
+    row = schemas["FeatureRow"]
+    assert sorted(row["required"]) == sorted(stack.dataset.features)
+    assert row["additionalProperties"] is False
+    assert row["properties"]["rsi_14"]["maximum"] == pytest.approx(3.4028234663852886e38)
+    assert schemas["PredictRequest"]["properties"]["rows"]["maxItems"] == 50
+    latest = schemas["PredictLatestRequest"]["properties"]
+    assert latest["symbols"]["items"]["pattern"] == "^[A-Z0-9][A-Z0-9._-]{0,31}$"
+    assert "1M" in latest["interval"]["enum"]
+    assert set(spec["paths"]) >= {"/predict", "/predict_latest", "/model", "/reload", "/readyz"}
+    assert set(spec["paths"]["/readyz"]) == {"get"}
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_without_a_model_every_endpoint_says_why(stack, tmp_path):
+    """A service whose alias points nowhere: /readyz and every endpoint that needs the model
+    answer 503 with the reason (BentoML used to replace it with a generic body)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TRENDCAST_HOME": str(tmp_path),
+        "TRENDCAST_DATABASE_URL": stack.engine.url.render_as_string(hide_password=False),
+        "TRENDCAST_MLFLOW_TRACKING_URI": stack.mlflow_url,
+        "TRENDCAST_MODEL_NAME": "NO_SUCH_MODEL",
+    }
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("bentoml")),
+            "serve",
+            "serving.service:Trendcast",
+            "--port",
+            str(port),
+            "--working-dir",
+            str(REPO),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/livez", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None
+            time.sleep(0.5)
+        ready = httpx.get(f"{url}/readyz", timeout=5)
+        assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+        assert "NO_SUCH_MODEL@production" in ready.json()["reason"]
+        for path, body in [
+            ("/predict", {"rows": _rows(stack, 1)}),
+            ("/predict_latest", {"symbols": ["EURUSD"]}),
+            ("/model", {}),
+        ]:
+            error = error_of(httpx.post(f"{url}{path}", json=body, timeout=10), 503)
+            assert "no verified model for NO_SUCH_MODEL@production" in error["message"], path
+        error = error_of(httpx.post(f"{url}/predict", json={"rows": []}, timeout=10), 400)
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
 
 
 def test_the_built_bento_serves(stack, tmp_path):

@@ -120,7 +120,18 @@ class Settings(BaseSettings):
         default=None, description="Bearer token for every endpoint but health and metrics."
     )
     prediction_log_queue: int = Field(
-        default=50_000, ge=1, description="Prediction-log rows buffered before dropping."
+        default=50_000,
+        ge=1,
+        description="Prediction-log rows held in memory before further ones spill to the journal.",
+    )
+    prediction_log_spill_bytes: int = Field(
+        default=1 << 30,
+        ge=0,
+        description="Disk budget of the prediction-log journal (<home>/prediction-journal); "
+        "rows are dropped and counted only beyond it.",
+    )
+    serving_max_body_bytes: int = Field(
+        default=4 << 20, ge=1024, description="Largest request body the service reads (413)."
     )
     model_name: str | None = Field(
         default=None,

@@ -32,7 +32,11 @@ class PredictionClient:
                 "`trendcast up --with serving`"
             ) from None
         if response.status_code >= 400:
-            raise TrendcastError(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
+            try:  # the service's one error schema: {"error": {"code", "message", "field"}}
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:300]
+            raise TrendcastError(f"{path}: HTTP {response.status_code}: {message}")
         return response.json()
 
     def wait_for_alias(self, alias: str, timeout_s: float, mlflow_client) -> tuple[int, float]:

@@ -14,7 +14,7 @@ def _status_table(parts) -> Table:
     table = Table(show_header=True, header_style="bold")
     for column in ("part", "state", "url", "version", "detail"):
         table.add_column(column, overflow="fold")
-    colours = {"up": "green", "external": "cyan", "down": "red"}
+    colours = {"up": "green", "external": "cyan", "down": "red", "orphaned": "red"}
     for part in parts:
         state = f"[{colours.get(part.state, 'white')}]{part.state}[/]"
         table.add_row(part.name, state, part.url, part.version, part.detail)

@@ -29,7 +29,9 @@ from trendcast.stack import (
 @dataclass(frozen=True)
 class PartStatus:
     name: str
-    state: str  # "up", "down" or "external" (a server Trendcast did not start)
+    # "up", "down", "external" (a server Trendcast did not start) or "orphaned" (the recorded
+    # process died, some of its processes still run: `up` ends them and restarts the part)
+    state: str
     url: str
     version: str = ""
     detail: str = ""
@@ -120,7 +122,9 @@ def _up_service(
     start: Callable[[], processes.ProcessRecord],
     describe: Callable[[str], PartStatus],
 ) -> PartStatus:
-    """Reuse the recorded process when it answers (waiting while it starts), else start it."""
+    """Reuse the recorded process when it answers (waiting while it starts), else end what is
+    left of it (orphans of a killed process hold the port and answer) and start it."""
+    processes.end_orphans(settings.run_dir, name)
     record = processes.read_record(settings.run_dir, name)
     if processes.is_alive(record):
         assert record is not None
@@ -203,9 +207,18 @@ def up(
         raise TrendcastError(
             f"--with {', '.join(unknown)}: unknown part; choose from {', '.join(OPTIONAL_PARTS)}"
         )
-    _check_ports(settings, ["mlflow", *(with_parts or [])])
+    # A part that was up (its record is still there) comes back too: `up` after a crash.
+    recorded = [
+        part
+        for part in OPTIONAL_PARTS
+        if processes.read_record(settings.run_dir, _PORTS[part][0]) is not None
+    ]
+    wanted = list(dict.fromkeys([*(with_parts or []), *recorded]))
+    for part in ["mlflow", *wanted]:  # orphans of a killed part hold its port: end them first
+        processes.end_orphans(settings.run_dir, _PORTS[part][0])
+    _check_ports(settings, ["mlflow", *wanted])
     parts = []
-    starters = [up_database, up_mlflow, *(OPTIONAL_PARTS[name] for name in with_parts or [])]
+    starters = [up_database, up_mlflow, *(OPTIONAL_PARTS[name] for name in wanted)]
     for start in starters:
         part = start(settings)
         parts.append(part)
@@ -298,14 +311,47 @@ def _dashboard_status(settings: Settings, detail: str = "") -> PartStatus:
     return PartStatus("dashboard", "up", url, "Streamlit", detail)
 
 
+def _crashed(settings: Settings, name: str, url: str) -> PartStatus | None:
+    """The truth about a part whose recorded process died: "orphaned" while some of its
+    processes still run (they may even answer on its port), else "down"; None when the
+    recorded process runs or nothing was recorded."""
+    record = processes.read_record(settings.run_dir, name)
+    if record is None or processes.is_alive(record):
+        return None
+    left = processes.members(record)
+    if left:
+        return PartStatus(
+            name,
+            "orphaned",
+            url,
+            detail=f"pid {record.pid} started by `up` is gone; still running: "
+            f"{processes.describe(left)}; `trendcast up` ends them and restarts {name}, "
+            "`trendcast down` stops them",
+        )
+    return PartStatus(
+        name,
+        "down",
+        url,
+        detail=f"pid {record.pid} started by `up` is gone; `trendcast up` restarts {name}",
+    )
+
+
 def status(settings: Settings) -> list[PartStatus]:
-    parts = [_database_status(settings), _mlflow_status(settings)]
-    if processes.read_record(settings.run_dir, replay_server.NAME) is not None:
-        parts.append(_replay_status(settings))
-    if processes.read_record(settings.run_dir, dashboard_server.NAME) is not None:
-        parts.append(_dashboard_status(settings))
-    if processes.read_record(settings.run_dir, serving_server.NAME) is not None:
-        parts.append(_serving_status(settings))
+    database = _database_status(settings)
+    if settings.embedded_database:
+        database = _crashed(settings, postgres.NAME, database.url) or database
+    parts = [
+        database,
+        _crashed(settings, mlflow_server.NAME, mlflow_server.url(settings))
+        or _mlflow_status(settings),
+    ]
+    for name, url, describe in (
+        (replay_server.NAME, replay_server.url, _replay_status),
+        (dashboard_server.NAME, dashboard_server.url, _dashboard_status),
+        (serving_server.NAME, serving_server.url, _serving_status),
+    ):
+        if processes.read_record(settings.run_dir, name) is not None:
+            parts.append(_crashed(settings, name, url(settings)) or describe(settings))
     return parts
 
 

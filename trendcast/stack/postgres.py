@@ -33,7 +33,28 @@ def _postmaster(settings: Settings):
         return None
     if info is None or not info.is_running() or info.status != "ready":
         return None
+    if _dead(info.pid):  # killed, not yet reaped (a container's init may never reap it)
+        return None
     return info
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _clear_stale_pid_file(settings: Settings) -> None:
+    """A postmaster killed with -9 leaves ``postmaster.pid`` and its socket's lock file; while
+    its pid is a zombie, PostgreSQL (and pgserver) take them for a running server's."""
+    for lock in [settings.pgdata / "postmaster.pid", *settings.pgdata.glob(".s.PGSQL.*.lock")]:
+        try:
+            pid = int(lock.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if _dead(pid):
+            lock.unlink(missing_ok=True)
 
 
 def embedded_server_url(settings: Settings) -> URL:
@@ -72,10 +93,25 @@ def start(settings: Settings) -> tuple[bool, int]:
     info = _postmaster(settings)
     if info is not None:
         return False, info.pid
+    # A postmaster killed with -9 leaves backends that hold its shared memory: end them first,
+    # or the new postmaster refuses to start ("pre-existing shared memory block is still in use").
+    processes.end_orphans(settings.run_dir, NAME)
+    _clear_stale_pid_file(settings)
     import pgserver
 
     settings.pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(settings.pgdata, cleanup_mode=None)
+    tag = processes.part_tag(settings.run_dir, NAME)
+    saved = os.environ.get(processes.TAG_VARIABLE)
+    os.environ[processes.TAG_VARIABLE] = tag  # pg_ctl and the postmaster inherit it
+    try:
+        server = pgserver.get_server(settings.pgdata, cleanup_mode=None)
+        if _dead(server.get_pid()):  # pgserver's handle cached in this process: start again
+            server.ensure_postgres_running()
+    finally:
+        if saved is None:
+            os.environ.pop(processes.TAG_VARIABLE, None)
+        else:
+            os.environ[processes.TAG_VARIABLE] = saved
     pid = server.get_pid()
     assert pid is not None
     processes.write_record(
@@ -86,6 +122,8 @@ def start(settings: Settings) -> tuple[bool, int]:
             create_time=psutil.Process(pid).create_time(),
             command=["pg_ctl", "start", "-D", str(settings.pgdata)],
             log=str(settings.pgdata / "log"),
+            sid=os.getsid(pid),  # pg_ctl starts the postmaster in a session of its own
+            tag=tag,
         ),
     )
     return True, pid
@@ -95,8 +133,7 @@ def stop(settings: Settings) -> bool:
     """Stop the embedded server if ``up`` started it; True when it was running."""
     record = processes.read_record(settings.run_dir, NAME)
     if not processes.is_alive(record):
-        processes.forget(settings.run_dir, NAME)
-        return False
+        return bool(processes.end_orphans(settings.run_dir, NAME))
     from pgserver._commands import pg_ctl
 
     user = "pgserver" if os.geteuid() == 0 else None
