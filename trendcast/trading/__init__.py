@@ -1,0 +1,1 @@
+"""Strategy deployments: brokers, the runner that trades a deployment bar by bar, and its audit."""
