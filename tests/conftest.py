@@ -27,6 +27,11 @@ from trendcast.stack.postgres import throwaway_server
 
 REPO = Path(__file__).resolve().parents[1]
 
+# No test talks to a real venue: the binance broker's default base URL (Binance's public
+# testnet) is replaced for the whole session by a closed loopback port; tests that trade point
+# the broker at their exchange replay. tests/test_binance_replay.py checks this holds.
+os.environ["TRENDCAST_BINANCE_BASE_URL"] = "http://127.0.0.1:9"
+
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[URL]:

@@ -110,6 +110,35 @@ class Settings(BaseSettings):
     replay_speed: float = Field(
         default=3600.0, gt=0, description="Replay data-seconds per wall-second."
     )
+    replay_fee: float = Field(
+        default=0.001, ge=0, lt=0.5, description="Replay order fee, fraction of notional."
+    )
+    replay_slippage: float = Field(
+        default=0.0, ge=0, lt=0.5, description="Replay fill price offset, fraction of the open."
+    )
+    binance_base_url: str = Field(
+        default="https://testnet.binance.vision",
+        description="Binance spot REST API the binance broker trades on: the testnet unless "
+        "set (live: https://api.binance.com; tests and the demo: the exchange replay).",
+    )
+    binance_api_key: str | None = Field(
+        default=None, description="Binance API key (or from TRENDCAST_BINANCE_SECRET_ARN)."
+    )
+    binance_api_secret: SecretStr | None = Field(
+        default=None, description="Binance API secret (environment or a secret, never argv)."
+    )
+    binance_secret_arn: str | None = Field(
+        default=None,
+        description='AWS Secrets Manager secret holding {"api_key", "api_secret"} for '
+        "the binance broker; used when the key and secret are not set directly.",
+    )
+    binance_recv_window_ms: int = Field(
+        default=5000, ge=1, le=60_000, description="recvWindow of signed Binance requests."
+    )
+    binance_timeout_s: float = Field(default=5.0, gt=0, description="Binance HTTP timeout.")
+    binance_attempts: int = Field(
+        default=4, ge=1, description="Tries of one Binance request through 429s and 5xx."
+    )
     model_alias: str = Field(default="production", description="Alias the service serves.")
     shadow_alias: str | None = Field(
         default="challenger", description="Alias scored in shadow (logged, never returned)."

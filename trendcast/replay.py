@@ -13,6 +13,10 @@ connection closed mid-body), empty (``[]``), duplicate (repeat bars), conflictin
 second copy of bar ``index`` with another close), shuffle (out of order), drop (omit bar
 ``index``), withhold (omit bar ``index`` from this and the next ``requests`` - 1 responses that
 would hold it), bad_bar (bar ``index`` with high < low). ``random_faults`` builds a seeded list.
+
+The order side (accounts, signed order endpoints, the matching engine and its own fault queue,
+``/replay/accounts``, ``/replay/order-faults``, ``/replay/execution``) lives in
+``trendcast.replay_orders``; the klines faults above never touch orders and vice versa.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pandas as pd
 
+from trendcast.errors import InputError
 from trendcast.gaps import step_offset
+from trendcast.replay_orders import ConnectionLost, Venue, VenueError, order_response
 from trendcast.schema import INTERVALS
 
 FAULT_KINDS = (
@@ -92,7 +98,14 @@ class ReplayClock:
 class Replay:
     """The exchange state: data per symbol, one interval, a clock and a queue of faults."""
 
-    def __init__(self, data: dict[str, pd.DataFrame], interval: str, clock: ReplayClock):
+    def __init__(
+        self,
+        data: dict[str, pd.DataFrame],
+        interval: str,
+        clock: ReplayClock,
+        fee: float = 0.001,
+        slippage: float = 0.0,
+    ):
         if interval not in INTERVALS:
             raise ValueError(f"interval {interval!r} is not a Binance interval")
         self.series = {symbol: SeriesData.from_frame(f) for symbol, f in data.items()}
@@ -103,6 +116,7 @@ class Replay:
         self.requests = 0
         self.rng = random.Random(7)
         self.withheld: dict[tuple[str, int], int] = {}  # (symbol, open ms) -> responses left
+        self.venue = Venue(self, fee, slippage)  # the order side: accounts, orders, trades
 
     def interval_ms(self, at_ms: int) -> int:
         length = INTERVALS[self.interval]
@@ -197,6 +211,17 @@ def random_faults(seed: int, count: int, rate: float = 0.3, kinds=None) -> list[
     return faults
 
 
+#: Signed endpoints: (method, path) -> the name order faults use for it.
+SIGNED = {
+    ("POST", "/api/v3/order"): "order",
+    ("GET", "/api/v3/order"): "getOrder",
+    ("GET", "/api/v3/openOrders"): "openOrders",
+    ("GET", "/api/v3/allOrders"): "allOrders",
+    ("GET", "/api/v3/account"): "account",
+    ("GET", "/api/v3/myTrades"): "myTrades",
+}
+
+
 def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -224,7 +249,9 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            if url.path == "/api/v3/ping":
+            if ("GET", url.path) in SIGNED:
+                self._signed(SIGNED[("GET", url.path)], url.query, "")
+            elif url.path == "/api/v3/ping":
                 self._send(200, {})
             elif url.path == "/api/v3/time":
                 self._send(200, {"serverTime": int(replay.clock.now().value // 1_000_000)})
@@ -236,6 +263,12 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 self._send(200, self._state())
             elif url.path == "/replay/faults":
                 self._send(200, {"faults": list(replay.faults)})
+            elif url.path == "/replay/accounts":
+                self._send(200, replay.venue.summary())
+            elif url.path == "/replay/order-faults":
+                self._send(200, {"faults": list(replay.venue.faults)})
+            elif url.path == "/replay/execution":
+                self._send(200, {"fee": replay.venue.fee, "slippage": replay.venue.slippage})
             else:
                 self._error(-1000, f"unknown path {url.path}", 404)
 
@@ -329,13 +362,83 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                     kept.append(row)
                 return kept
 
+        def _signed(self, endpoint: str, query: str, body: str) -> None:
+            """A signed Binance endpoint: authenticate, apply the next order fault, answer."""
+            venue = replay.venue
+            try:
+                account, params = venue.authenticate(self.headers.get("X-MBX-APIKEY"), query, body)
+                fault = venue.take_fault(endpoint)
+                kind = fault["kind"] if fault else None
+                if kind == "429":
+                    retry = {"Retry-After": str(fault.get("retry_after", 1))}
+                    raise VenueError(429, -1003, "Too many requests.", retry)
+                status = int(fault.get("status", 500)) if kind == "500" else 500
+                if kind == "500" and not fault.get("placed"):
+                    raise VenueError(status, -1000, "An unknown error occurred.")
+                if endpoint == "order":
+                    order = venue.place(account, params, fault)
+                    result: object = order_response(
+                        order, venue, params.get("newOrderRespType", "FULL")
+                    )
+                elif endpoint == "getOrder":
+                    result = venue.find(account, params).as_json()
+                elif endpoint == "openOrders":
+                    result = [o.as_json() for o in venue.open_orders(account, params)]
+                elif endpoint == "allOrders":
+                    result = [o.as_json() for o in venue.all_orders(account, params)]
+                elif endpoint == "account":
+                    result = venue.account_json(account)
+                else:
+                    result = [t.as_json() for t in venue.my_trades(account, params)]
+                if kind == "duplicate":
+                    raise VenueError(400, -2010, "Duplicate order sent.")
+                if kind == "500":
+                    raise VenueError(status, -1006, "An unexpected response was received from "
+                                     "the message bus. Execution status unknown.")  # fmt: skip
+                if kind == "lost":
+                    raise ConnectionLost
+                self._send(200, result)
+            except VenueError as error:
+                self._send(error.status, {"code": error.code, "msg": error.msg}, error.headers)
+            except ConnectionLost:  # processed, but the client never hears back
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+        def _admin(self, path: str, body: dict) -> None:
+            """The order side's admin API (accounts, order faults, execution costs)."""
+            venue = replay.venue
+            try:
+                if path == "/replay/accounts":
+                    account = venue.seed(
+                        str(body.get("api_key", "")),
+                        str(body.get("api_secret", "")),
+                        dict(body.get("balances") or {}),
+                    )
+                    self._send(200, {"api_key": account.api_key,
+                                     "balances": account.balance_rows()})  # fmt: skip
+                elif path == "/replay/order-faults":
+                    pending = venue.queue_faults(list(body.get("faults", [])))
+                    self._send(200, {"queued": len(body.get("faults", [])), "pending": pending})
+                else:
+                    venue.set_costs(
+                        body.get("fee", venue.fee), body.get("slippage", venue.slippage)
+                    )
+                    self._send(200, {"fee": venue.fee, "slippage": venue.slippage})
+            except (InputError, TypeError, ValueError) as error:
+                self._error(-1, str(error))
+
         def do_POST(self) -> None:
             url = urlparse(self.path)
             length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if ("POST", url.path) in SIGNED:
+                return self._signed(SIGNED[("POST", url.path)], url.query, raw.decode())
             try:
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
                 return self._error(-1, "body is not JSON")
+            if url.path in ("/replay/accounts", "/replay/order-faults", "/replay/execution"):
+                return self._admin(url.path, body)
             if url.path == "/replay/faults":
                 faults = body.get("faults", [])
                 unknown = [f for f in faults if f.get("kind") not in FAULT_KINDS]
@@ -357,6 +460,10 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 self._error(-1000, f"unknown path {url.path}", 404)
 
         def do_DELETE(self) -> None:
+            if urlparse(self.path).path == "/replay/order-faults":
+                with replay.venue.lock:
+                    replay.venue.faults.clear()
+                return self._send(200, {"pending": 0})
             if urlparse(self.path).path == "/replay/faults":
                 with replay.lock:
                     replay.faults.clear()
@@ -387,6 +494,8 @@ def replay_from(
     interval: str,
     start: pd.Timestamp,
     speed: float,
+    fee: float = 0.001,
+    slippage: float = 0.0,
 ) -> tuple[Replay, list[str], str]:
     """A replay of ``frame`` served as ``symbols`` (a,b,c; default SYN), or of the EURUSD
     sample when ``frame`` is None; returns the replay, the served names and the interval."""
@@ -402,4 +511,5 @@ def replay_from(
     for name in names:
         series_key(name, interval)
     clock = ReplayClock(start, speed)
-    return Replay({name: frame for name in names}, interval, clock), names, interval
+    replay = Replay({name: frame for name in names}, interval, clock, fee, slippage)
+    return replay, names, interval

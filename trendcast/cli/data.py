@@ -228,8 +228,11 @@ def exchange_replay(
     speed: float | None = typer.Option(None, min=0.0001, help="Data-seconds per wall-second."),
     host: str | None = typer.Option(None),
     port: int | None = typer.Option(None),
+    fee: float | None = typer.Option(None, help="Order fee, fraction of notional (0.001)."),
+    slippage: float | None = typer.Option(None, help="Fill price offset, fraction of the open."),
 ) -> None:
-    """Serve real historical bars in Binance klines format with a moving clock (Ctrl-C stops)."""
+    """Serve real historical bars in Binance klines format with a moving clock, and take
+    signed market orders that fill at the next bar's open (Ctrl-C stops)."""
     from trendcast.bar_files import read_bar_file
     from trendcast.replay import replay_from, serve
 
@@ -241,12 +244,15 @@ def exchange_replay(
         interval,
         utc(start or config.replay_start, "--start"),
         speed or config.replay_speed,
+        config.replay_fee if fee is None else fee,
+        config.replay_slippage if slippage is None else slippage,
     )
     server = serve(replay, host or config.host, port or config.replay_port)
     address = f"http://{server.server_address[0]}:{server.server_address[1]}"
     err.print(
         f"exchange replay on {address}: {', '.join(names)} {interval}, clock "
-        f"{replay.clock.now():%Y-%m-%d %H:%M} x{replay.clock.speed:g}",
+        f"{replay.clock.now():%Y-%m-%d %H:%M} x{replay.clock.speed:g}; orders: fee "
+        f"{replay.venue.fee:g}, slippage {replay.venue.slippage:g}",
         highlight=False,
     )
     try:
