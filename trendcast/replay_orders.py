@@ -115,6 +115,7 @@ class Order:
     quantity: float
     arrival_ms: int  # replay clock
     fill_index: int  # bar whose open fills (the next part of) the order
+    quote_qty: float | None = None  # quoteOrderQty: the quantity is set at the first fill
     ratio: float = 1.0  # share of the quantity the first fill takes (partial fault)
     expire_rest: bool = False
     status: str = "NEW"
@@ -143,7 +144,7 @@ class Order:
             "updateTime": self.update_ms,
             "isWorking": True,
             "workingTime": self.arrival_ms,
-            "origQuoteOrderQty": "0.00000000",
+            "origQuoteOrderQty": repr(self.quote_qty) if self.quote_qty else "0.00000000",
             "selfTradePreventionMode": "NONE",
         }
         if self.reason:
@@ -325,18 +326,23 @@ class Venue:
             raise VenueError(400, -1117, "Invalid side.")
         if params.get("type") != "MARKET":
             raise VenueError(400, -1116, "Invalid orderType.")
-        if "quoteOrderQty" in params:
-            raise VenueError(400, -1013, "quoteOrderQty is not supported by this replay.")
-        try:
-            quantity = float(params["quantity"])
-        except (KeyError, ValueError):
+        if ("quantity" in params) == ("quoteOrderQty" in params):
             raise VenueError(
                 400,
                 -1102,
-                "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.",
-            ) from None
-        if not np.isfinite(quantity) or quantity <= 0:
-            raise VenueError(400, -1013, "Filter failure: LOT_SIZE")
+                "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!",
+            )
+        by_quote = "quoteOrderQty" in params
+        try:
+            amount = float(params["quoteOrderQty" if by_quote else "quantity"])
+        except ValueError:
+            raise VenueError(400, -1100, "Illegal characters found in a parameter.") from None
+        if not np.isfinite(amount) or amount <= 0:
+            raise VenueError(
+                400, -1013, f"Filter failure: {'NOTIONAL' if by_quote else 'LOT_SIZE'}"
+            )
+        quote_qty = amount if by_quote else None
+        quantity = 0.0 if by_quote else amount
         client_id = params.get("newClientOrderId") or f"replay-{next(self.ids)}"
         if not 1 <= len(client_id) <= 36:
             raise VenueError(
@@ -354,7 +360,9 @@ class Venue:
             due = int(np.searchsorted(data.open_ms, now, "left"))
             if kind == "delayed":
                 due += int(fault.get("bars", 1))
-            if side == "SELL":
+            if by_quote:
+                pass  # sized at the fill, as far as the balance goes: nothing to check yet
+            elif side == "SELL":
                 if account.free.get(base, 0.0) < quantity * (1 - DUST):
                     raise VenueError(400, -2010, INSUFFICIENT)
                 _move(account.free, account.locked, base, quantity)
@@ -375,6 +383,7 @@ class Venue:
                 quantity,
                 now,
                 due,
+                quote_qty=quote_qty,
                 update_ms=now,
             )
             if kind == "partial":
@@ -402,10 +411,17 @@ class Venue:
         account = self.accounts[order.api_key]
         at = order.fill_index
         open_ms, open_price = int(data.open_ms[at]), float(data.ohlcv[at, 0])
-        rest = order.quantity - order.executed
-        qty = rest if order.executed > 0 or order.ratio >= 1 else order.quantity * order.ratio
         direction = 1.0 if order.side == "BUY" else -1.0
         price = open_price * (1.0 + self.slippage * direction)
+        if order.quote_qty is not None and order.executed == 0:
+            order.quantity = self._quote_sized(account, order, price)
+            if order.quantity <= 0:
+                order.status, order.reason = "EXPIRED", f"{INSUFFICIENT} (at the fill)"
+                return
+            if order.side == "SELL":
+                _move(account.free, account.locked, order.base, order.quantity)
+        rest = order.quantity - order.executed
+        qty = rest if order.executed > 0 or order.ratio >= 1 else order.quantity * order.ratio
         notional = qty * price
         commission = notional * self.fee
         order.update_ms = open_ms
@@ -445,6 +461,15 @@ class Venue:
             order.reason = "the rest found no liquidity (partial fill)"
             if order.side == "SELL":
                 _move(account.locked, account.free, order.base, order.quantity - order.executed)
+
+    def _quote_sized(self, account: Account, order: Order, price: float) -> float:
+        """The base quantity of a quoteOrderQty order at its fill price, as far as the balance
+        goes (the backtest's "weight x equity at the open, as far as the cash goes"; Binance
+        itself would refuse a quote amount the balance cannot pay)."""
+        quantity = order.quote_qty / price
+        if order.side == "BUY":
+            return min(quantity, account.free.get(order.quote, 0.0) / (price * (1.0 + self.fee)))
+        return min(quantity, account.free.get(order.base, 0.0))  # spot: never short
 
     # --- queries -----------------------------------------------------------------------------
 
