@@ -195,6 +195,34 @@ def test_balances_orders_and_trades_are_per_api_key(venue, eurusd):
     assert [f.quantity for f in bob.fills("BTCUSDT")] == [1.0]
 
 
+def test_quote_sized_orders_fill_as_far_as_the_balance_goes(venue, broker, eurusd):
+    seed(venue, KEY, SECRET, {"USD": 1000.0})
+    clock_to(venue, bar_open(eurusd, START + 1))
+    stamp = bar_open(eurusd, START)
+    state = broker.submit(OrderRequest("q-1", "EURUSD", "buy", 1.0, 1.0, stamp, 5000.0))
+    price = eurusd["open"].iloc[START + 1] * (1.0 + SLIP)
+    cap = 1000.0 / (price * (1.0 + FEE))  # 5000 USD asked, 1000 there: all of it, no more
+    assert (state.status, state.filled_quantity) == ("filled", cap)
+    assert broker.balances()["USD"] == pytest.approx(0.0, abs=1e-9)
+    sold = broker.submit(OrderRequest("q-2", "EURUSD", "sell", 1.0, 1.0, stamp, 100.0))
+    assert sold.filled_quantity == 100.0 / (eurusd["open"].iloc[START + 1] * (1.0 - SLIP))
+    wire = signed(venue, "GET", "/api/v3/order", symbol="EURUSD", origClientOrderId="q-2")
+    assert float(wire.json()["origQuoteOrderQty"]) == 100.0
+
+
+def test_fill_grace_takes_orders_up_to_its_end_at_the_bar_open(venue, broker, eurusd):
+    assert HTTP.post(f"{venue.url}/replay/execution", json={"fill_grace_s": 60}).status_code == 200
+    clock_to(venue, bar_open(eurusd, START + 1) + pd.Timedelta(seconds=60))
+    assert broker.submit(request("g-1", "buy", 10.0)).status == "filled"  # exactly at the end
+    clock_to(venue, bar_open(eurusd, START + 1) + pd.Timedelta(milliseconds=60_001))
+    assert broker.submit(request("g-2", "buy", 10.0)).status == "new"  # 1 ms late: next bar
+    clock_to(venue, bar_open(eurusd, START + 2))
+    assert [f.time for f in broker.fills("EURUSD")] == [
+        bar_open(eurusd, START + 1),
+        bar_open(eurusd, START + 2),
+    ]
+
+
 # --- the wire: endpoints, signatures, timestamps ----------------------------------------------
 
 
@@ -428,40 +456,54 @@ def test_bad_order_faults_and_costs_are_refused_by_the_admin_api(venue):
     assert HTTP.post(f"{venue.url}/replay/order-faults", json=wrong).status_code == 400
     assert HTTP.post(f"{venue.url}/replay/execution", json={"fee": 0.9}).status_code == 400
     ok = HTTP.post(f"{venue.url}/replay/execution", json={"slippage": 0.001})
-    assert ok.json() == {"fee": FEE, "slippage": 0.001}
+    assert ok.json() == {"fee": FEE, "slippage": 0.001, "fill_grace_s": 0.0}
 
 
 # --- parity with the backtest's execution model -----------------------------------------------
 
 
-def test_target_position_orders_reproduce_the_backtest_fills_and_equity(venue, eurusd):
+@pytest.mark.parametrize("sizing", ["quote-at-close", "base-at-open"])
+def test_target_position_orders_reproduce_the_backtest_fills_and_equity(venue, eurusd, sizing):
     """SmaCrossover decided bar by bar, orders through the binance broker against the
-    fault-free replay: every fill and the equity at every bar equal trendcast.backtest's."""
+    fault-free replay: every fill and the equity at every bar equal trendcast.backtest's.
+
+    quote-at-close: as the deployment runner trades, entries sized in quote currency at the
+    decision close (quoteOrderQty = weight x cash x (1 + cost)) and sent 5 data-minutes after
+    the bar closed, the replay's fill grace (10 min) filling them at that bar's open.
+    base-at-open: entries sized in base units at the instant the bar opens, from the open the
+    replay shows for the still-open bar."""
     frame = eurusd.iloc[:400].reset_index(drop=True)
     costs = Costs(fee=FEE, slippage=SLIP)
+    cost = costs.per_fill - costs.fee
     strategy = SmaCrossover(fast=5, slow=20)
     expected = backtest(frame, strategy, costs, capital=10_000.0)
     assert len(expected.trades) >= 5  # enough round trips to mean something
 
+    late = pd.Timedelta(minutes=5) if sizing == "quote-at-close" else pd.Timedelta(0)
+    grace = {"fill_grace_s": 600.0 if sizing == "quote-at-close" else 0.0}
+    assert HTTP.post(f"{venue.url}/replay/execution", json=grace).status_code == 200
     seed(venue, "key-parity", "secret-parity", {"USD": 10_000.0})
     broker = BinanceBroker(venue.url, "key-parity", "secret-parity")
     equity = []
     for t in range(len(frame) - 1):
-        clock_to(venue, bar_open(frame, t + 1))  # bar t has just closed
+        clock_to(venue, bar_open(frame, t + 1) + late)  # bar t has closed
         balances = broker.balances()
         cash, held = balances.get("USD", 0.0), balances.get("EUR", 0.0)
-        equity.append(cash + held * frame["close"].iloc[t])
+        close = frame["close"].iloc[t]
+        equity.append(cash + held * close)
         want = strategy.signals(frame.iloc[: t + 1])[-1]  # decided from bars up to t
-        now_open = current_open(venue)  # the bar opening now, as the exchange shows it
-        cid = f"par-{t + 1}"
+        cid, decided = f"par-{t + 1}", bar_open(frame, t) + pd.Timedelta(hours=1)
         if want <= 0 and held > 0:
-            broker.submit(OrderRequest(cid, "EURUSD", "sell", held, now_open, bar_open(frame, t)))
+            broker.submit(OrderRequest(cid, "EURUSD", "sell", held, close, decided))
+        elif want > 0 and held == 0 and sizing == "quote-at-close":
+            quote = want * cash * (1.0 + cost)
+            estimate = quote / (close * (1.0 + cost))
+            broker.submit(OrderRequest(cid, "EURUSD", "buy", estimate, close, decided, quote))
         elif want > 0 and held == 0:
-            price = now_open * (1.0 + costs.per_fill - costs.fee)
+            now_open = current_open(venue)  # the bar opening now, as the exchange shows it
+            price = now_open * (1.0 + cost)
             quantity = min(want * cash / now_open, cash / (price * (1.0 + costs.fee)))
-            broker.submit(
-                OrderRequest(cid, "EURUSD", "buy", quantity, now_open, bar_open(frame, t))
-            )
+            broker.submit(OrderRequest(cid, "EURUSD", "buy", quantity, close, decided))
     clock_to(venue, bar_open(frame, len(frame) - 1) + pd.Timedelta(hours=1))
     balances = broker.balances()
     equity.append(balances.get("USD", 0.0) + balances.get("EUR", 0.0) * frame["close"].iloc[-1])
@@ -475,9 +517,10 @@ def test_target_position_orders_reproduce_the_backtest_fills_and_equity(venue, e
     np.testing.assert_allclose([f.price for f in entries], trades["entry_price"], rtol=1e-9)
     np.testing.assert_allclose([f.price for f in exits], trades["exit_price"], rtol=1e-9)
     assert [f.time for f in entries] == list(trades["entry_time"])
-    held_after = {int(frame.index[frame["open_time"] == f.time][0]): f for f in entries}
-    for bar, fill in held_after.items():
+    for fill in entries:
+        bar = int(frame.index[frame["open_time"] == fill.time][0])
         assert fill.quantity == pytest.approx(expected.position[bar], rel=1e-9)
+    assert broker.open_orders() == []
 
 
 def current_open(venue: Replay) -> float:

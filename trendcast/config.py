@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     replay_slippage: float = Field(
         default=0.0, ge=0, lt=0.5, description="Replay fill price offset, fraction of the open."
     )
+    replay_fill_grace_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=86_400,
+        description="Replay orders arriving this many data-seconds after a bar opened fill at "
+        "that open (a runner's reaction time); 0 = the first open at or after arrival.",
+    )
     binance_base_url: str = Field(
         default="https://testnet.binance.vision",
         description="Binance spot REST API the binance broker trades on: the testnet unless "

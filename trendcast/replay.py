@@ -105,6 +105,7 @@ class Replay:
         clock: ReplayClock,
         fee: float = 0.001,
         slippage: float = 0.0,
+        fill_grace_s: float = 0.0,
     ):
         if interval not in INTERVALS:
             raise ValueError(f"interval {interval!r} is not a Binance interval")
@@ -116,7 +117,9 @@ class Replay:
         self.requests = 0
         self.rng = random.Random(7)
         self.withheld: dict[tuple[str, int], int] = {}  # (symbol, open ms) -> responses left
-        self.venue = Venue(self, fee, slippage)  # the order side: accounts, orders, trades
+        self.venue = Venue(
+            self, fee, slippage, fill_grace_s
+        )  # the order side: accounts, orders, trades
 
     def interval_ms(self, at_ms: int) -> int:
         length = INTERVALS[self.interval]
@@ -268,9 +271,17 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
             elif url.path == "/replay/order-faults":
                 self._send(200, {"faults": list(replay.venue.faults)})
             elif url.path == "/replay/execution":
-                self._send(200, {"fee": replay.venue.fee, "slippage": replay.venue.slippage})
+                self._send(200, self._execution())
             else:
                 self._error(-1000, f"unknown path {url.path}", 404)
+
+        def _execution(self) -> dict:
+            venue = replay.venue
+            return {
+                "fee": venue.fee,
+                "slippage": venue.slippage,
+                "fill_grace_s": venue.grace_ms / 1000,
+            }
 
         def _state(self) -> dict:
             return {
@@ -421,9 +432,11 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                     self._send(200, {"queued": len(body.get("faults", [])), "pending": pending})
                 else:
                     venue.set_costs(
-                        body.get("fee", venue.fee), body.get("slippage", venue.slippage)
+                        float(body.get("fee", venue.fee)),
+                        float(body.get("slippage", venue.slippage)),
+                        float(body.get("fill_grace_s", venue.grace_ms / 1000)),
                     )
-                    self._send(200, {"fee": venue.fee, "slippage": venue.slippage})
+                    self._send(200, self._execution())
             except (InputError, TypeError, ValueError) as error:
                 self._error(-1, str(error))
 
@@ -496,6 +509,7 @@ def replay_from(
     speed: float,
     fee: float = 0.001,
     slippage: float = 0.0,
+    fill_grace_s: float = 0.0,
 ) -> tuple[Replay, list[str], str]:
     """A replay of ``frame`` served as ``symbols`` (a,b,c; default SYN), or of the EURUSD
     sample when ``frame`` is None; returns the replay, the served names and the interval."""
@@ -511,5 +525,5 @@ def replay_from(
     for name in names:
         series_key(name, interval)
     clock = ReplayClock(start, speed)
-    replay = Replay({name: frame for name in names}, interval, clock, fee, slippage)
+    replay = Replay({name: frame for name in names}, interval, clock, fee, slippage, fill_grace_s)
     return replay, names, interval

@@ -186,9 +186,11 @@ class Trade:
 class Venue:
     """Accounts, orders and trades of one replay; every method holds the lock."""
 
-    def __init__(self, replay: Replay, fee: float = 0.001, slippage: float = 0.0):
+    def __init__(
+        self, replay: Replay, fee: float = 0.001, slippage: float = 0.0, grace_s: float = 0.0
+    ):
         self.replay = replay
-        self.set_costs(fee, slippage)
+        self.set_costs(fee, slippage, grace_s)
         self.accounts: dict[str, Account] = {}
         self.orders: list[Order] = []
         self.by_client: dict[tuple[str, str], Order] = {}
@@ -200,11 +202,16 @@ class Venue:
 
     # --- admin -------------------------------------------------------------------------------
 
-    def set_costs(self, fee: float, slippage: float) -> None:
+    def set_costs(self, fee: float, slippage: float, grace_s: float = 0.0) -> None:
+        """Fee and slippage (fractions), and the fill grace: an order arriving within
+        ``grace_s`` data-seconds after a bar opened fills at that bar's open (a runner's
+        reaction time after the close; 0 = strictly the first open at or after arrival)."""
         for name, value in (("fee", fee), ("slippage", slippage)):
             if not 0 <= float(value) < 0.5:
                 raise InputError(f"{name}={value}: must be in [0, 0.5)")
-        self.fee, self.slippage = float(fee), float(slippage)
+        if not 0 <= float(grace_s) <= 86_400:
+            raise InputError(f"fill_grace_s={grace_s}: must be in [0, 86400]")
+        self.fee, self.slippage, self.grace_ms = float(fee), float(slippage), grace_s * 1000
 
     def seed(self, api_key: str, secret: str, balances: dict[str, float]) -> Account:
         """Create the account or replace its secret and free balances (locked ones stay)."""
@@ -246,6 +253,7 @@ class Venue:
             return {
                 "fee": self.fee,
                 "slippage": self.slippage,
+                "fill_grace_s": self.grace_ms / 1000,
                 "pending_faults": list(self.faults),
                 "accounts": {
                     key: {
@@ -357,7 +365,7 @@ class Venue:
                 raise VenueError(400, int(fault.get("code", -2010)), fault.get("msg", INSUFFICIENT))
             data = self.replay.series[symbol]
             now = self.now_ms()
-            due = int(np.searchsorted(data.open_ms, now, "left"))
+            due = int(np.searchsorted(data.open_ms, now - self.grace_ms, "left"))
             if kind == "delayed":
                 due += int(fault.get("bars", 1))
             if by_quote:

@@ -230,6 +230,9 @@ def exchange_replay(
     port: int | None = typer.Option(None),
     fee: float | None = typer.Option(None, help="Order fee, fraction of notional (0.001)."),
     slippage: float | None = typer.Option(None, help="Fill price offset, fraction of the open."),
+    fill_grace_s: float | None = typer.Option(
+        None, help="Orders arriving this many data-seconds after a bar opened fill at its open."
+    ),
 ) -> None:
     """Serve real historical bars in Binance klines format with a moving clock, and take
     signed market orders that fill at the next bar's open (Ctrl-C stops)."""
@@ -246,13 +249,15 @@ def exchange_replay(
         speed or config.replay_speed,
         config.replay_fee if fee is None else fee,
         config.replay_slippage if slippage is None else slippage,
+        config.replay_fill_grace_s if fill_grace_s is None else fill_grace_s,
     )
     server = serve(replay, host or config.host, port or config.replay_port)
     address = f"http://{server.server_address[0]}:{server.server_address[1]}"
     err.print(
         f"exchange replay on {address}: {', '.join(names)} {interval}, clock "
         f"{replay.clock.now():%Y-%m-%d %H:%M} x{replay.clock.speed:g}; orders: fee "
-        f"{replay.venue.fee:g}, slippage {replay.venue.slippage:g}",
+        f"{replay.venue.fee:g}, slippage {replay.venue.slippage:g}, fill grace "
+        f"{replay.venue.grace_ms / 1000:g} s",
         highlight=False,
     )
     try:

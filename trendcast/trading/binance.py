@@ -16,6 +16,9 @@ Guarantees:
 - **No duplicate order**: orders carry the runner's client order id; when a submit's outcome is
   unknown (5xx, connection lost after sending), the order is looked up by that id *before* any
   resubmission, and a "Duplicate order sent." answer returns the order the venue already has.
+- An order with ``quote_quantity`` is sent as Binance's ``quoteOrderQty`` (spend or raise this
+  much quote currency); its base quantity is known once it fills (``OrderState.quantity`` is 0
+  until then, as Binance reports ``origQty``).
 - A refusal (4xx with a Binance code) raises ``OrderRejected("binance -2010: ...")``; the
   exception's ``code`` and ``venue_msg`` attributes hold the venue's code and message.
 
@@ -211,13 +214,20 @@ class BinanceBroker:
     def submit(self, order: OrderRequest) -> OrderState:
         """Place a market order; never places a second order for one client order id."""
         split_symbol(order.symbol)  # refuse a symbol we cannot split before anything is sent
-        if not order.quantity > 0:
+        quote = order.quote_quantity
+        if quote is not None:
+            if not quote > 0:
+                raise InputError(f"quote_quantity {quote}: must be > 0")
+            size = {"quoteOrderQty": decimal_text(quote)}
+        elif not order.quantity > 0:
             raise InputError(f"quantity {order.quantity}: must be > 0")
+        else:
+            size = {"quantity": decimal_text(order.quantity)}
         params = {
             "symbol": order.symbol,
             "side": order.side.upper(),
             "type": "MARKET",
-            "quantity": decimal_text(order.quantity),
+            **size,
             "newClientOrderId": order.client_order_id,
             "newOrderRespType": "RESULT",
         }
