@@ -136,15 +136,17 @@ class Runner:
 
     # -- state from the database -----------------------------------------------------------
 
-    def sleeve(self, conn, symbol: str) -> tuple[float, float, float]:
-        """(cash, shares, weight) of a symbol's sleeve from its recorded fills."""
+    def sleeve(self, conn, symbol: str, bar=None) -> tuple[float, float, float]:
+        """(cash, shares, weight) of a symbol's sleeve from its fills up to ``bar``'s open (a
+        restart may already have recorded later fills of orders it sent before dying)."""
         cash, shares = self.dep.sleeve_capital, 0.0
         for side, qty, price, fee in conn.execute(
             sa.text(
                 "SELECT side, quantity, price, fee FROM trading.fills "
-                "WHERE deployment_id = :d AND symbol = :s ORDER BY time, id"
+                "WHERE deployment_id = :d AND symbol = :s "
+                "AND (CAST(:b AS timestamptz) IS NULL OR time <= :b) ORDER BY time, id"
             ),
-            {"d": self.dep.id, "s": symbol},
+            {"d": self.dep.id, "s": symbol, "b": bar},
         ).all():
             signed = qty if side == "buy" else -qty
             cash -= signed * price + fee
@@ -153,9 +155,10 @@ class Runner:
             sa.text(
                 "SELECT target FROM trading.orders WHERE deployment_id = :d AND symbol = :s "
                 "AND purpose IN ('entry', 'rebalance') AND status = 'filled' "
+                "AND (CAST(:b AS timestamptz) IS NULL OR bar_time < :b) "
                 "ORDER BY bar_time DESC LIMIT 1"
             ),
-            {"d": self.dep.id, "s": symbol},
+            {"d": self.dep.id, "s": symbol, "b": bar},
         ).scalar()
         return cash, shares, float(weight or 0.0)
 
@@ -449,7 +452,7 @@ class Runner:
         self.sync()
         closes = self._closes(bar)
         with self.engine.connect() as conn:
-            sleeves = {s: self.sleeve(conn, s) for s in self.dep.symbols}
+            sleeves = {s: self.sleeve(conn, s, bar) for s in self.dep.symbols}
         equity = self._snapshot(bar, sleeves, closes)
         tripped = self._limits(bar, equity)
         if tripped:
