@@ -390,6 +390,8 @@ class Runner:
             raise
         _fault("after_submit")
         self._record_state(order.id, state)
+        if state.filled_quantity > 0:  # a venue that fills at once (Binance): record it now,
+            self._record_fills(order.symbol)  # sync only asks about orders still open
 
     # -- one bar ---------------------------------------------------------------------------
 
