@@ -497,7 +497,8 @@ def serve(replay: Replay, host: str, port: int) -> ThreadingHTTPServer:
 def start_in_thread(replay: Replay, host: str = "127.0.0.1", port: int = 0):
     """For tests and benchmarks: serve in a daemon thread; returns (server, base_url)."""
     server = serve(replay, host, port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # a short poll: shutdown() waits up to one poll interval, once per test that stops a replay
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server, f"http://{host}:{server.server_address[1]}"
 
 
