@@ -58,13 +58,8 @@ def venue(engine, eurusd, monkeypatch):
     get_settings.cache_clear()
 
 
-@pytest.mark.parametrize(
-    ("strategy", "params"),
-    [("buy-and-hold", {}), ("sma-crossover", {"fast": 5, "slow": 20})],
-)
-def test_binance_deployment_against_the_replay_equals_the_backtest(
-    engine, eurusd, venue, strategy, params
-):
+def deploy_and_step(engine, eurusd, venue, strategy, params, steps):
+    """Create a binance deployment, align the replay's costs with it, step ``steps`` bars."""
     dep = create(
         engine,
         name=f"bn-{strategy}-{uuid.uuid4().hex[:6]}",
@@ -82,12 +77,35 @@ def test_binance_deployment_against_the_replay_equals_the_backtest(
     costs = dep.costs["EURUSD"]
     execution = {"fee": costs["fee"], "slippage": costs["spread"] / 2 + costs["slippage"]}
     assert httpx.post(f"{venue.url}/replay/execution", json=execution).status_code == 200
-
-    for row in range(START_ROW, START_ROW + STEPS):
+    for row in range(START_ROW, START_ROW + steps):
         bar = eurusd["open_time"].iloc[row]
         venue.clock.set(bar + HOUR + LATENCY)  # bar `row` closed a moment ago
         assert run_pending(engine, dep.name, bars=1).steps == 1
+    return dep
 
+
+def venue_orders(venue) -> int:
+    accounts = httpx.get(f"{venue.url}/replay/accounts").json()["accounts"]
+    return sum(a["orders"] for a in accounts.values())
+
+
+def our_orders(engine, dep) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return pd.read_sql(
+            sa.text("SELECT * FROM trading.orders WHERE deployment_id = :d ORDER BY id"),
+            conn,
+            params={"d": dep.id},
+        )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params"),
+    [("buy-and-hold", {}), ("sma-crossover", {"fast": 5, "slow": 20})],
+)
+def test_binance_deployment_against_the_replay_equals_the_backtest(
+    engine, eurusd, venue, strategy, params
+):
+    dep = deploy_and_step(engine, eurusd, venue, strategy, params, STEPS)
     result = reconcile(engine, dep.name)
     assert result.bars == STEPS
     assert result.fills_live == result.fills_backtest >= (1 if strategy == "buy-and-hold" else 4)
@@ -105,3 +123,41 @@ def test_binance_deployment_against_the_replay_equals_the_backtest(
     [seen] = [a for a in account.values() if a["trades"]]
     assert seen["trades"] == len(fills) == result.fills_live
     assert set(pd.to_datetime(fills["time"], utc=True)) <= set(eurusd["open_time"])
+
+
+def test_recoverable_venue_faults_leave_the_deployment_on_the_backtest(engine, eurusd, venue):
+    """A connection lost after the submit, a 5xx after placing, a 429 and a duplicate answer:
+    the broker finds each order by its client id, the venue holds exactly one order per
+    intent, and fills and equity still equal the backtest."""
+    faults = [
+        {"kind": "lost"},
+        {"kind": "500", "placed": True},
+        {"kind": "429", "retry_after": 0.05},
+        {"kind": "duplicate"},
+    ]
+    assert httpx.post(f"{venue.url}/replay/order-faults", json={"faults": faults}).is_success
+    dep = deploy_and_step(engine, eurusd, venue, "sma-crossover", {"fast": 5, "slow": 20}, 80)
+    assert httpx.get(f"{venue.url}/replay/order-faults").json()["faults"] == []  # all struck
+    ours = our_orders(engine, dep)
+    assert len(ours) >= 3 and venue_orders(venue) == len(ours)  # no duplicate order
+    assert set(ours["status"]) == {"filled"}
+    result = reconcile(engine, dep.name)
+    assert result.equal and result.max_equity_diff <= 1e-9
+
+
+@pytest.mark.parametrize(
+    ("fault", "event"),
+    [
+        ({"kind": "reject", "msg": "Market is closed."}, "order_rejected"),
+        ({"kind": "partial", "ratio": 0.5, "expire_rest": True}, "order_expired"),
+    ],
+)
+def test_a_diverging_fault_is_the_recorded_reason_for_every_difference(
+    engine, eurusd, venue, fault, event
+):
+    assert httpx.post(f"{venue.url}/replay/order-faults", json={"faults": [fault]}).is_success
+    dep = deploy_and_step(engine, eurusd, venue, "buy-and-hold", {}, 30)
+    result = reconcile(engine, dep.name)
+    assert not result.equal and result.differences
+    assert result.unexplained == []
+    assert all(d["explained_by"].startswith(event) for d in result.differences)

@@ -233,10 +233,10 @@ class Runner:
 
     def _record_state(self, order_id: int, state) -> None:
         with self.engine.begin() as conn:
-            before = conn.execute(
-                sa.text("SELECT status FROM trading.orders WHERE id = :i FOR UPDATE"),
+            before, bar_time = conn.execute(
+                sa.text("SELECT status, bar_time FROM trading.orders WHERE id = :i FOR UPDATE"),
                 {"i": order_id},
-            ).scalar_one()
+            ).one()
             conn.execute(
                 sa.text(
                     "UPDATE trading.orders SET status = :s, venue_order_id = :v, "
@@ -257,7 +257,13 @@ class Runner:
                     self.dep.id,
                     "order_" + state.status,
                     state.client_order_id,
-                    {"from": before, "filled": state.filled_quantity, "reason": state.reason},
+                    {
+                        "from": before,
+                        "filled": state.filled_quantity,
+                        "reason": state.reason,
+                        # the decision bar: reconcile dates the divergence by it, not by now
+                        "bar": pd.Timestamp(bar_time).isoformat(),
+                    },
                 )
         if state.status == "rejected" and before != "rejected":
             store.alert(
