@@ -223,6 +223,31 @@ def test_fill_grace_takes_orders_up_to_its_end_at_the_bar_open(venue, broker, eu
     ]
 
 
+def test_quantities_are_rounded_down_to_a_published_lot_step(venue, broker, eurusd):
+    steps = {"lot_steps": {"BTCUSDT": "0.001"}}
+    assert HTTP.post(f"{venue.url}/replay/execution", json=steps).status_code == 200
+    info = HTTP.get(f"{venue.url}/api/v3/exchangeInfo", params={"symbol": "BTCUSDT"}).json()
+    [entry] = info["symbols"]
+    assert (entry["baseAsset"], entry["quoteAsset"]) == ("BTC", "USDT")
+    assert entry["filters"] == [
+        {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "9000000000.0", "stepSize": "0.001"}
+    ]
+    raw = signed(
+        venue, "POST", "/api/v3/order", symbol="BTCUSDT", side="BUY", type="MARKET",
+        quantity="1.2345", newClientOrderId="raw",
+    )  # fmt: skip
+    assert raw.json() == {"code": -1013, "msg": "Filter failure: LOT_SIZE"}
+    clock_to(venue, bar_open(eurusd, START + 1))
+    state = broker.submit(request("lot-1", "buy", 1.23456, "BTCUSDT"))
+    assert (state.quantity, state.filled_quantity) == (1.234, 1.234)
+    with pytest.raises(OrderRejected) as refused:
+        broker.submit(request("lot-2", "buy", 0.0004, "BTCUSDT"))
+    assert refused.value.code == -1013
+    assert orders_at_venue(venue) == 1
+    # EURUSD publishes no step: any quantity goes through unrounded
+    assert broker.submit(request("lot-3", "buy", 1.23456789)).quantity == 1.23456789
+
+
 # --- the wire: endpoints, signatures, timestamps ----------------------------------------------
 
 
@@ -456,7 +481,9 @@ def test_bad_order_faults_and_costs_are_refused_by_the_admin_api(venue):
     assert HTTP.post(f"{venue.url}/replay/order-faults", json=wrong).status_code == 400
     assert HTTP.post(f"{venue.url}/replay/execution", json={"fee": 0.9}).status_code == 400
     ok = HTTP.post(f"{venue.url}/replay/execution", json={"slippage": 0.001})
-    assert ok.json() == {"fee": FEE, "slippage": 0.001, "fill_grace_s": 0.0}
+    assert ok.json() == {"fee": FEE, "slippage": 0.001, "fill_grace_s": 0.0, "lot_steps": {}}
+    bad_step = {"lot_steps": {"NOPE": "0.1"}}
+    assert HTTP.post(f"{venue.url}/replay/execution", json=bad_step).status_code == 400
 
 
 # --- parity with the backtest's execution model -----------------------------------------------

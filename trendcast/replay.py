@@ -281,6 +281,7 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 "fee": venue.fee,
                 "slippage": venue.slippage,
                 "fill_grace_s": venue.grace_ms / 1000,
+                "lot_steps": dict(venue.lot_steps),
             }
 
         def _state(self) -> dict:
@@ -299,7 +300,7 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 if query["symbol"] not in replay.series:
                     return self._error(-1121, "Invalid symbol.")
                 names = [query["symbol"]]
-            symbols = [{"symbol": n, "status": "TRADING"} for n in names]
+            symbols = [replay.venue.symbol_info(n) for n in names]
             self._send(200, {"timezone": "UTC", "symbols": symbols})
 
         def _klines(self, query: dict) -> None:
@@ -431,11 +432,14 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                     pending = venue.queue_faults(list(body.get("faults", [])))
                     self._send(200, {"queued": len(body.get("faults", [])), "pending": pending})
                 else:
-                    venue.set_costs(
+                    costs = (
                         float(body.get("fee", venue.fee)),
                         float(body.get("slippage", venue.slippage)),
                         float(body.get("fill_grace_s", venue.grace_ms / 1000)),
                     )
+                    venue.check_costs(*costs)  # all checked before anything changes
+                    venue.set_lot_steps(dict(body.get("lot_steps") or {}))
+                    venue.set_costs(*costs)
                     self._send(200, self._execution())
             except (InputError, TypeError, ValueError) as error:
                 self._error(-1, str(error))

@@ -45,6 +45,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -191,6 +192,7 @@ class Venue:
     ):
         self.replay = replay
         self.set_costs(fee, slippage, grace_s)
+        self.lot_steps: dict[str, str] = {}  # symbol -> LOT_SIZE stepSize (decimal text)
         self.accounts: dict[str, Account] = {}
         self.orders: list[Order] = []
         self.by_client: dict[tuple[str, str], Order] = {}
@@ -203,6 +205,11 @@ class Venue:
     # --- admin -------------------------------------------------------------------------------
 
     def set_costs(self, fee: float, slippage: float, grace_s: float = 0.0) -> None:
+        self.check_costs(fee, slippage, grace_s)
+        self.fee, self.slippage, self.grace_ms = float(fee), float(slippage), grace_s * 1000
+
+    @staticmethod
+    def check_costs(fee: float, slippage: float, grace_s: float) -> None:
         """Fee and slippage (fractions), and the fill grace: an order arriving within
         ``grace_s`` data-seconds after a bar opened fills at that bar's open (a runner's
         reaction time after the close; 0 = strictly the first open at or after arrival)."""
@@ -211,7 +218,51 @@ class Venue:
                 raise InputError(f"{name}={value}: must be in [0, 0.5)")
         if not 0 <= float(grace_s) <= 86_400:
             raise InputError(f"fill_grace_s={grace_s}: must be in [0, 86400]")
-        self.fee, self.slippage, self.grace_ms = float(fee), float(slippage), grace_s * 1000
+
+    def set_lot_steps(self, steps: dict) -> None:
+        """Publish a LOT_SIZE filter (quantities must be multiples of ``step``) per symbol, as
+        Binance does; none (the default) accepts any quantity, which exact parity needs."""
+        clean = {}
+        for symbol, step in steps.items():
+            if symbol not in self.replay.series:
+                raise InputError(f"lot_steps.{symbol}: not a symbol this replay serves")
+            try:
+                value = Decimal(str(step))
+            except ArithmeticError:
+                raise InputError(f"lot_steps.{symbol}={step!r}: must be a decimal") from None
+            if not value > 0:
+                raise InputError(f"lot_steps.{symbol}={step}: must be > 0")
+            clean[symbol] = format(value, "f")
+        with self.lock:
+            self.lot_steps.update(clean)
+
+    def symbol_info(self, symbol: str) -> dict:
+        """The exchangeInfo entry of ``symbol``: assets, order types and filters."""
+        info: dict = {"symbol": symbol, "status": "TRADING"}
+        try:
+            base, quote = split_symbol(symbol)
+        except InputError:
+            return info  # served for klines only
+        info.update(
+            baseAsset=base,
+            quoteAsset=quote,
+            orderTypes=["MARKET"],
+            quoteOrderQtyMarketAllowed=True,
+            isSpotTradingAllowed=True,
+            permissions=["SPOT"],
+            filters=[],
+        )
+        step = self.lot_steps.get(symbol)
+        if step:
+            info["filters"].append(
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": step,
+                    "maxQty": "9000000000.0",
+                    "stepSize": step,
+                }
+            )
+        return info
 
     def seed(self, api_key: str, secret: str, balances: dict[str, float]) -> Account:
         """Create the account or replace its secret and free balances (locked ones stay)."""
@@ -349,6 +400,9 @@ class Venue:
             raise VenueError(
                 400, -1013, f"Filter failure: {'NOTIONAL' if by_quote else 'LOT_SIZE'}"
             )
+        step = self.lot_steps.get(symbol)
+        if step and not by_quote and Decimal(params["quantity"]) % Decimal(step) != 0:
+            raise VenueError(400, -1013, "Filter failure: LOT_SIZE")
         quote_qty = amount if by_quote else None
         quantity = 0.0 if by_quote else amount
         client_id = params.get("newClientOrderId") or f"replay-{next(self.ids)}"

@@ -16,6 +16,9 @@ Guarantees:
 - **No duplicate order**: orders carry the runner's client order id; when a submit's outcome is
   unknown (5xx, connection lost after sending), the order is looked up by that id *before* any
   resubmission, and a "Duplicate order sent." answer returns the order the venue already has.
+- A base quantity is rounded down to the symbol's LOT_SIZE step when exchangeInfo publishes one
+  (the replay publishes none unless told, so parity with the backtest stays exact); the
+  executed quantity the venue reports is what the runner records.
 - An order with ``quote_quantity`` is sent as Binance's ``quoteOrderQty`` (spend or raise this
   much quote currency); its base quantity is known once it fills (``OrderState.quantity`` is 0
   until then, as Binance reports ``origQty``).
@@ -34,7 +37,7 @@ import hmac
 import json
 import time
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from urllib.parse import urlencode
 
 import httpx
@@ -137,6 +140,7 @@ class BinanceBroker:
         self.client = httpx.Client(
             base_url=self.base_url, timeout=timeout_s, headers={"X-MBX-APIKEY": api_key}
         )
+        self._steps: dict[str, Decimal | None] = {}  # LOT_SIZE stepSize per symbol
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> BinanceBroker:
@@ -192,6 +196,38 @@ class BinanceBroker:
             raise _Unknown(f"{method} {path}: the answer is not JSON")
         return body
 
+    def _public(self, path: str, params: dict) -> object:
+        """An unsigned GET (market data), retried like a query."""
+
+        def once() -> object:
+            try:
+                response = self.client.get(path, params=params)
+            except httpx.HTTPError as error:
+                raise _Unknown(f"GET {path}: {type(error).__name__}: {error}") from error
+            if response.status_code in (418, 429):
+                raise _Transient(
+                    f"GET {path}: HTTP {response.status_code}",
+                    None,
+                    float(response.headers.get("Retry-After") or 1),
+                )
+            if response.status_code >= 400:
+                raise _Unknown(f"GET {path}: HTTP {response.status_code} {response.text[:200]}")
+            return response.json()
+
+        try:
+            return self._retrying()(once)
+        except _Transient as error:
+            raise _unavailable(f"binance {path} after {self.attempts} tries", error) from error
+
+    def lot_step(self, symbol: str) -> Decimal | None:
+        """The symbol's LOT_SIZE stepSize from exchangeInfo (cached), or None without one."""
+        if symbol not in self._steps:
+            info = self._public("/api/v3/exchangeInfo", {"symbol": symbol})
+            filters = next((s.get("filters", []) for s in info.get("symbols", [])), [])
+            step = next((f["stepSize"] for f in filters if f["filterType"] == "LOT_SIZE"), None)
+            self._steps[symbol] = Decimal(step) if step and Decimal(step) > 0 else None
+        return self._steps[symbol]
+
     def _retrying(self) -> Retrying:
         return Retrying(
             retry=retry_if_exception_type(_Transient),
@@ -222,7 +258,7 @@ class BinanceBroker:
         elif not order.quantity > 0:
             raise InputError(f"quantity {order.quantity}: must be > 0")
         else:
-            size = {"quantity": decimal_text(order.quantity)}
+            size = {"quantity": self._lot(order)}
         params = {
             "symbol": order.symbol,
             "side": order.side.upper(),
@@ -259,6 +295,21 @@ class BinanceBroker:
                 if found is not None:
                     return found
             raise _rejected(error) from error
+
+    def _lot(self, order: OrderRequest) -> str:
+        """The quantity rounded down to the symbol's lot step (Binance refuses any other)."""
+        quantity = Decimal(decimal_text(order.quantity))
+        step = self.lot_step(order.symbol)
+        if step is not None:
+            quantity = (quantity / step).to_integral_value(rounding=ROUND_DOWN) * step
+            if quantity <= 0:
+                rejected = OrderRejected(
+                    f"binance LOT_SIZE: quantity {order.quantity} of {order.symbol} is below "
+                    f"its lot step {step}; nothing sent"
+                )
+                rejected.code, rejected.venue_msg = -1013, "Filter failure: LOT_SIZE"
+                raise rejected
+        return format(quantity.normalize(), "f")
 
     def order(self, symbol: str, client_order_id: str) -> OrderState | None:
         params = {"symbol": symbol, "origClientOrderId": client_order_id}
