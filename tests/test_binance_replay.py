@@ -353,6 +353,52 @@ def test_the_broker_maps_venue_refusals_with_code_and_message(venue):
         wrong.submit(request("y", symbol="XYZ"))  # no quote asset we know: nothing sent
 
 
+def test_query_and_body_are_signed_concatenated_as_binance_defines(venue, eurusd):
+    clock_to(venue, bar_open(eurusd, START + 1))
+    query = "symbol=EURUSD&side=BUY&type=MARKET"
+    body = f"quantity=5&newClientOrderId=mixed&timestamp={int(time.time() * 1000)}"
+
+    def post(payload: str) -> httpx.Response:
+        signature = hmac.new(SECRET.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        return HTTP.post(
+            f"{venue.url}/api/v3/order?{query}",
+            content=f"{body}&signature={signature}",
+            headers={"X-MBX-APIKEY": KEY, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+
+    assert post(f"{query}&{body}").json()["code"] == -1022  # an '&' between them: not signed
+    placed = post(query + body)  # totalParams = query string + body, nothing between
+    assert placed.status_code == 200 and placed.json()["executedQty"] == "5.0"
+
+
+def test_trade_and_order_history_follow_binance_paging_rules(venue, eurusd):
+    broker = BinanceBroker(venue.url, KEY, SECRET)
+    broker.page = 2  # force several pages
+    rows = [START + 1, START + 2, START + 30, START + 31, START + 60]  # spans 2.5 days
+    for n, row in enumerate(rows):
+        clock_to(venue, bar_open(eurusd, row))
+        broker.submit(request(f"h-{n}", "buy", 10.0))
+    fills = broker.fills("EURUSD")
+    assert [f.client_order_id for f in fills] == [f"h-{n}" for n in range(5)]
+    assert [f.time for f in fills] == [bar_open(eurusd, r) for r in rows]
+    later = broker.fills("EURUSD", bar_open(eurusd, START + 30))
+    assert [f.client_order_id for f in later] == ["h-2", "h-3", "h-4"]  # beyond 24 h too
+    assert len(broker.all_orders("EURUSD")) == 5
+    # Binance's own rules, which a client must page around
+    recent = signed(venue, "GET", "/api/v3/myTrades", symbol="EURUSD", limit=2).json()
+    assert [t["id"] for t in recent] == [4, 5]  # no fromId, no time: the most recent
+    first = int(bar_open(eurusd, START).value // 1_000_000)
+    wide = signed(
+        venue, "GET", "/api/v3/myTrades", symbol="EURUSD", startTime=first,
+        endTime=first + 86_400_001,
+    )  # fmt: skip
+    assert wide.json()["code"] == -1127
+    mixed = signed(venue, "GET", "/api/v3/myTrades", symbol="EURUSD", startTime=first, fromId=1)
+    assert mixed.json()["code"] == -1128
+    day = signed(venue, "GET", "/api/v3/myTrades", symbol="EURUSD", startTime=first).json()
+    assert len(day) == 2  # startTime alone: the 24 hours after it
+
+
 # --- injected faults ---------------------------------------------------------------------------
 
 

@@ -358,7 +358,7 @@ class Venue:
         if not 0 < window <= MAX_RECV_WINDOW_MS:
             raise VenueError(400, -1131, "recvWindow must be less than 60000.")
         now = wall_ms()
-        if stamp > now + 1000:
+        if stamp >= now + 1000:
             raise VenueError(
                 400, -1021, "Timestamp for this request was 1000ms ahead of the server's time."
             )
@@ -581,33 +581,37 @@ class Venue:
         with self.lock:
             self.settle()
             symbol = _symbol(self, params)
-            since = _int(params, "orderId", 0)
+            since = _int(params, "orderId", None)
+            start, end = _window(params)
             mine = [
                 o
                 for o in self.orders
                 if o.api_key == account.api_key
                 and o.symbol == symbol
-                and o.order_id >= since
-                and _in_window(o.arrival_ms, params)
+                and (since is None or o.order_id >= since)
+                and (start is None or start <= o.arrival_ms <= end)
             ]
-            return mine[: _limit(params)]
+            return _page(mine, params, since is not None or start is not None)
 
     def my_trades(self, account: Account, params: dict) -> list[Trade]:
         with self.lock:
             self.settle()
             symbol = _symbol(self, params)
-            since = _int(params, "fromId", 0)
+            since = _int(params, "fromId", None)
             order_id = _int(params, "orderId", None)
+            start, end = _window(params)
+            if since is not None and start is not None:
+                raise VenueError(400, -1128, "Combination of optional parameters invalid.")
             mine = [
                 t
                 for t in self.trades
                 if t.api_key == account.api_key
                 and t.symbol == symbol
-                and t.trade_id >= since
+                and (since is None or t.trade_id >= since)
                 and (order_id is None or t.order_id == order_id)
-                and _in_window(t.time_ms, params)
+                and (start is None or start <= t.time_ms <= end)
             ]
-            return mine[: _limit(params)]
+            return _page(mine, params, since is not None or start is not None)
 
     def account_json(self, account: Account) -> dict:
         with self.lock:
@@ -674,9 +678,25 @@ def _limit(params: dict) -> int:
     return max(1, min(_int(params, "limit", 500), 1000))
 
 
-def _in_window(at_ms: int, params: dict) -> bool:
+DAY_MS = 86_400_000
+
+
+def _window(params: dict) -> tuple[int | None, int | None]:
+    """startTime/endTime as Binance reads them: at most 24 hours apart; one alone means the 24
+    hours after (or before) it."""
     start, end = _int(params, "startTime", None), _int(params, "endTime", None)
-    return (start is None or at_ms >= start) and (end is None or at_ms <= end)
+    if start is None and end is None:
+        return None, None
+    if start is not None and end is not None and end - start > DAY_MS:
+        raise VenueError(400, -1127, "More than 24 hours between startTime and endTime.")
+    start = end - DAY_MS if start is None else start
+    return start, start + DAY_MS if end is None else end
+
+
+def _page(rows: list, params: dict, from_a_point: bool) -> list:
+    """The first ``limit`` rows from an id or time given, else the most recent ``limit``."""
+    limit = _limit(params)
+    return rows[:limit] if from_a_point else rows[-limit:]
 
 
 def order_response(order: Order, venue: Venue, resp_type: str) -> dict:

@@ -141,6 +141,7 @@ class BinanceBroker:
             base_url=self.base_url, timeout=timeout_s, headers={"X-MBX-APIKEY": api_key}
         )
         self._steps: dict[str, Decimal | None] = {}  # LOT_SIZE stepSize per symbol
+        self.page = PAGE  # rows per allOrders / myTrades request (Binance's maximum)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> BinanceBroker:
@@ -333,26 +334,30 @@ class BinanceBroker:
         after = 0
         while True:
             page = self._call(
-                "GET", "/api/v3/allOrders", {"symbol": symbol, "orderId": after, "limit": PAGE}
+                "GET", "/api/v3/allOrders", {"symbol": symbol, "orderId": after, "limit": self.page}
             )
             orders += page
-            if len(page) < PAGE:
+            if len(page) < self.page:
                 return orders
             after = int(page[-1]["orderId"]) + 1
 
     def fills(self, symbol: str, since: datetime | None = None) -> list[Fill]:
         base, quote = split_symbol(symbol)
         client_ids = {int(o["orderId"]): o["clientOrderId"] for o in self.all_orders(symbol)}
+        # paged by trade id from the first: Binance reads startTime as a 24-hour window and
+        # refuses it together with fromId, so ``since`` is applied here
         trades: list[dict] = []
-        params: dict = {"symbol": symbol, "limit": PAGE}
-        if since is not None:
-            params["startTime"] = _ms(since)
+        after = 0
         while True:
-            page = self._call("GET", "/api/v3/myTrades", params)
+            page = self._call(
+                "GET", "/api/v3/myTrades", {"symbol": symbol, "fromId": after, "limit": self.page}
+            )
             trades += page
-            if len(page) < PAGE:
+            if len(page) < self.page:
                 break
-            params = {"symbol": symbol, "limit": PAGE, "fromId": int(page[-1]["id"]) + 1}
+            after = int(page[-1]["id"]) + 1
+        if since is not None:
+            trades = [t for t in trades if int(t["time"]) >= _ms(since)]
         fills = [_fill(t, client_ids, base, quote) for t in trades]
         return sorted(fills, key=lambda f: (f.time, int(f.venue_trade_id)))
 
