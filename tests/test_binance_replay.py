@@ -679,3 +679,55 @@ def test_symbols_split_into_base_and_quote(symbol, assets):
 def test_symbols_without_a_known_quote_are_refused(symbol):
     with pytest.raises(InputError, match="symbol"):
         split_symbol(symbol)
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_exchange_replay_command_serves_the_order_side_with_its_costs(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import run_cli
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRENDCAST_")}
+    env["TRENDCAST_HOME"] = str(tmp_path / "h")
+    refused = run_cli("exchange-replay", "--fee", "0.7", env=env, timeout=60)
+    assert refused.returncode != 0
+    assert "fee=0.7: must be in [0, 0.5)" in refused.stderr and "Traceback" not in refused.stderr
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("trendcast")
+    proc = subprocess.Popen(
+        [str(exe), "exchange-replay", "--port", str(port), "--speed", "0.0001",
+         "--fee", "0.002", "--fill-grace-s", "30"],
+        env={**env, "TRENDCAST_REPLAY_SLIPPAGE": "0.0003"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                execution = HTTP.get(f"{url}/replay/execution").json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert execution == {
+            "fee": 0.002, "slippage": 0.0003, "fill_grace_s": 30.0, "lot_steps": {}
+        }  # fmt: skip
+        HTTP.post(
+            f"{url}/replay/accounts",
+            json={"api_key": "k", "api_secret": "s", "balances": {"USD": 100.0}},
+        )
+        broker = BinanceBroker(url, "k", "s")
+        state = broker.submit(request("cli-1", "buy", 10.0))
+        assert broker.order("EURUSD", "cli-1") == state  # served as EURUSD, the sample
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
