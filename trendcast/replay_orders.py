@@ -195,6 +195,7 @@ class Venue:
         self.lot_steps: dict[str, str] = {}  # symbol -> LOT_SIZE stepSize (decimal text)
         self.accounts: dict[str, Account] = {}
         self.orders: list[Order] = []
+        self.working: list[Order] = []  # not yet in a final state, in arrival order
         self.by_client: dict[tuple[str, str], Order] = {}
         self.trades: list[Trade] = []
         self.faults: deque[dict] = deque()
@@ -452,6 +453,7 @@ class Venue:
                 order.ratio = float(fault.get("ratio", 0.5))
                 order.expire_rest = bool(fault.get("expire_rest", False))
             self.orders.append(order)
+            self.working.append(order)
             self.by_client[(account.api_key, client_id)] = order
             self.settle()
             return order
@@ -460,7 +462,7 @@ class Venue:
         """Fill every open order whose fill bar the clock has reached."""
         with self.lock:
             now = self.now_ms()
-            for order in self.orders:
+            for order in self.working:
                 while order.status in ("NEW", "PARTIALLY_FILLED"):
                     data = self.replay.series[order.symbol]
                     if order.fill_index >= len(data.open_ms):
@@ -468,6 +470,7 @@ class Venue:
                     if int(data.open_ms[order.fill_index]) > now:
                         break
                     self._fill(order, data)
+            self.working = [o for o in self.working if o.status in ("NEW", "PARTIALLY_FILLED")]
 
     def _fill(self, order: Order, data) -> None:
         account = self.accounts[order.api_key]
