@@ -194,6 +194,31 @@ def test_demo_path_up_load_status_down(stack_env):
     started = records(home)
     assert set(started) == {"postgres", "mlflow", "replay", "serving"}
 
+    # Deployment: the production model on paper over replayed days equals its backtest, and
+    # going live is refused for want of the binance broker and live keys.
+    demo = "demo-eurusd"
+    made = run_cli(
+        "deploy", "create", demo, "--strategy", "model-threshold",
+        "--model", "EURUSD_1h_h4@production", "--symbols", "EURUSD", "--capital", "10000",
+        "--start", "2017-09-25T00:00:00Z", env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    traded = run_cli("deploy", "run", demo, "--until", "2017-09-29T20:00:00Z", env=env)
+    assert traded.returncode == 0, traded.stderr
+    assert f"{demo}: 117 bar(s) stepped" in traded.stdout
+    checked = run_cli("deploy", "reconcile", demo, "--json", env=env)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    report = json.loads(checked.stdout)
+    assert report["equal"] and report["bars"] == 117 and report["max_equity_diff"] <= 1e-9
+    assert report["fills_live"] == report["fills_backtest"]
+    kept = run_cli("deploy", "create", demo, "--strategy", "x", "--symbols", "EURUSD",
+                   "--capital", "1", "--exist-ok", env=env)
+    assert kept.returncode == 0 and "exists" in kept.stdout
+    refused = run_cli("deploy", "promote", demo, "--to", "live", env=env)
+    assert refused.returncode == 1
+    assert "live needs the binance broker" in refused.stderr
+    assert "TRENDCAST_BINANCE_API_KEY is not set" in refused.stderr
+
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0
     assert records(home) == started

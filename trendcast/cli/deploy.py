@@ -46,9 +46,22 @@ def create(
     max_drawdown: float | None = typer.Option(None, help="Drawdown fraction that kills."),
     slippage_band: float | None = typer.Option(None, help="Slippage fraction that alerts."),
     max_weight: float | None = typer.Option(None, help="Largest target weight in (0, 1]."),
+    exist_ok: bool = typer.Option(
+        False, "--exist-ok", help="A deployment of this name already exists: keep it."
+    ),
 ) -> None:
     """Record a deployment on the demo stage (nothing trades until `deploy run`)."""
+    from trendcast.trading.deployments import DeploymentNotFound, get
     from trendcast.trading.lifecycle import create as make
+
+    if exist_ok:
+        try:
+            dep = get(_engine(), name)
+        except DeploymentNotFound:
+            pass
+        else:
+            out.print(f"deployment {name}: exists (stage {dep.stage}, state {dep.state}); kept")
+            return
 
     risk = {
         k: v

@@ -79,6 +79,8 @@ def create(
 
         version = resolve_alias(client, engine, model_name, alias)
         load_verified(client, model_name, version)  # refuse a bad artifact now, not at run
+        if "threshold" not in params:  # the threshold the model was backtested with
+            params = {**params, "threshold": logged_threshold_of(client, model_name, version)}
     costs, starts, histories = {}, [], []
     with engine.connect() as conn:
         for symbol in symbols:
@@ -134,6 +136,22 @@ def create(
             "created_by": store.who(),
         },
     )
+
+
+def logged_threshold_of(client, name: str, version: int) -> float:
+    """The model-threshold strategy's threshold in the version's logged backtest report."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from trendcast.artifacts import BACKTEST_REPORT
+    from trendcast.strategy import logged_threshold
+
+    run_id = client.get_model_version(name, str(version)).run_id
+    try:
+        report = mlflow.artifacts.load_dict(f"runs:/{run_id}/{BACKTEST_REPORT}")
+    except MlflowException:
+        report = None
+    return logged_threshold(report if isinstance(report, dict) else None)[0]
 
 
 def make_broker(engine: Engine, dep: store.Deployment, settings=None) -> Broker:

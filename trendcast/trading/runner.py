@@ -438,9 +438,17 @@ class Runner:
                 store.event(
                     conn, self.dep.id, "model_refused", self.dep.model_alias, {"reason": str(exc)}
                 )
-            if not self.models.models:
+            with self.engine.connect() as conn:
+                last = conn.execute(
+                    sa.text(
+                        "SELECT model_version FROM trading.decisions WHERE deployment_id = :d "
+                        "AND model_version IS NOT NULL ORDER BY bar_time DESC LIMIT 1"
+                    ),
+                    {"d": self.dep.id},
+                ).scalar()
+            if last is None:
                 raise
-            version = max(self.models.models)  # keep the last verified one, like the service
+            version = int(last)  # keep the last version traded, like the service keeps serving
             log.warning("%s: %s; still trading version %d", self.dep.name, exc, version)
         if version not in self.models.models:
             self.models.models[version] = load_verified(self.client, self.dep.model_name, version)
@@ -590,6 +598,8 @@ class Runner:
             versions = self.versions(symbol)
             if version is not None:
                 versions[bar] = version
+            for used in set(versions.values()) - set(self.models.models if self.models else ()):
+                self.models.models[used] = load_verified(self.client, self.dep.model_name, used)
             frame = strategy_frame(
                 self.engine,
                 symbol,
