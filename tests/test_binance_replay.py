@@ -625,7 +625,12 @@ def test_no_test_can_reach_a_real_venue():
     # and no test or demo that trades through the binance broker names a real Binance host
     repo = Path(__file__).resolve().parents[1]
     hosts = ("api.binance.com", "testnet.binance" + ".vision", "binance.us")
-    traders = ("BinanceBroker", "BINANCE_BASE_URL", "binance_base_url", "--broker binance")
+    traders = (
+        "BinanceBroker",
+        "TRENDCAST_BINANCE_BASE_URL",
+        "--broker binance",
+        'broker="binance"',
+    )
     here = Path(__file__).resolve()
     files = [*repo.glob("tests/**/*.py"), *repo.glob("scripts/**/*"), repo / "Makefile"]
     offenders = [
