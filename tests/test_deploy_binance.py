@@ -48,6 +48,11 @@ def venue(engine, eurusd, monkeypatch):
         json={"api_key": key, "api_secret": secret, "balances": {"USD": 10_000.0}},
     )
     assert answer.status_code == 200
+    rep.keys = {
+        "TRENDCAST_BINANCE_BASE_URL": url,
+        "TRENDCAST_BINANCE_API_KEY": key,
+        "TRENDCAST_BINANCE_API_SECRET": secret,
+    }
     monkeypatch.setenv("TRENDCAST_BINANCE_BASE_URL", url)
     monkeypatch.setenv("TRENDCAST_BINANCE_API_KEY", key)
     monkeypatch.setenv("TRENDCAST_BINANCE_API_SECRET", secret)
@@ -161,3 +166,37 @@ def test_a_diverging_fault_is_the_recorded_reason_for_every_difference(
     assert not result.equal and result.differences
     assert result.unexplained == []
     assert all(d["explained_by"].startswith(event) for d in result.differences)
+
+
+@pytest.mark.slow
+def test_kill_9_after_the_venue_took_the_order_then_restart_never_duplicates_it(
+    engine, eurusd, venue, env
+):
+    """`deploy run` dies by SIGKILL right after the replay accepted an order and before the
+    runner recorded it; the restarted run finds the order by its client id at the venue
+    instead of sending it again, and the deployment still equals the backtest."""
+    from conftest import run_cli
+
+    dep = deploy_and_step(engine, eurusd, venue, "buy-and-hold", {}, 0)
+    venue.clock.set(eurusd["open_time"].iloc[START_ROW] + HOUR + LATENCY)
+    child = {**env, **venue.keys}
+    killed = run_cli(
+        "deploy", "run", dep.name, "--bars", "1",
+        env={**child, "TRENDCAST_DEPLOY_FAULT_POINT": "after_submit"},
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr  # the entry was sent, then SIGKILL
+    intents = our_orders(engine, dep)
+    assert len(intents) == 1 and intents["status"].iloc[0] == "intended"
+    assert venue_orders(venue) == 1  # the venue has it; our record does not know yet
+
+    resumed = run_cli("deploy", "run", dep.name, "--bars", "1", env=child)
+    assert resumed.returncode == 0, resumed.stderr
+    after = our_orders(engine, dep)
+    assert list(after["client_order_id"]) == list(intents["client_order_id"])
+    assert list(after["status"]) == ["filled"] and venue_orders(venue) == 1
+    for row in range(START_ROW + 1, START_ROW + 30):  # and on it goes, on the backtest's path
+        venue.clock.set(eurusd["open_time"].iloc[row] + HOUR + LATENCY)
+        assert run_pending(engine, dep.name, bars=1).steps == 1
+    result = reconcile(engine, dep.name)
+    assert result.equal and result.bars == 30, result.differences[:3]
+    assert venue_orders(venue) == len(our_orders(engine, dep)) == 1
