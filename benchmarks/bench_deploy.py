@@ -98,7 +98,7 @@ def main() -> None:
                 risk={},
                 start=pd.Timestamp(bars["open_time"].iloc[HISTORY + STEPS - 1]),
                 warmup=300,
-            ).name  # fmt: skip
+            ).name
             for k in range(FLEET)
         ]
         for d in fleet:  # warm: each steps its start bar

@@ -211,8 +211,19 @@ def test_demo_path_up_load_status_down(stack_env):
     report = json.loads(checked.stdout)
     assert report["equal"] and report["bars"] == 117 and report["max_equity_diff"] <= 1e-9
     assert report["fills_live"] == report["fills_backtest"]
-    kept = run_cli("deploy", "create", demo, "--strategy", "x", "--symbols", "EURUSD",
-                   "--capital", "1", "--exist-ok", env=env)
+    kept = run_cli(
+        "deploy",
+        "create",
+        demo,
+        "--strategy",
+        "x",
+        "--symbols",
+        "EURUSD",
+        "--capital",
+        "1",
+        "--exist-ok",
+        env=env,
+    )
     assert kept.returncode == 0 and "exists" in kept.stdout
     refused = run_cli("deploy", "promote", demo, "--to", "live", env=env)
     assert refused.returncode == 1
