@@ -66,7 +66,11 @@ def orders(engine, dep) -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("strategy", "params"),
-    [("buy-and-hold", {}), ("sma-crossover", {"fast": 5, "slow": 20})],
+    [
+        ("buy-and-hold", {}),
+        ("sma-crossover", {"fast": 5, "slow": 20}),
+        ("sma-crossover", {"fast": 5, "slow": 20, "allow_short": True}),  # reversals
+    ],
 )
 def test_paper_bar_by_bar_equals_the_vectorised_backtest(engine, bars, strategy, params):
     dep = deploy(engine, bars, strategy, params)
