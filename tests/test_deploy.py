@@ -355,7 +355,7 @@ def test_promotion_gates_pass_at_their_boundaries_and_fail_just_beyond(engine, b
     class Live:
         binance_api_key = "k"
         binance_api_secret = "s"
-        binance_url = "https://api.binance.com"
+        binance_base_url = "https://api.binance.com"
 
     with pytest.raises(PromotionRefused) as refused:
         promote(engine, dep.name, "live", Live(), Thresholds(days + 1, n_fills + 1, 0.0))
