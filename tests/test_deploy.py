@@ -66,7 +66,11 @@ def orders(engine, dep) -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("strategy", "params"),
-    [("buy-and-hold", {}), ("sma-crossover", {"fast": 5, "slow": 20})],
+    [
+        ("buy-and-hold", {}),
+        ("sma-crossover", {"fast": 5, "slow": 20}),
+        ("sma-crossover", {"fast": 5, "slow": 20, "allow_short": True}),  # reversals
+    ],
 )
 def test_paper_bar_by_bar_equals_the_vectorised_backtest(engine, bars, strategy, params):
     dep = deploy(engine, bars, strategy, params)
@@ -306,3 +310,128 @@ def test_kill_9_around_submit_then_restart_never_duplicates_an_order(engine, bar
     assert result.equal, result.differences[:3]
     shown = run_cli("deploy", "reconcile", dep.name, env=env)
     assert shown.returncode == 0 and "equal" in shown.stdout, shown.stdout + shown.stderr
+
+
+def _gates(engine, name, days, trades, tolerance):
+    from trendcast.trading.promotion import Thresholds, gates
+
+    return gates(engine, store.get(engine, name), Thresholds(days, trades, tolerance))
+
+
+def test_promotion_gates_pass_at_their_boundaries_and_fail_just_beyond(engine, bars):
+    from trendcast.trading.promotion import PromotionRefused, promote
+
+    dep = deploy(engine, bars, "sma-crossover", {"fast": 5, "slow": 20})
+    run_pending(engine, dep.name, bars=150)
+    with engine.connect() as conn:
+        span, n_fills, worst = conn.execute(
+            sa.text(
+                "SELECT (SELECT max(bar_time) - min(bar_time) FROM trading.balances WHERE "
+                "deployment_id = :d), (SELECT count(*) FROM trading.fills WHERE deployment_id "
+                "= :d), (SELECT max(abs(slippage)) FROM trading.fills WHERE deployment_id = :d)"
+            ),
+            {"d": dep.id},
+        ).one()
+    days = span.total_seconds() / 86400
+    at = _gates(engine, dep.name, days, n_fills, 0.0)
+    assert all(ok for ok, _ in at.values()), at
+    beyond = _gates(engine, dep.name, days + 1e-6, n_fills + 1, 0.0)
+    failed = [gate for gate, (ok, _) in beyond.items() if not ok]
+    assert failed == [f"demo days >= {days + 1e-6:g}", f"demo trades >= {n_fills + 1}"]
+    # slippage: a band exactly at the worst fill passes, just below it fails
+    for band, passes in ((worst, True), (worst * (1 - 1e-9), False)):
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE trading.deployments SET risk = jsonb_set(risk, "
+                        "'{slippage_band}', to_jsonb(CAST(:b AS double precision))) "
+                        "WHERE id = :d"),
+                {"b": band, "d": dep.id},
+            )  # fmt: skip
+        result = _gates(engine, dep.name, days, n_fills, 0.0)
+        assert [ok for gate, (ok, _) in result.items() if gate.startswith("slippage")] == [passes]
+    # every gate failing is named in the refusal; nothing moves, the attempt is audited
+    from trendcast.trading.promotion import Thresholds
+
+    class Live:
+        binance_api_key = "k"
+        binance_api_secret = "s"
+        binance_base_url = "https://api.binance.com"
+
+    with pytest.raises(PromotionRefused) as refused:
+        promote(engine, dep.name, "live", Live(), Thresholds(days + 1, n_fills + 1, 0.0))
+    message = str(refused.value)
+    assert "demo days" in message and "demo trades" in message and "slippage" in message
+    assert "live needs the binance broker (this deployment uses paper)" in message
+    assert "API_KEY" not in message  # the keys given are not named as missing
+    events = store.events(engine, store.get(engine, dep.name), ("promotion",))
+    assert events[-1]["details"]["passed"] is False
+    assert store.get(engine, dep.name).stage == "demo"
+
+
+def test_equity_gate_and_unreconciled_orders_gate(engine, bars):
+    from trendcast.trading.broker import VenueUnavailable
+    from trendcast.trading.lifecycle import make_broker
+    from trendcast.trading.runner import Runner
+
+    # a blocked entry leaves the backtest's path: the equity gap is the gate's figure
+    below = deploy(engine, bars, "buy-and-hold", risk={"max_notional": 1.0})
+    run_pending(engine, below.name, bars=48)
+    gap = reconcile(engine, below.name).max_equity_diff
+    assert gap > 0
+    at = _gates(engine, below.name, 0, 0, gap)
+    assert at[f"equity within {gap:g} of the backtest"][0]
+    under = _gates(engine, below.name, 0, 0, gap * (1 - 1e-9))
+    assert not under[f"equity within {gap * (1 - 1e-9):g} of the backtest"][0]
+
+    class Down:  # the venue stops answering after accepting nothing
+        name = "paper"
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def submit(self, order):
+            raise VenueUnavailable("connection reset by peer")
+
+        def __getattr__(self, item):
+            return getattr(self.inner, item)
+
+    dep = deploy(engine, bars, "buy-and-hold")
+    record = store.get(engine, dep.name)
+    runner = Runner(engine, record, Down(make_broker(engine, record)), replayed=True)
+    with pytest.raises(VenueUnavailable):
+        runner.step(runner.pending_bars()[0])
+    assert orders(engine, dep)["status"].tolist() == ["unknown"]
+    result = _gates(engine, dep.name, 0, 0, 1.0)
+    assert not result["no unreconciled orders"][0]
+    with engine.connect() as conn:
+        rules = (
+            conn.execute(
+                sa.text("SELECT rule FROM monitoring.alerts WHERE model_name = :m"),
+                {"m": record.alert_name},
+            )
+            .scalars()
+            .all()
+        )
+    assert rules == ["venue_unreachable"]
+    # the venue is back: the next run asks it, sends the order it never got, and moves on
+    run_pending(engine, dep.name, bars=3)
+    assert orders(engine, dep)["status"].iloc[0] == "filled"
+    assert _gates(engine, dep.name, 0, 0, 1.0)["no unreconciled orders"][0]
+    assert reconcile(engine, dep.name).equal
+
+
+def test_a_running_deployment_that_stopped_stepping_is_alerted(engine, bars):
+    from trendcast.trading.lifecycle import check_running
+
+    dep = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, dep.name, bars=1)
+    stepped = store.get(engine, dep.name).last_step_at
+    on_time = check_running(engine, stepped + 2 * HOUR)  # exactly two intervals: on time
+    assert dep.name not in on_time
+    assert dep.name in check_running(engine, stepped + 2 * HOUR + pd.Timedelta(1, "s"))
+    with engine.connect() as conn:
+        rule = conn.execute(
+            sa.text("SELECT rule FROM monitoring.alerts WHERE model_name = :m"),
+            {"m": f"deploy:{dep.name}"},
+        ).scalar_one()
+    assert rule == "deployment_down"
