@@ -63,18 +63,9 @@ def create(
             out.print(f"deployment {name}: exists (stage {dep.stage}, state {dep.state}); kept")
             return
 
-    risk = {
-        k: v
-        for k, v in {
-            "max_position": max_position,
-            "max_notional": max_notional,
-            "daily_loss": daily_loss,
-            "max_drawdown": max_drawdown,
-            "slippage_band": slippage_band,
-            "max_weight": max_weight,
-        }.items()
-        if v is not None
-    }
+    limits = (max_position, max_notional, daily_loss, max_drawdown, slippage_band, max_weight)
+    names = ("max_position", "max_notional", "daily_loss", "max_drawdown", "slippage_band")
+    risk = {k: v for k, v in zip((*names, "max_weight"), limits, strict=True) if v is not None}
     dep = make(
         _engine(),
         name=name,
@@ -132,15 +123,24 @@ def run(
         )
 
     def once():
-        summary = run_pending(
-            engine,
-            name,
-            bars=bars,
-            until=utc(until, "--until") if until else None,
-            client=client,
-            on_step=printed,
-        )
-        return summary
+        from trendcast.trading.broker import VenueUnavailable
+        from trendcast.trading.lifecycle import RunSummary
+
+        try:
+            return run_pending(
+                engine,
+                name,
+                bars=bars,
+                until=utc(until, "--until") if until else None,
+                client=client,
+                on_step=printed,
+            )
+        except VenueUnavailable as exc:
+            if period is None:
+                raise
+            # recorded and alerted by the runner; the next run reconciles first
+            err.print(f"[yellow]venue unreachable, retrying at the next run:[/] {exc}")
+            return RunSummary(0, None)
 
     summary = run_every(once, period, times)
     out.print(
