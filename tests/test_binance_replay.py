@@ -529,7 +529,11 @@ def test_bad_order_faults_and_costs_are_refused_by_the_admin_api(venue):
     assert HTTP.post(f"{venue.url}/replay/order-faults", json=wrong).status_code == 400
     assert HTTP.post(f"{venue.url}/replay/execution", json={"fee": 0.9}).status_code == 400
     ok = HTTP.post(f"{venue.url}/replay/execution", json={"slippage": 0.001})
-    assert ok.json() == {"fee": FEE, "slippage": 0.001, "fill_grace_s": 0.0, "lot_steps": {}}
+    assert ok.json() == {
+        "fee": FEE, "slippage": 0.001, "fill_grace_s": 0.0, "lot_steps": {}, "fill_stamp": "open"
+    }  # fmt: skip
+    stamp = {"fill_stamp": "later"}
+    assert HTTP.post(f"{venue.url}/replay/execution", json=stamp).status_code == 400
     bad_step = {"lot_steps": {"NOPE": "0.1"}}
     assert HTTP.post(f"{venue.url}/replay/execution", json=bad_step).status_code == 400
 
@@ -726,7 +730,8 @@ def test_exchange_replay_command_serves_the_order_side_with_its_costs(tmp_path):
             except httpx.HTTPError:
                 time.sleep(0.1)
         assert execution == {
-            "fee": 0.002, "slippage": 0.0003, "fill_grace_s": 30.0, "lot_steps": {}
+            "fee": 0.002, "slippage": 0.0003, "fill_grace_s": 30.0, "lot_steps": {},
+            "fill_stamp": "open",
         }  # fmt: skip
         HTTP.post(
             f"{url}/replay/accounts",

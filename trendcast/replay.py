@@ -282,6 +282,7 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                 "slippage": venue.slippage,
                 "fill_grace_s": venue.grace_ms / 1000,
                 "lot_steps": dict(venue.lot_steps),
+                "fill_stamp": venue.fill_stamp,
             }
 
         def _state(self) -> dict:
@@ -438,7 +439,10 @@ def make_handler(replay: Replay) -> type[BaseHTTPRequestHandler]:
                         float(body.get("fill_grace_s", venue.grace_ms / 1000)),
                     )
                     venue.check_costs(*costs)  # all checked before anything changes
+                    if body.get("fill_stamp", venue.fill_stamp) not in ("open", "arrival"):
+                        venue.set_fill_stamp(body["fill_stamp"])  # raises, naming the rule
                     venue.set_lot_steps(dict(body.get("lot_steps") or {}))
+                    venue.set_fill_stamp(body.get("fill_stamp", venue.fill_stamp))
                     venue.set_costs(*costs)
                     self._send(200, self._execution())
             except (InputError, TypeError, ValueError) as error:

@@ -193,6 +193,9 @@ class Venue:
         self.replay = replay
         self.set_costs(fee, slippage, grace_s)
         self.lot_steps: dict[str, str] = {}  # symbol -> LOT_SIZE stepSize (decimal text)
+        #: "open": a fill is stamped with the open it traded at; "arrival": with the later of
+        #: that open and the order's arrival, as a live venue stamps an order filled on receipt
+        self.fill_stamp = "open"
         self.accounts: dict[str, Account] = {}
         self.orders: list[Order] = []
         self.working: list[Order] = []  # not yet in a final state, in arrival order
@@ -219,6 +222,11 @@ class Venue:
                 raise InputError(f"{name}={value}: must be in [0, 0.5)")
         if not 0 <= float(grace_s) <= 86_400:
             raise InputError(f"fill_grace_s={grace_s}: must be in [0, 86400]")
+
+    def set_fill_stamp(self, stamp: str) -> None:
+        if stamp not in ("open", "arrival"):
+            raise InputError(f"fill_stamp={stamp!r}: must be open or arrival")
+        self.fill_stamp = stamp
 
     def set_lot_steps(self, steps: dict) -> None:
         """Publish a LOT_SIZE filter (quantities must be multiples of ``step``) per symbol, as
@@ -489,6 +497,8 @@ class Venue:
         qty = rest if order.executed > 0 or order.ratio >= 1 else order.quantity * order.ratio
         notional = qty * price
         commission = notional * self.fee
+        if self.fill_stamp == "arrival":
+            open_ms = max(open_ms, order.arrival_ms)
         order.update_ms = open_ms
         if order.side == "BUY":
             if not _debit(account.free, order.quote, notional + commission):

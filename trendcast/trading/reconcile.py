@@ -223,6 +223,11 @@ def reconcile(
             engine, symbol, dep.interval, times[0], times[-1], dt.datetime.now(dt.UTC), None, {}
         )
         opens = bars.set_index("open_time")["open"]
+        # a live venue stamps a fill a moment after the open it traded at: a fill belongs to
+        # the bar whose open is the latest at or before its time
+        mine = fills["symbol"] == symbol
+        index = np.searchsorted(times.to_numpy(), fills.loc[mine, "time"].to_numpy(), "right")
+        fills.loc[mine, "time"] = times[np.clip(index - 1, 0, len(times) - 1)]
         for i, when in enumerate(times):
             delta = held[i + 1] - held[i]
             if delta != 0 and start <= when <= end:

@@ -91,16 +91,17 @@ class Runner:
     # -- state from the database -----------------------------------------------------------
 
     def sleeve(self, conn, symbol: str, bar=None) -> tuple[float, float, float]:
-        """(cash, shares, weight) of a symbol's sleeve from its fills up to ``bar``'s open (a
-        restart may already have recorded later fills of orders it sent before dying)."""
+        """(cash, shares, weight) of a symbol's sleeve from its fills before ``bar`` closed (a
+        restart may already have recorded later fills of orders it sent before dying; a live
+        venue stamps a fill a moment after the open it traded at, so not "up to the open")."""
         cash, shares = self.dep.sleeve_capital, 0.0
         for side, qty, price, fee in conn.execute(
             sa.text(
                 "SELECT side, quantity, price, fee FROM trading.fills "
                 "WHERE deployment_id = :d AND symbol = :s "
-                "AND (CAST(:b AS timestamptz) IS NULL OR time <= :b) ORDER BY time, id"
+                "AND (CAST(:e AS timestamptz) IS NULL OR time < :e) ORDER BY time, id"
             ),
-            {"d": self.dep.id, "s": symbol, "b": bar},
+            {"d": self.dep.id, "s": symbol, "e": None if bar is None else bar + self.step_len},
         ).all():
             signed = qty if side == "buy" else -qty
             cash -= signed * price + fee
