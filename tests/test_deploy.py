@@ -435,3 +435,23 @@ def test_a_running_deployment_that_stopped_stepping_is_alerted(engine, bars):
             {"m": f"deploy:{dep.name}"},
         ).scalar_one()
     assert rule == "deployment_down"
+
+
+def test_two_symbols_trade_as_two_sleeves_each_equal_to_its_backtest(engine, bars):
+    from trendcast.synth import synth_bars
+
+    syn = synth_bars(N_BARS, interval="1h", start=str(bars["open_time"].iloc[0].date()), seed=5)
+    load_frame(engine, syn, symbol="SYN", interval="1h", source="test", origin="test")
+    dep = create(
+        engine, name=unique("pair"), strategy="sma-crossover", params={"fast": 5, "slow": 20},
+        model=None, symbols=["EURUSD", "SYN"], interval="1h", broker="paper",
+        capital=20_000.0, risk={}, start=pd.Timestamp(bars["open_time"].iloc[600]), warmup=300,
+    )  # fmt: skip
+    assert dep.sleeve_capital == 10_000.0
+    run_pending(engine, dep.name, bars=120)  # SYN trades at weekends, EURUSD does not
+    result = reconcile(engine, dep.name)
+    traded = orders(engine, dep).groupby("symbol").size()
+    assert set(traded.index) == {"EURUSD", "SYN"}
+    assert result.fills_live == result.fills_backtest
+    assert result.max_equity_diff <= 1e-9 and result.max_fill_price_diff <= 1e-9
+    assert result.equal, result.differences[:3]
