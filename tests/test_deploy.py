@@ -455,3 +455,24 @@ def test_two_symbols_trade_as_two_sleeves_each_equal_to_its_backtest(engine, bar
     assert result.fills_live == result.fills_backtest
     assert result.max_equity_diff <= 1e-9 and result.max_fill_price_diff <= 1e-9
     assert result.equal, result.differences[:3]
+
+
+def test_cli_status_list_stop_and_bad_input(engine, bars, env):
+    from conftest import run_cli
+
+    dep = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, dep.name, bars=3)
+    shown = run_cli("deploy", "status", dep.name, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{dep.name}: stage demo, state running" in shown.stdout
+    assert "positions {'EURUSD':" in shown.stdout and "fills 1" in shown.stdout
+    listed = run_cli("deploy", "list", env=env)
+    assert dep.name in listed.stdout and "demo" in listed.stdout
+    stopped = run_cli("deploy", "stop", dep.name, "--flatten", env=env)
+    assert stopped.returncode == 0 and "flatten EURUSD" in stopped.stdout, stopped.stderr
+    with pytest.raises(store.DeploymentStopped, match=f"deployment {dep.name} is stopped"):
+        run_pending(engine, dep.name, bars=1)
+    bad = run_cli("deploy", "create", unique("x"), "--strategy", "buy-and-hold", "--symbols",
+                  "EURUSD", "--capital", "-5", env=env)  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: --capital -5.0: must be > 0"
