@@ -476,3 +476,24 @@ def test_cli_status_list_stop_and_bad_input(engine, bars, env):
                   "EURUSD", "--capital", "-5", env=env)  # fmt: skip
     assert bad.returncode == 1
     assert bad.stderr.strip() == "error: --capital -5.0: must be > 0"
+
+
+def test_slippage_beyond_the_band_is_alerted_once_per_day_and_symbol(engine, bars):
+    probe = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, probe.name, bars=2)
+    with engine.connect() as conn:
+        slipped = conn.execute(
+            sa.text("SELECT slippage FROM trading.fills WHERE deployment_id = :d"),
+            {"d": probe.id},
+        ).scalar_one()
+    assert slipped > 0  # the entry filled above the decision close
+    for band, alerted in ((slipped, False), (slipped * (1 - 1e-9), True)):
+        dep = deploy(engine, bars, "buy-and-hold", risk={"slippage_band": band})
+        run_pending(engine, dep.name, bars=2)
+        with engine.connect() as conn:
+            rules = conn.execute(
+                sa.text("SELECT rule, value, threshold FROM monitoring.alerts "
+                        "WHERE model_name = :m"),
+                {"m": f"deploy:{dep.name}"},
+            ).all()  # fmt: skip
+        assert [r.rule for r in rules] == (["slippage"] if alerted else [])
