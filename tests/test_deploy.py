@@ -213,21 +213,29 @@ def test_stop_flatten_and_hand_over_are_explicit_and_audited(engine, bars):
 def test_a_bar_older_than_two_intervals_is_not_traded(engine, bars):
     newest = pd.Timestamp(bars["open_time"].iloc[-1]).to_pydatetime()
     closed = newest + HOUR
-    # exactly two intervals after the close: still decided (and traded)
-    fresh = deploy(engine, bars, "buy-and-hold")
+    # live runs step every missed bar; the newest closed exactly two intervals ago is decided
+    fresh = deploy(engine, bars, "buy-and-hold", start_row=N_BARS - 3)
     run_pending(engine, fresh.name, clock=lambda: closed + 2 * HOUR)
     assert len(orders(engine, fresh)) == 1
-    # a microsecond later: stale, no decision, no order, the reason recorded
-    dep = deploy(engine, bars, "buy-and-hold")
+    assert pd.Timestamp(orders(engine, fresh)["bar_time"].iloc[0]) == pd.Timestamp(newest)
+    # a microsecond later every one is stale: no decision, no order, each reason recorded
+    dep = deploy(engine, bars, "buy-and-hold", start_row=N_BARS - 3)
     run_pending(engine, dep.name, clock=lambda: closed + 2 * HOUR + pd.Timedelta(1, "us"))
     decided = pd.read_sql(
-        sa.text("SELECT bar_time, skipped FROM trading.decisions WHERE deployment_id = :d"),
+        sa.text("SELECT bar_time, skipped FROM trading.decisions WHERE deployment_id = :d "
+                "ORDER BY bar_time"),
+        engine,
+        params={"d": dep.id},
+    )  # fmt: skip
+    assert len(decided) == 3 and decided["skipped"].str.startswith("stale").all()
+    assert pd.Timestamp(decided["bar_time"].iloc[-1]) == pd.Timestamp(newest)
+    assert orders(engine, dep).empty
+    balances = pd.read_sql(
+        sa.text("SELECT count(*) AS n FROM trading.balances WHERE deployment_id = :d"),
         engine,
         params={"d": dep.id},
     )
-    assert len(decided) == 1 and decided["skipped"].iloc[0].startswith("stale")
-    assert pd.Timestamp(decided["bar_time"].iloc[0]) == pd.Timestamp(newest)
-    assert orders(engine, dep).empty
+    assert balances["n"].iloc[0] == 3  # every missed bar is snapshot all the same
 
 
 @pytest.mark.parametrize(
