@@ -24,6 +24,7 @@ NOUNS = (
     "drift",
     "db",
     "features",
+    "portfolio",
 )
 _modules = {noun: importlib.import_module(f"trendcast.cli.{noun}") for noun in NOUNS}
 
@@ -31,6 +32,7 @@ app.add_typer(_modules["db"].db_app, name="db")
 app.add_typer(_modules["features"].features_app, name="features")
 app.add_typer(_modules["quality"].instruments_app, name="instruments")
 app.add_typer(_modules["drift"].drift_app, name="drift")
+app.add_typer(_modules["portfolio"].portfolio_app, name="portfolio")
 
 
 def _print_version(value: bool) -> None:

@@ -35,7 +35,19 @@ class Member(_Strict):
 
     @property
     def member_id(self) -> str:
-        return member_id(self.strategy, self.params, self.symbols, self.model)
+        return member_id(self.strategy, resolved_params(self), self.symbols, self.model)
+
+
+def resolved_params(member: Member) -> dict:
+    """The member's parameters with the strategy's defaults filled in, as a backtest records
+    them (so ``params: {}`` and the defaults spelled out are one member). A model member is
+    named by its model, not by the knobs its training fitted: ``{}``."""
+    if member.model:
+        return {}
+    from trendcast.strategy import make_strategy
+
+    params = make_strategy(member.strategy, **member.params).get_params()
+    return {k: v for k, v in params.items() if k != "round_trip_cost"}
 
 
 def member_id(strategy: str, params: dict, symbols: list[str], model: str | None) -> str:
@@ -107,6 +119,13 @@ class PortfolioConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> PortfolioConfig:
+        from trendcast.errors import TrendcastError
+
+        for member in (*self.members, *self.bench):
+            try:
+                resolved_params(member)
+            except (TrendcastError, TypeError) as exc:
+                raise ValueError(f"member {member.name}: {exc}") from None
         names = [m.name for m in (*self.members, *self.bench)]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

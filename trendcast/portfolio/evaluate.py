@@ -66,6 +66,7 @@ class PortfolioReport:
     best_member: str
     contributions: pd.Series
     breaches: list[str] = field(default_factory=list)
+    members: pd.DataFrame = field(default=None, repr=False)  # the member returns it ran on
 
     def as_dict(self) -> dict:
         return {
@@ -78,7 +79,24 @@ class PortfolioReport:
             "latest_weights": self.latest_weights.to_dict(),
             "risk_contributions": self.contributions.to_dict(),
             "breaches": self.breaches,
-            "fallbacks": self.run.fits["fallback"][self.run.fits["fallback"] != ""].to_dict(),
+            "fallbacks": {
+                str(day.date()): why for day, why in self.run.fits["fallback"].items() if why
+            },
+            "first_rebalance": str(self.run.weights.index[0].date())
+            if len(self.run.weights)
+            else None,
+            "last_rebalance": str(self.run.weights.index[-1].date())
+            if len(self.run.weights)
+            else None,
+        }
+
+    def series(self) -> dict[str, pd.Series]:
+        """Daily returns over the run's days: the portfolio, equal weight and each member."""
+        days = self.run.returns.index
+        return {
+            "portfolio": self.run.returns,
+            "equal_weight": self.equal.returns.reindex(days),
+            **{c: self.members[c].reindex(days) for c in self.members.columns},
         }
 
     @property
@@ -144,4 +162,4 @@ def evaluate(returns: pd.DataFrame, config: PortfolioConfig) -> PortfolioReport:
         breaches.append(f"daily CVaR95 {mine['cvar_95']:.2%} > {risk.cvar_limit:.2%}")
     if risk.target_vol is not None and mine.get("volatility", 0) > 1.25 * risk.target_vol:
         breaches.append(f"volatility {mine['volatility']:.1%} > 1.25 x {risk.target_vol:.1%}")
-    return PortfolioReport(config, run, equal, summary, best, contributions, breaches)
+    return PortfolioReport(config, run, equal, summary, best, contributions, breaches, returns)
