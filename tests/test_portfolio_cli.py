@@ -334,3 +334,32 @@ def test_check_flags_and_substitutes_a_decaying_member(streams, db_url, auto):
     else:
         assert status["sma-EURUSD"] == "flagged" and status[candidate] == "bench"
         assert f"replace sma-EURUSD with {candidate}" in alert.action
+
+
+@pytest.mark.slow
+def test_backtest_is_logged_to_mlflow_with_config_and_weights(streams, mlflow_url):
+    from mlflow.tracking import MlflowClient
+
+    env, home = streams
+    env = {**env, "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url}
+    done = run_cli("portfolio", "backtest", "-c", _config(home, "p-mlflow"), env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    run_id = done.stdout.split("MLflow run ")[1].split()[0]
+    client = MlflowClient(mlflow_url)
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "portfolios"
+    assert run.data.params["method"] == "hrp" and run.data.params["portfolio"] == "p-mlflow"
+    for key in (
+        "portfolio_sharpe",
+        "portfolio_deflated_sharpe",
+        "equal_weight_sharpe",
+        "best_member_sharpe",
+        "portfolio_max_drawdown",
+        "turnover_per_year",
+    ):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"portfolio_config.json", "weights.csv", "portfolio_report.json"} <= artifacts
+    local = client.download_artifacts(run_id, "weights.csv", str(home))
+    weights = pd.read_csv(local, index_col=0)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-9)

@@ -134,6 +134,33 @@ def calendar_days(index: pd.DatetimeIndex, every: str) -> set[pd.Timestamp]:
     return set(index[first.to_numpy()])
 
 
+def alive_days(returns: pd.DataFrame) -> pd.DataFrame:
+    """A missing return between a member's first and last day is a flat day (its market was
+    closed: stocks at the weekend beside an FX member); outside that span it stays missing."""
+    filled = returns.copy()
+    for column in filled.columns:
+        values = filled[column]
+        first, last = values.first_valid_index(), values.last_valid_index()
+        if first is not None:
+            filled.loc[first:last, column] = values.loc[first:last].fillna(0.0)
+    return filled
+
+
+def fit_window(window: pd.DataFrame, min_history: int) -> tuple[pd.DataFrame, list[str]]:
+    """The members alive at the end of ``window`` with at least ``min_history`` returns in it,
+    and the rows where all of them have returns (a young member shortens everyone's window
+    rather than being left out until a whole lookback has passed)."""
+    if len(window) < min_history:
+        return window.iloc[:0], []
+    tail = window.iloc[-min_history:]
+    alive = [c for c in window.columns if tail[c].notna().all()]
+    if not alive:
+        return window.iloc[:0], []
+    starts = [window[c].isna().to_numpy().nonzero()[0] for c in alive]
+    first = max((int(s[-1]) + 1 if len(s) else 0) for s in starts)
+    return window.iloc[first:][alive], alive
+
+
 def walk_forward(
     returns: pd.DataFrame, config: PortfolioConfig, method: str | None = None
 ) -> WalkForward:
@@ -142,7 +169,7 @@ def walk_forward(
     window; before ``min_history_days`` of history nothing is invested."""
     if returns.empty or returns.shape[1] == 0:
         raise InputError("returns: no member has any return")
-    returns = returns.sort_index()
+    returns = alive_days(returns.sort_index())
     index = pd.DatetimeIndex(returns.index)
     if index.has_duplicates:
         raise InputError("returns: duplicate days in the index")
@@ -168,9 +195,8 @@ def walk_forward(
         cost = 0.0
         if due:
             start = 0 if config.lookback_days is None else max(0, t - config.lookback_days)
-            window = returns.iloc[start:t]
-            complete = [c for c in names if window[c].notna().all()]
-            if len(window) >= config.min_history_days and complete:
+            window, complete = fit_window(returns.iloc[start:t], config.min_history_days)
+            if complete:
                 fallback = ""
                 try:
                     fitted = fit_weights(window[complete], config, method)
