@@ -107,6 +107,11 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	@echo "Hot swap: promote the challenger to production; the service loads, verifies and swaps it:"
 	$(TC) promote EURUSD_1h_h4 --version best:2 --alias production --force --reason "$(DEMO_REASON)"
 	$(TC) predict --wait-for-alias production --symbols EURUSD
+	@echo "Portfolio: the demo's strategies (SMA crossover on the five series, buy-and-hold, the production"
+	@echo "model's strategy) combined by HRP under a risk appetite, weights fitted walk-forward on the"
+	@echo "daily return streams every backtest above recorded (MLflow experiment 'portfolios'):"
+	$(TC) portfolio backtest --config portfolios/demo.yaml
+	$(TC) portfolio status demo
 	@echo "Drift monitor: the production and challenger versions scored on the feature store's history"
 	@echo "(source 'backfill'), daily drift metrics and alerts, then the dashboard:"
 	$(TC) drift run --backfill $(DRIFT_BACKFILL)

@@ -88,6 +88,9 @@ def engine(db_url: URL, env) -> Iterator[sa.Engine]:
                 "serving.predictions, monitoring.drift_metrics, monitoring.alerts CASCADE"
             )
         )
+        conn.execute(
+            sa.text("TRUNCATE portfolio.portfolios, portfolio.streams, portfolio.events CASCADE")
+        )
     yield eng
     eng.dispose()
 

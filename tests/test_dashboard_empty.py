@@ -11,6 +11,7 @@ EMPTY = {
     "drift.py": "trendcast drift run",
     "registry.py": "trendcast promote",
     "data_health.py": "trendcast load-sample",
+    "portfolio.py": "trendcast portfolio backtest",
 }
 
 

@@ -342,9 +342,9 @@ def test_backtest_is_logged_to_mlflow_with_config_and_weights(streams, mlflow_ur
 
     env, home = streams
     env = {**env, "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url}
-    done = run_cli("portfolio", "backtest", "-c", _config(home, "p-mlflow"), env=env)
+    done = run_cli("portfolio", "backtest", "-c", _config(home, "p-mlflow"), "--json", env=env)
     assert done.returncode == 0, done.stderr + done.stdout
-    run_id = done.stdout.split("MLflow run ")[1].split()[0]
+    run_id = json.loads(done.stdout)["mlflow_run_id"]  # stdout stays JSON while MLflow logs
     client = MlflowClient(mlflow_url)
     run = client.get_run(run_id)
     assert client.get_experiment(run.info.experiment_id).name == "portfolios"

@@ -177,6 +177,24 @@ def test_demo_path_up_load_status_down(stack_env):
     audit = run_cli("alias-history", "EURUSD_1h_h4", env=env)
     assert "promote" in audit.stdout and "demo data" in audit.stdout
 
+    # Portfolio: the demo's strategies on the streams the backtests and training recorded.
+    portfolio = run_cli(
+        "portfolio", "backtest", "--config", str(REPO / "portfolios/demo.yaml"), "--json", env=env
+    )
+    assert portfolio.returncode == 0, portfolio.stderr + portfolio.stdout
+    built = json.loads(portfolio.stdout)
+    assert built["rebalances"] > 100 and abs(sum(built["latest_weights"].values()) - 1) < 1e-9
+    assert {"portfolio", "equal_weight", "model-EURUSD", "sma-IBM"} <= set(built["summary"])
+    assert all(v <= 0.4 + 1e-9 for k, v in built["latest_weights"].items() if k != "cash")
+    found = httpx.get(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "portfolios"},
+        timeout=10,
+    )
+    assert found.status_code == 200
+    shown = run_cli("portfolio", "status", "demo", env=env)
+    assert shown.returncode == 0 and "sma-EURUSD" in shown.stdout
+
     # Serving: the production version answers both endpoints; promoting the challenger swaps it.
     served = run_cli("up", "--with", "serving", env=env)
     assert served.returncode == 0, served.stderr + served.stdout

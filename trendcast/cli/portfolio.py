@@ -37,7 +37,8 @@ def portfolio_backtest(
     uri = settings().tracking_uri if log_to_mlflow else None
     report, run_id, mlflow_run = service.backtest(_engine(), chosen, service.actor(), uri)
     if as_json:
-        out.print_json(json.dumps({"run": run_id, **report.as_dict()}, default=str))
+        shown = {"run": run_id, "mlflow_run_id": mlflow_run, **report.as_dict()}
+        out.print_json(json.dumps(shown, default=str))
         return
     table = Table(
         title=f"portfolio {chosen.name}: {chosen.method}, {len(report.run.weights)} "

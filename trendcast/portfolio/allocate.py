@@ -152,13 +152,15 @@ def fit_window(window: pd.DataFrame, min_history: int) -> tuple[pd.DataFrame, li
     rather than being left out until a whole lookback has passed)."""
     if len(window) < min_history:
         return window.iloc[:0], []
-    tail = window.iloc[-min_history:]
-    alive = [c for c in window.columns if tail[c].notna().all()]
-    if not alive:
+    missing = np.isnan(window.to_numpy(dtype=float))
+    alive = ~missing[-min_history:].any(axis=0)
+    if not alive.any():
         return window.iloc[:0], []
-    starts = [window[c].isna().to_numpy().nonzero()[0] for c in alive]
-    first = max((int(s[-1]) + 1 if len(s) else 0) for s in starts)
-    return window.iloc[first:][alive], alive
+    rows = np.arange(1, len(window) + 1)[:, None]
+    # first row after each alive member's last missing return (0 when it has none)
+    first = int((missing[:, alive] * rows).max(initial=0))
+    names = [c for c, keep in zip(window.columns, alive, strict=True) if keep]
+    return window.iloc[first:, np.flatnonzero(alive)], names
 
 
 def walk_forward(

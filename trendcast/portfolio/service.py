@@ -5,8 +5,10 @@ backtest band (flag, propose or substitute, audited and alerted)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import sys
 
 import pandas as pd
 import sqlalchemy as sa
@@ -44,7 +46,11 @@ def log_to_mlflow(report: PortfolioReport, tracking_uri: str) -> str:
     use_mlflow(tracking_uri)
     mlflow.set_experiment(EXPERIMENT)
     config = report.config
-    with mlflow.start_run(run_name=f"{config.name}_{config.method}") as run:
+    # MLflow prints its run links on stdout: keep stdout for our report (--json stays JSON)
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        mlflow.start_run(run_name=f"{config.name}_{config.method}") as run,
+    ):
         mlflow.log_params(
             {
                 "portfolio": config.name,

@@ -41,15 +41,20 @@ def band(backtest: pd.Series, rule: Substitution, ppy: float = 365.0) -> float:
     return float(np.quantile(_drawdown(backtest), 1.0 - rule.quantile))
 
 
-def outside(live: pd.Series, edge: float, rule: Substitution, ppy: float = 365.0) -> pd.Series:
-    """Per live day: the statistic is beyond ``edge`` (days without a full window: False)."""
+def live_statistic(live: pd.Series, rule: Substitution, ppy: float = 365.0) -> pd.Series:
+    """Per live day, the statistic the band judges (NaN until a rolling window is full)."""
     live = live.dropna()
     if rule.metric == "rolling_sharpe":
-        stat = _rolling_sharpe(live, rule.window, ppy)
-        beyond = np.isfinite(stat) & (stat < edge)
-    else:
-        beyond = _drawdown(live) > edge
-    return pd.Series(beyond, index=live.index)
+        return pd.Series(_rolling_sharpe(live, rule.window, ppy), index=live.index)
+    return pd.Series(_drawdown(live), index=live.index)
+
+
+def outside(live: pd.Series, edge: float, rule: Substitution, ppy: float = 365.0) -> pd.Series:
+    """Per live day: the statistic is beyond ``edge`` (days without a full window: False)."""
+    stat = live_statistic(live, rule, ppy).to_numpy()
+    below = np.isfinite(stat) & (stat < edge)
+    beyond = below if rule.metric == "rolling_sharpe" else stat > edge
+    return pd.Series(beyond, index=live.dropna().index)
 
 
 @dataclass(frozen=True)
