@@ -558,7 +558,7 @@ def portfolio_bands(name: str, run_id: int) -> pd.DataFrame:
     members = portfolio_members(name)
     frames = []
     for row in members.itertuples():
-        if not row.deployment or row.name not in returns:
+        if not isinstance(row.deployment, str) or row.name not in returns:
             continue
         live = query(
             "SELECT r.day, r.ret FROM portfolio.stream_returns r JOIN portfolio.streams s ON "

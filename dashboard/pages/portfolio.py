@@ -97,11 +97,13 @@ else:
                 mode="lines", line={"dash": "dash"},
             )
         )  # fmt: skip
-    what = "rolling Sharpe" if rule["metric"] == "rolling_sharpe" else "drawdown"
+    what = (
+        f"rolling {rule['window']}-day Sharpe" if rule["metric"] == "rolling_sharpe" else "drawdown"
+    )
     live.update_layout(
         height=320,
-        title=f"Live {what} ({rule['window']}-day window) against the backtest's "
-        f"{rule['quantile']:.0%} band; flagged after {rule['days']} days outside",
+        title=f"Live {what} against the backtest's {rule['quantile']:.0%} band; "
+        f"flagged after {rule['days']} days outside",
     )
     st.plotly_chart(live, width="stretch")
 

@@ -294,7 +294,16 @@ def _act(engine, config, member, verdict, best, gates, actor, webhook) -> dict:
                 ),
                 {"p": config.name, "n": best},
             )
-        store.event(conn, config.name, kind, what, actor, member=member.name, details=details)
+        store.event(
+            conn,
+            config.name,
+            kind,
+            what,
+            actor,
+            member=member.name,
+            deployment=member.deployment,
+            details=details,
+        )
     if substitute:
         action = f"{best} replaced {member.name}; rerun `trendcast portfolio backtest` and apply"
     elif best:
