@@ -81,6 +81,12 @@ REPLAY_START ?= $(or $(TRENDCAST_REPLAY_START),2017-10-02T00:00:00Z)
 DEMO_REASON ?= demo: nine months of sample EURUSD fail the default gates; shown, not traded
 # The demo period the drift monitor backfills (scored predictions, daily metrics, alerts).
 DRIFT_BACKFILL ?= 2017-08-01 2017-10-02
+# The demo's paper deployment: a week of replayed bars before the replay's start.
+DEMO_DEPLOYMENT ?= demo-eurusd
+DEMO_DEPLOY_START ?= 2017-09-25T00:00:00Z
+DEMO_DEPLOY_UNTIL ?= 2017-09-29T20:00:00Z
+# Why the demo portfolio moves the paper deployment's capital (recorded in portfolio.events).
+DEMO_PORTFOLIO_REASON ?= demo: monthly rebalance of the demo portfolio
 
 demo: setup  ## Start the stack, load history, ingest live bars, derive features, show what is where
 	$(TC) up --with replay
@@ -107,14 +113,26 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	@echo "Hot swap: promote the challenger to production; the service loads, verifies and swaps it:"
 	$(TC) promote EURUSD_1h_h4 --version best:2 --alias production --force --reason "$(DEMO_REASON)"
 	$(TC) predict --wait-for-alias production --symbols EURUSD
-	@echo "Portfolio: the demo's strategies (SMA crossover on the five series, buy-and-hold, the production"
-	@echo "model's strategy) combined by HRP under a risk appetite, weights fitted walk-forward on the"
-	@echo "daily return streams every backtest above recorded (MLflow experiment 'portfolios'):"
-	$(TC) portfolio backtest --config portfolios/demo.yaml
-	$(TC) portfolio status demo
 	@echo "Drift monitor: the production and challenger versions scored on the feature store's history"
 	@echo "(source 'backfill'), daily drift metrics and alerts, then the dashboard:"
 	$(TC) drift run --backfill $(DRIFT_BACKFILL)
+	@echo "Strategy deployment: the production model on a paper account, traded bar by bar over replayed"
+	@echo "days, then reconciled with the vectorised backtest of the same bars, versions and costs:"
+	$(TC) deploy create $(DEMO_DEPLOYMENT) --strategy model-threshold --model EURUSD_1h_h4@production --symbols EURUSD --capital 10000 --start $(DEMO_DEPLOY_START) --exist-ok
+	$(TC) deploy run $(DEMO_DEPLOYMENT) --until $(DEMO_DEPLOY_UNTIL)
+	$(TC) deploy status $(DEMO_DEPLOYMENT)
+	$(TC) deploy reconcile $(DEMO_DEPLOYMENT)
+	@echo "Going live is gated; without the binance broker and live keys it is refused, naming what is missing:"
+	-$(TC) deploy promote $(DEMO_DEPLOYMENT) --to live
+	@echo "Portfolio: the demo's strategies (SMA crossover on the five series, buy-and-hold, the production"
+	@echo "model's strategy) combined by HRP under a risk appetite, weights fitted walk-forward on the"
+	@echo "daily return streams every backtest above recorded (MLflow experiment 'portfolios'), the"
+	@echo "latest weights applied to the paper deployment's capital (audited), members checked against"
+	@echo "their backtest band:"
+	$(TC) portfolio backtest --config portfolios/demo.yaml
+	$(TC) portfolio apply demo --reason "$(DEMO_PORTFOLIO_REASON)"
+	$(TC) portfolio status demo
+	$(TC) portfolio check demo
 	$(TC) up --with dashboard
 	$(TC) bars
 	@$(TC) status
@@ -124,6 +142,7 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	@echo "  grid runs:      http://127.0.0.1:$${TRENDCAST_MLFLOW_PORT:-5000}/#/experiments (experiment 'training')"
 	@echo "Exchange replay:  http://127.0.0.1:$${TRENDCAST_REPLAY_PORT:-8900}/replay/state (keep ingesting on the production schedule: $(TC) ingest --scheduled)"
 	@echo "Prediction API:   http://127.0.0.1:$${TRENDCAST_BENTOML_PORT:-3000}/docs (predict, predict_latest, model, reload; /readyz, /metrics)"
+	@echo "Deployments:      $(TC) deploy list; $(TC) deploy status $(DEMO_DEPLOYMENT) (the dashboard's Trading page)"
 	@echo "Dashboard:        http://127.0.0.1:$${TRENDCAST_STREAMLIT_PORT:-8501} (drift daily: $(TC) drift run --every 1d)"
 	@echo "State and logs:   $${TRENDCAST_HOME:-.trendcast}/ (run/*.log, pg/, mlartifacts/)"
 	@echo "Stop everything:  $(TC) down"
@@ -167,6 +186,7 @@ bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by 
 	$(VENV)/bin/python -m benchmarks.bench_features
 	$(VENV)/bin/python -m benchmarks.bench_backtest
 	$(VENV)/bin/python -m benchmarks.bench_serving
+	$(VENV)/bin/python -m benchmarks.bench_deploy
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down

@@ -120,4 +120,6 @@ module "services" {
   dashboard_image              = var.dashboard_image
   service_image_tag            = var.service_image_tag
   model_name                   = var.model_name
+  trading_deployments          = var.trading_deployments
+  trading_schedule             = var.trading_schedule
 }

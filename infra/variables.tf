@@ -181,3 +181,23 @@ variable "model_name" {
     error_message = "model_name must be letters, digits, '_', '.' or '-'."
   }
 }
+
+variable "trading_deployments" {
+  type        = list(string)
+  description = "Strategy deployments the scheduled runner trades (see `trendcast deploy`)."
+  default     = []
+  validation {
+    condition     = length(distinct(var.trading_deployments)) == length(var.trading_deployments)
+    error_message = "trading_deployments must not repeat a name."
+  }
+}
+
+variable "trading_schedule" {
+  type        = string
+  description = "EventBridge rate at which the deployment runner wakes (hourly bars: every few minutes)."
+  default     = "rate(5 minutes)"
+  validation {
+    condition     = startswith(var.trading_schedule, "rate(")
+    error_message = "trading_schedule must be an EventBridge rate expression."
+  }
+}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from conftest import REPO, run_cli
@@ -28,6 +29,7 @@ PAGES = {
     "registry": ("registry.py", "Registry", 1),
     "data_health": ("data_health.py", "Data health", 1),
     "backtests": ("backtests.py", "Backtests", 2),
+    "trading": ("trading.py", "Trading", 3),
     "portfolio": ("portfolio.py", "Portfolio", 4),
 }
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -108,11 +110,28 @@ def demo(db_url, mlflow_url, tmp_path_factory):
         registry.promote(
             client, engine, name, result.version, "production", force=True, reason="dashboard test"
         )
+        # a paper deployment traded over a week of September (the Trading page)
+        from trendcast.trading.lifecycle import create, run_pending
+
+        deployment = create(
+            engine, name=f"dash-{os.getpid()}", strategy="sma-crossover",
+            params={"fast": 5, "slow": 20}, model=None, symbols=["EURUSD"], interval="1h",
+            broker="paper", capital=10_000.0, risk={"slippage_band": 0.01},
+            start=pd.Timestamp("2017-09-18", tz="UTC"), warmup=200,
+        )  # fmt: skip
+        run_pending(engine, deployment.name, bars=100)
         env = {**os.environ}
         backfill = run_cli("drift", "run", "--backfill", *BACKFILL, env=env)
         assert backfill.returncode == 0, backfill.stderr
         _portfolio(engine, env, home, name)
-        yield {"engine": engine, "env": env, "name": name, "home": home, "cli": backfill}
+        yield {
+            "engine": engine,
+            "env": env,
+            "name": name,
+            "home": home,
+            "cli": backfill,
+            "deployment": deployment.name,
+        }
         engine.dispose()
     get_settings.cache_clear()
 
@@ -315,6 +334,20 @@ def test_performance_page_says_when_live_predictions_have_no_outcome_yet(demo):
             )
 
 
+def test_trading_page_shows_the_deployment_against_its_backtest(demo):
+    at = _apptest("trading.py")
+    at.selectbox[0].set_value(demo["deployment"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Stage"] == "demo" and shown["Kill switch"] == "armed"
+    assert "Days without failure" in shown
+    captions = " ".join(c.value for c in at.caption)
+    assert "equal" in captions and "fills live" in captions, captions
+    orders = at.dataframe[2].value
+    assert len(orders) and {"intended_price", "executed_price", "slippage"} <= set(orders.columns)
+    assert (orders["executed_price"] != orders["intended_price"]).all()
+
+
 def test_performance_page_switches_model_choice(demo):
     at = _apptest("performance.py")
     at.radio[0].set_value("version").run()
@@ -370,6 +403,15 @@ def _a_real_number(demo, path: str) -> str:
                 )
             ).scalar_one()
             return f"Series\n\n{count}\n"
+        if path == "trading":
+            equity = conn.execute(
+                sa.text(
+                    "SELECT b.equity FROM trading.balances b JOIN trading.deployments d ON "
+                    "d.id = b.deployment_id WHERE d.name = :n ORDER BY b.bar_time DESC LIMIT 1"
+                ),
+                {"n": demo["deployment"]},
+            ).scalar_one()
+            return f"Equity\n\n{equity:,.2f}\n"
     client = MlflowClient(os.environ["TRENDCAST_MLFLOW_TRACKING_URI"])
     runs = [  # the newest run with a backtest report, which the page selects first
         run

@@ -219,6 +219,15 @@ def test_apply_sets_paper_capital_and_is_audited(streams, db_url):
                 "WHERE portfolio = 'p-apply' AND kind = 'apply' ORDER BY deployment"
             )
         ).all()
+        logged = conn.execute(
+            sa.text(
+                "SELECT d.name, e.details, e.actor FROM trading.events e JOIN "
+                "trading.deployments d ON d.id = e.deployment_id WHERE e.kind = 'capital' "
+                "ORDER BY d.name"
+            )
+        ).all()
+    assert [e.name for e in logged] == ["pf-dep-a", "pf-dep-b"]
+    assert logged[0].details["portfolio"] == "p-apply" and logged[0].actor == "portfolio-tester"
     weights = run["latest_weights"]
     assert capital["pf-dep-a"] == pytest.approx(max(weights["sma-EURUSD"] * 100_000, 1e-6))
     assert capital["pf-dep-b"] == pytest.approx(max(weights["sma-GOOGL"] * 100_000, 1e-6))

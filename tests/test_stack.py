@@ -177,24 +177,6 @@ def test_demo_path_up_load_status_down(stack_env):
     audit = run_cli("alias-history", "EURUSD_1h_h4", env=env)
     assert "promote" in audit.stdout and "demo data" in audit.stdout
 
-    # Portfolio: the demo's strategies on the streams the backtests and training recorded.
-    portfolio = run_cli(
-        "portfolio", "backtest", "--config", str(REPO / "portfolios/demo.yaml"), "--json", env=env
-    )
-    assert portfolio.returncode == 0, portfolio.stderr + portfolio.stdout
-    built = json.loads(portfolio.stdout)
-    assert built["rebalances"] > 100 and abs(sum(built["latest_weights"].values()) - 1) < 1e-9
-    assert {"portfolio", "equal_weight", "model-EURUSD", "sma-IBM"} <= set(built["summary"])
-    assert all(v <= 0.4 + 1e-9 for k, v in built["latest_weights"].items() if k != "cash")
-    found = httpx.get(
-        f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
-        params={"experiment_name": "portfolios"},
-        timeout=10,
-    )
-    assert found.status_code == 200
-    shown = run_cli("portfolio", "status", "demo", env=env)
-    assert shown.returncode == 0 and "sma-EURUSD" in shown.stdout
-
     # Serving: the production version answers both endpoints; promoting the challenger swaps it.
     served = run_cli("up", "--with", "serving", env=env)
     assert served.returncode == 0, served.stderr + served.stdout
@@ -211,6 +193,68 @@ def test_demo_path_up_load_status_down(stack_env):
     assert "served after" in waited.stdout and "version 2, production" in waited.stdout
     started = records(home)
     assert set(started) == {"postgres", "mlflow", "replay", "serving"}
+
+    # Deployment: the production model on paper over replayed days equals its backtest, and
+    # going live is refused for want of the binance broker and live keys.
+    demo = "demo-eurusd"
+    made = run_cli(
+        "deploy", "create", demo, "--strategy", "model-threshold",
+        "--model", "EURUSD_1h_h4@production", "--symbols", "EURUSD", "--capital", "10000",
+        "--start", "2017-09-25T00:00:00Z", env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    traded = run_cli("deploy", "run", demo, "--until", "2017-09-29T20:00:00Z", env=env)
+    assert traded.returncode == 0, traded.stderr
+    assert f"{demo}: 117 bar(s) stepped" in traded.stdout
+    checked = run_cli("deploy", "reconcile", demo, "--json", env=env)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    report = json.loads(checked.stdout)
+    assert report["equal"] and report["bars"] == 117 and report["max_equity_diff"] <= 1e-9
+    assert report["fills_live"] == report["fills_backtest"]
+    kept = run_cli(
+        "deploy",
+        "create",
+        demo,
+        "--strategy",
+        "x",
+        "--symbols",
+        "EURUSD",
+        "--capital",
+        "1",
+        "--exist-ok",
+        env=env,
+    )
+    assert kept.returncode == 0 and "exists" in kept.stdout
+    refused = run_cli("deploy", "promote", demo, "--to", "live", env=env)
+    assert refused.returncode == 1
+    assert "live needs the binance broker" in refused.stderr
+    assert "TRENDCAST_BINANCE_API_KEY is not set" in refused.stderr
+
+    # Portfolio: the demo's strategies on the streams the backtests and training recorded.
+    portfolio = run_cli(
+        "portfolio", "backtest", "--config", str(REPO / "portfolios/demo.yaml"), "--json", env=env
+    )
+    assert portfolio.returncode == 0, portfolio.stderr + portfolio.stdout
+    built = json.loads(portfolio.stdout)
+    assert built["rebalances"] > 100 and abs(sum(built["latest_weights"].values()) - 1) < 1e-9
+    assert {"portfolio", "equal_weight", "model-EURUSD", "sma-IBM"} <= set(built["summary"])
+    assert all(v <= 0.4 + 1e-9 for k, v in built["latest_weights"].items() if k != "cash")
+    found = httpx.get(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "portfolios"},
+        timeout=10,
+    )
+    assert found.status_code == 200
+    # applied to the paper deployment the model member names: its capital moves, audited
+    weight = built["latest_weights"]["model-EURUSD"]
+    applied = run_cli("portfolio", "apply", "demo", "--reason", "demo rebalance", env=env)
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    shown = run_cli("portfolio", "status", "demo", env=env)
+    assert shown.returncode == 0 and "demo-eurusd" in shown.stdout
+    target = f"{max(weight * 100_000, 1e-6):,.2f}"
+    assert shown.stdout.count(target) >= 2, (target, shown.stdout)  # target == actual
+    checked = run_cli("portfolio", "check", "demo", env=env)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
 
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0

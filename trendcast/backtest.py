@@ -274,8 +274,11 @@ def run(
     *,
     capital: float = 10_000.0,
     max_position: float = 1.0,
+    trade_from: int = 0,
 ) -> BacktestResult:
-    """Backtest ``strategy`` on one symbol's bars (open_time, open, high, low, close, ...)."""
+    """Backtest ``strategy`` on one symbol's bars (open_time, open, high, low, close, ...).
+    ``trade_from``: the account starts at that row; earlier rows are history the strategy sees
+    (warm-up), as a deployment that started there saw them."""
     costs = costs or Costs()
     strategy = with_costs(strategy, costs)
     if capital <= 0:
@@ -287,6 +290,10 @@ def run(
     frame = prepare_row_wise(strategy, frame)
     target = np.clip(check_causal(strategy, frame), -max_position, max_position)
     target = np.nan_to_num(target, nan=0.0)
+    if not 0 <= trade_from < len(frame):
+        raise InputError(f"trade_from {trade_from}: must be a row of the {len(frame)} bars")
+    if trade_from:
+        frame, target = frame.iloc[trade_from:].reset_index(drop=True), target[trade_from:]
     stop_loss = strategy.params.get("stop_loss") or 0.0
     take_profit = strategy.params.get("take_profit") or 0.0
     columns = [frame[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")]

@@ -229,6 +229,20 @@ class Settings(BaseSettings):
     mlflow_timeout_s: float = Field(
         default=5.0, gt=0, description="MLflow HTTP timeout of the service and the dashboard."
     )
+    deploy_fault_point: str | None = Field(
+        default=None,
+        description="Test hook: the deployment runner kills itself (SIGKILL) at this point "
+        "('before_submit', 'after_submit') to prove crash recovery; never set in production.",
+    )
+    deploy_demo_days: int = Field(
+        default=5, ge=0, description="Demo days a deployment needs before going live."
+    )
+    deploy_demo_trades: int = Field(
+        default=10, ge=0, description="Demo fills a deployment needs before going live."
+    )
+    deploy_equity_tolerance: float = Field(
+        default=0.01, ge=0, description="Largest relative gap to the backtest to go live."
+    )
 
     @field_validator("symbols", "intervals", "mlflow_promoters", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ NOUNS = (
     "drift",
     "db",
     "features",
+    "deploy",
     "portfolio",
 )
 _modules = {noun: importlib.import_module(f"trendcast.cli.{noun}") for noun in NOUNS}
@@ -32,6 +33,7 @@ app.add_typer(_modules["db"].db_app, name="db")
 app.add_typer(_modules["features"].features_app, name="features")
 app.add_typer(_modules["quality"].instruments_app, name="instruments")
 app.add_typer(_modules["drift"].drift_app, name="drift")
+app.add_typer(_modules["deploy"].deploy_app, name="deploy")
 app.add_typer(_modules["portfolio"].portfolio_app, name="portfolio")
 
 

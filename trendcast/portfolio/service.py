@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import sys
 
@@ -142,7 +143,7 @@ def apply(engine: Engine, name: str, actor: str, reason: str) -> pd.DataFrame:
         for row in deployed.itertuples():
             current = conn.execute(
                 sa.text(
-                    "SELECT capital, broker, stage FROM trading.deployments WHERE name = :n "
+                    "SELECT id, capital, broker, stage FROM trading.deployments WHERE name = :n "
                     "FOR UPDATE"
                 ),
                 {"n": row.deployment},
@@ -158,6 +159,14 @@ def apply(engine: Engine, name: str, actor: str, reason: str) -> pd.DataFrame:
             conn.execute(
                 sa.text("UPDATE trading.deployments SET capital = :c WHERE name = :n"),
                 {"c": capital, "n": row.deployment},
+            )
+            details = {"from": current.capital, "to": capital, "portfolio": name, "why": reason}
+            conn.execute(  # the deployment's own audit log sees the move too
+                sa.text(
+                    "INSERT INTO trading.events (deployment_id, kind, subject, details, actor) "
+                    "VALUES (:d, 'capital', 'portfolio apply', CAST(:x AS jsonb), :a)"
+                ),
+                {"d": current.id, "x": json.dumps(details), "a": actor},
             )
             store.event(
                 conn,

@@ -45,6 +45,11 @@ class OrderRequest:
     quantity: float  # > 0, base units
     intended_price: float  # the decision bar's close, the reference for slippage
     intended_time: datetime  # the decision bar's close time (UTC)
+    #: Added for the deployment runner: when set, the order spends (buy) or raises (sell) this
+    #: much quote currency at the fill price, fees excluded (Binance's ``quoteOrderQty``), and
+    #: ``quantity`` is only its estimate at ``intended_price``. This is how the backtest sizes
+    #: an entry ("weight x equity at the open"), which the decision bar cannot know yet.
+    quote_quantity: float | None = None
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,23 @@ variable "service_desired_count" {
     error_message = "service_desired_count must be 0-20."
   }
 }
+
+variable "trading_deployments" {
+  type        = list(string)
+  description = "Deployments (trendcast deploy create NAME) the scheduled runner trades; one EventBridge rule each."
+  default     = []
+  validation {
+    condition     = alltrue([for d in var.trading_deployments : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", d))])
+    error_message = "Deployment names are letters, digits, '_', '.' or '-' (at most 63)."
+  }
+}
+
+variable "trading_schedule" {
+  type        = string
+  description = "How often the runner wakes to trade the newest closed bar (EventBridge rate)."
+  default     = "rate(5 minutes)"
+  validation {
+    condition     = can(regex("^rate\\([0-9]+ (minute|minutes|hour|hours)\\)$", var.trading_schedule))
+    error_message = "trading_schedule must be an EventBridge rate in minutes or hours."
+  }
+}

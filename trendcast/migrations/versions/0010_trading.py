@@ -40,6 +40,9 @@ def upgrade() -> None:
                           CHECK (stage IN ('demo', 'live', 'stopped')),
             capital       double precision NOT NULL CHECK (capital > 0),
             risk          jsonb            NOT NULL DEFAULT '{}'::jsonb,
+            costs         jsonb            NOT NULL DEFAULT '{}'::jsonb,  -- per symbol, fixed
+            history_start timestamptz,     -- first bar the strategy sees (warm-up included)
+            start_bar     timestamptz,     -- first decision bar
             state         text             NOT NULL DEFAULT 'created'
                           CHECK (state IN ('created', 'running', 'stopped', 'killed')),
             state_reason  text,
@@ -64,6 +67,8 @@ def upgrade() -> None:
             intended_price   double precision NOT NULL,
             intended_time    timestamptz      NOT NULL,
             purpose          text             NOT NULL DEFAULT 'signal',
+            target           double precision,
+            quote_quantity   double precision,
             model_version    integer,
             status           text             NOT NULL DEFAULT 'intended'
                              CHECK (status IN ('intended', 'new', 'partially_filled', 'filled',
@@ -138,6 +143,23 @@ def upgrade() -> None:
         )
         """
     )
+    # One row per (deployment, symbol, decision bar): the model version that scored it, its
+    # prediction and the target, or why no decision was taken (stale bar, missing features).
+    op.execute(
+        """
+        CREATE TABLE trading.decisions (
+            deployment_id  bigint           NOT NULL REFERENCES trading.deployments (id),
+            symbol         text             NOT NULL,
+            bar_time       timestamptz      NOT NULL,
+            model_version  integer,
+            prediction     double precision,
+            target         double precision,
+            skipped        text,
+            decided_at     timestamptz      NOT NULL DEFAULT now(),
+            PRIMARY KEY (deployment_id, symbol, bar_time)
+        )
+        """
+    )
     op.execute("CREATE INDEX events_deployment_idx ON trading.events (deployment_id, id)")
     # The paper broker's venue-side book: persisted so a paper account survives restarts.
     op.execute(
@@ -161,10 +183,11 @@ def upgrade() -> None:
             interval         text             NOT NULL,
             side             text             NOT NULL,
             quantity         double precision NOT NULL,
+            quote_quantity   double precision,
             filled_quantity  double precision NOT NULL DEFAULT 0,
             status           text             NOT NULL,
             reason           text,
-            submitted_for    timestamptz      NOT NULL,  -- the decision bar's open time
+            fill_from        timestamptz      NOT NULL,  -- first bar opening then fills it
             created_at       timestamptz      NOT NULL DEFAULT now(),
             PRIMARY KEY (account, client_order_id)
         )

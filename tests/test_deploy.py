@@ -1,0 +1,433 @@
+"""Strategy deployments on a real PostgreSQL: the paper broker traded bar by bar equals the
+vectorised backtest, crash recovery never duplicates an order, and each risk limit trips at its
+threshold."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from trendcast.errors import InputError
+from trendcast.history import load_frame
+from trendcast.sample_data import SAMPLES
+from trendcast.trading import deployments as store
+from trendcast.trading.lifecycle import create, run_pending, stop
+from trendcast.trading.reconcile import reconcile
+
+HOUR = pd.Timedelta(hours=1)
+N_BARS = 900
+
+
+@pytest.fixture(scope="module")
+def eurusd() -> pd.DataFrame:
+    frame, _ = next(s for s in SAMPLES if s.symbol == "EURUSD").reader()
+    return frame.iloc[:N_BARS].reset_index(drop=True)
+
+
+@pytest.fixture
+def bars(engine, eurusd) -> pd.DataFrame:
+    load_frame(engine, eurusd, symbol="EURUSD", interval="1h", source="test", origin="test")
+    return eurusd
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def deploy(engine, bars, strategy="sma-crossover", params=None, start_row=600, **kw):
+    return create(
+        engine,
+        name=unique(strategy),
+        strategy=strategy,
+        params=params or {},
+        model=kw.pop("model", None),
+        symbols=["EURUSD"],
+        interval="1h",
+        broker="paper",
+        capital=kw.pop("capital", 10_000.0),
+        risk=kw.pop("risk", {}),
+        start=pd.Timestamp(bars["open_time"].iloc[start_row]),
+        warmup=kw.pop("warmup", 300),
+        **kw,
+    )
+
+
+def orders(engine, dep) -> pd.DataFrame:
+    return pd.read_sql(
+        sa.text("SELECT * FROM trading.orders WHERE deployment_id = :d ORDER BY id"),
+        engine,
+        params={"d": dep.id},
+    )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params"),
+    [("buy-and-hold", {}), ("sma-crossover", {"fast": 5, "slow": 20})],
+)
+def test_paper_bar_by_bar_equals_the_vectorised_backtest(engine, bars, strategy, params):
+    dep = deploy(engine, bars, strategy, params)
+    summary = run_pending(engine, dep.name, bars=250)
+    assert summary.steps == 250
+    result = reconcile(engine, dep.name)
+    assert result.bars == 250
+    assert result.fills_live == result.fills_backtest > 0
+    assert result.max_equity_diff <= 1e-9, result.differences[:3]
+    assert result.max_fill_price_diff <= 1e-9 and result.max_fill_quantity_diff <= 1e-9
+    assert result.equal
+    # the account moved: a flat line would compare equal trivially
+    equity = result.equity["live"].to_numpy()
+    assert np.ptp(equity) > 1.0
+    # intended vs executed: the intent is the decision close, the fill the next open +- cost
+    fills = pd.read_sql(
+        sa.text("SELECT * FROM trading.fills WHERE deployment_id = :d"),
+        engine,
+        params={"d": dep.id},
+    )
+    assert (fills["price"] != fills["intended_price"]).all()
+    assert fills["venue_trade_id"].is_unique
+
+
+def test_a_restart_does_not_step_or_order_twice(engine, bars):
+    dep = deploy(engine, bars, "sma-crossover", {"fast": 5, "slow": 20})
+    run_pending(engine, dep.name, bars=100)
+    before = orders(engine, dep)
+    again = run_pending(engine, dep.name, bars=0 or None, until=bars["open_time"].iloc[699])
+    assert again.steps == 0  # bars up to 699 were stepped already (rows 600..699)
+    assert len(orders(engine, dep)) == len(before)
+    more = run_pending(engine, dep.name, bars=50)
+    assert more.steps == 50
+    assert reconcile(engine, dep.name).equal
+
+
+def test_a_drawdown_limit_kills_at_its_threshold(engine, bars):
+    probe = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, probe.name, bars=120)
+    balances = pd.read_sql(
+        sa.text(
+            "SELECT bar_time, drawdown FROM trading.balances WHERE deployment_id = :d "
+            "ORDER BY bar_time"
+        ),
+        engine,
+        params={"d": probe.id},
+    )
+    worst = float(balances["drawdown"].max())
+    first_bar = balances.loc[balances["drawdown"].idxmax(), "bar_time"]
+    assert worst > 0
+    # just above the worst drawdown: never trips
+    above = deploy(engine, bars, "buy-and-hold", risk={"max_drawdown": worst * (1 + 1e-9)})
+    assert run_pending(engine, above.name, bars=120).stopped is None
+    # exactly at it: trips at that bar, flattens and stops, audited and alerted
+    at = deploy(engine, bars, "buy-and-hold", risk={"max_drawdown": worst})
+    summary = run_pending(engine, at.name, bars=120)
+    assert summary.stopped and "drawdown" in summary.stopped
+    assert pd.Timestamp(summary.last["bar"]) <= pd.Timestamp(first_bar)
+    dep = store.get(engine, at.name)
+    assert (dep.state, dep.stage) == ("killed", "stopped")
+    flat = orders(engine, at)
+    assert flat["purpose"].iloc[-1] == "flatten"
+    assert [e["kind"] for e in store.events(engine, dep, ("kill_switch",))] == ["kill_switch"]
+    with engine.connect() as conn:
+        alerts = (
+            conn.execute(
+                sa.text("SELECT rule FROM monitoring.alerts WHERE model_name = :m"),
+                {"m": dep.alert_name},
+            )
+            .scalars()
+            .all()
+        )
+    assert "kill_switch" in alerts
+    with pytest.raises(store.DeploymentStopped, match="killed"):
+        run_pending(engine, at.name, bars=1)
+
+
+def test_a_daily_loss_limit_kills_at_its_threshold(engine, bars):
+    probe = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, probe.name, bars=120)
+    eq = pd.read_sql(
+        sa.text(
+            "SELECT bar_time, equity FROM trading.balances WHERE deployment_id = :d "
+            "ORDER BY bar_time"
+        ),
+        engine,
+        params={"d": probe.id},
+    )
+    eq["day"] = pd.to_datetime(eq["bar_time"], utc=True).dt.floor("D")
+    start = eq.groupby("day")["equity"].last().shift(1).fillna(probe.capital)
+    loss = 1 - eq["equity"] / eq["day"].map(start)
+    worst = float(loss.max())
+    assert worst > 0
+    above = deploy(engine, bars, "buy-and-hold", risk={"daily_loss": worst * (1 + 1e-9)})
+    assert run_pending(engine, above.name, bars=120).stopped is None
+    at = deploy(engine, bars, "buy-and-hold", risk={"daily_loss": worst})
+    summary = run_pending(engine, at.name, bars=120)
+    assert summary.stopped and "daily loss" in summary.stopped
+
+
+def test_position_and_notional_limits_block_the_entry_at_their_threshold(engine, bars):
+    probe = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, probe.name, bars=2)
+    entry = orders(engine, probe).iloc[0]
+    size, notional = float(entry["quantity"]), float(entry["quantity"] * entry["intended_price"])
+    at = deploy(engine, bars, "buy-and-hold", risk={"max_position": size})
+    run_pending(engine, at.name, bars=2)
+    assert len(orders(engine, at)) == 1  # exactly at the limit: sent
+    below = deploy(engine, bars, "buy-and-hold", risk={"max_position": size * (1 - 1e-9)})
+    run_pending(engine, below.name, bars=2)
+    assert orders(engine, below).empty
+    blocked = store.events(engine, store.get(engine, below.name), ("order_blocked",))
+    assert blocked and blocked[0]["details"]["limit"] == "max_position"
+    cap = deploy(engine, bars, "buy-and-hold", risk={"max_notional": notional * (1 - 1e-9)})
+    run_pending(engine, cap.name, bars=2)
+    assert orders(engine, cap).empty
+    # the reconciliation names the blocked order as the reason the backtest differs
+    result = reconcile(engine, below.name)
+    assert result.differences and not result.unexplained
+    assert "order_blocked" in result.differences[0]["explained_by"]
+
+
+def test_stop_flatten_and_hand_over_are_explicit_and_audited(engine, bars):
+    flat = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, flat.name, bars=5)
+    with pytest.raises(InputError, match="exactly one of --flatten or --hand-over"):
+        stop(engine, flat.name, flatten=False, hand_over=False)
+    lines = stop(engine, flat.name, flatten=True, hand_over=False)
+    assert lines and lines[0].startswith("flatten EURUSD")
+    assert orders(engine, flat)["purpose"].iloc[-1] == "flatten"
+    kept = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, kept.name, bars=5)
+    lines = stop(engine, kept.name, flatten=False, hand_over=True)
+    assert lines[0].startswith("handed over EURUSD")
+    dep = store.get(engine, kept.name)
+    assert dep.state == "stopped"
+    assert store.events(engine, dep, ("stopped",))[0]["details"]["handed_over"]["EURUSD"] > 0
+
+
+def test_a_bar_older_than_two_intervals_is_not_traded(engine, bars):
+    newest = pd.Timestamp(bars["open_time"].iloc[-1]).to_pydatetime()
+    closed = newest + HOUR
+    # exactly two intervals after the close: still decided (and traded)
+    fresh = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, fresh.name, clock=lambda: closed + 2 * HOUR)
+    assert len(orders(engine, fresh)) == 1
+    # a microsecond later: stale, no decision, no order, the reason recorded
+    dep = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, dep.name, clock=lambda: closed + 2 * HOUR + pd.Timedelta(1, "us"))
+    decided = pd.read_sql(
+        sa.text("SELECT bar_time, skipped FROM trading.decisions WHERE deployment_id = :d"),
+        engine,
+        params={"d": dep.id},
+    )
+    assert len(decided) == 1 and decided["skipped"].iloc[0].startswith("stale")
+    assert pd.Timestamp(decided["bar_time"].iloc[0]) == pd.Timestamp(newest)
+    assert orders(engine, dep).empty
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"strategy": "nope"}, "strategy 'nope': unknown"),
+        ({"params": {"fast": 30, "slow": 20}}, "need 1 <= fast < slow"),
+        ({"risk": {"max_drawdown": 1.5}}, "max_drawdown=1.5: must be"),
+        ({"risk": {"max_loss": 0.1}}, r"risk limit\(s\) \['max_loss'\]: unknown"),
+        ({"capital": 0}, "--capital 0: must be > 0"),
+        ({"broker": "ib"}, "--broker 'ib': must be one of paper, binance"),
+        ({"symbols": ["NOPE"]}, "--symbols NOPE: no stored 1h bars"),
+        ({"strategy": "model-threshold"}, "--model: the model-threshold strategy needs"),
+        ({"model": "noalias"}, "--model 'noalias': must be MODEL@ALIAS"),
+        (
+            {"params": {"stop_loss": 0.01}, "strategy": "model-threshold", "model": "m@a"},
+            "stop_loss / take_profit",
+        ),
+    ],
+)
+def test_bad_input_is_refused_by_name_and_writes_nothing(engine, bars, kwargs, message):
+    values = {
+        "name": unique("bad"),
+        "strategy": "sma-crossover",
+        "params": {},
+        "model": None,
+        "symbols": ["EURUSD"],
+        "interval": "1h",
+        "broker": "paper",
+        "capital": 1000.0,
+        "risk": {},
+    }
+    with pytest.raises(InputError, match=message):
+        create(engine, **{**values, **kwargs})
+    with engine.connect() as conn:
+        assert not conn.execute(
+            sa.text("SELECT 1 FROM trading.deployments WHERE name = :n"), {"n": values["name"]}
+        ).first()
+
+
+@pytest.mark.parametrize("point", ["after_submit", "before_submit"])
+def test_kill_9_around_submit_then_restart_never_duplicates_an_order(engine, bars, env, point):
+    from conftest import run_cli
+
+    dep = deploy(engine, bars, "sma-crossover", {"fast": 5, "slow": 20})
+    killed = run_cli(
+        "deploy",
+        "run",
+        dep.name,
+        "--bars",
+        "60",
+        env={**env, "TRENDCAST_DEPLOY_FAULT_POINT": point},
+    )
+    assert killed.returncode == -9, killed.stderr  # SIGKILL, exactly at the fault point
+    intents = orders(engine, dep)
+    assert len(intents) == 1 and intents["status"].iloc[0] == "intended"
+    with engine.connect() as conn:
+        at_venue = conn.execute(
+            sa.text("SELECT count(*) FROM trading.paper_orders WHERE account LIKE :a"),
+            {"a": f"{dep.name}/%"},
+        ).scalar_one()
+    assert at_venue == (1 if point == "after_submit" else 0)
+
+    resumed = run_cli("deploy", "run", dep.name, "--bars", "60", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    after = orders(engine, dep)
+    with engine.connect() as conn:
+        venue = (
+            conn.execute(
+                sa.text("SELECT client_order_id FROM trading.paper_orders WHERE account LIKE :a"),
+                {"a": f"{dep.name}/%"},
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(venue) == sorted(after["client_order_id"])  # one venue order per intent
+    assert intents["client_order_id"].iloc[0] in venue
+    assert set(after["status"]) <= {"filled", "new"}
+    result = reconcile(engine, dep.name)
+    assert result.equal, result.differences[:3]
+    shown = run_cli("deploy", "reconcile", dep.name, env=env)
+    assert shown.returncode == 0 and "equal" in shown.stdout, shown.stdout + shown.stderr
+
+
+def _gates(engine, name, days, trades, tolerance):
+    from trendcast.trading.promotion import Thresholds, gates
+
+    return gates(engine, store.get(engine, name), Thresholds(days, trades, tolerance))
+
+
+def test_promotion_gates_pass_at_their_boundaries_and_fail_just_beyond(engine, bars):
+    from trendcast.trading.promotion import PromotionRefused, promote
+
+    dep = deploy(engine, bars, "sma-crossover", {"fast": 5, "slow": 20})
+    run_pending(engine, dep.name, bars=150)
+    with engine.connect() as conn:
+        span, n_fills, worst = conn.execute(
+            sa.text(
+                "SELECT (SELECT max(bar_time) - min(bar_time) FROM trading.balances WHERE "
+                "deployment_id = :d), (SELECT count(*) FROM trading.fills WHERE deployment_id "
+                "= :d), (SELECT max(abs(slippage)) FROM trading.fills WHERE deployment_id = :d)"
+            ),
+            {"d": dep.id},
+        ).one()
+    days = span.total_seconds() / 86400
+    at = _gates(engine, dep.name, days, n_fills, 0.0)
+    assert all(ok for ok, _ in at.values()), at
+    beyond = _gates(engine, dep.name, days + 1e-6, n_fills + 1, 0.0)
+    failed = [gate for gate, (ok, _) in beyond.items() if not ok]
+    assert failed == [f"demo days >= {days + 1e-6:g}", f"demo trades >= {n_fills + 1}"]
+    # slippage: a band exactly at the worst fill passes, just below it fails
+    for band, passes in ((worst, True), (worst * (1 - 1e-9), False)):
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE trading.deployments SET risk = jsonb_set(risk, "
+                        "'{slippage_band}', to_jsonb(CAST(:b AS double precision))) "
+                        "WHERE id = :d"),
+                {"b": band, "d": dep.id},
+            )  # fmt: skip
+        result = _gates(engine, dep.name, days, n_fills, 0.0)
+        assert [ok for gate, (ok, _) in result.items() if gate.startswith("slippage")] == [passes]
+    # every gate failing is named in the refusal; nothing moves, the attempt is audited
+    from trendcast.trading.promotion import Thresholds
+
+    class Live:
+        binance_api_key = "k"
+        binance_api_secret = "s"
+        binance_url = "https://api.binance.com"
+
+    with pytest.raises(PromotionRefused) as refused:
+        promote(engine, dep.name, "live", Live(), Thresholds(days + 1, n_fills + 1, 0.0))
+    message = str(refused.value)
+    assert "demo days" in message and "demo trades" in message and "slippage" in message
+    assert "live needs the binance broker (this deployment uses paper)" in message
+    assert "API_KEY" not in message  # the keys given are not named as missing
+    events = store.events(engine, store.get(engine, dep.name), ("promotion",))
+    assert events[-1]["details"]["passed"] is False
+    assert store.get(engine, dep.name).stage == "demo"
+
+
+def test_equity_gate_and_unreconciled_orders_gate(engine, bars):
+    from trendcast.trading.broker import VenueUnavailable
+    from trendcast.trading.lifecycle import make_broker
+    from trendcast.trading.runner import Runner
+
+    # a blocked entry leaves the backtest's path: the equity gap is the gate's figure
+    below = deploy(engine, bars, "buy-and-hold", risk={"max_notional": 1.0})
+    run_pending(engine, below.name, bars=48)
+    gap = reconcile(engine, below.name).max_equity_diff
+    assert gap > 0
+    at = _gates(engine, below.name, 0, 0, gap)
+    assert at[f"equity within {gap:g} of the backtest"][0]
+    under = _gates(engine, below.name, 0, 0, gap * (1 - 1e-9))
+    assert not under[f"equity within {gap * (1 - 1e-9):g} of the backtest"][0]
+
+    class Down:  # the venue stops answering after accepting nothing
+        name = "paper"
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def submit(self, order):
+            raise VenueUnavailable("connection reset by peer")
+
+        def __getattr__(self, item):
+            return getattr(self.inner, item)
+
+    dep = deploy(engine, bars, "buy-and-hold")
+    record = store.get(engine, dep.name)
+    runner = Runner(engine, record, Down(make_broker(engine, record)), replayed=True)
+    with pytest.raises(VenueUnavailable):
+        runner.step(runner.pending_bars()[0])
+    assert orders(engine, dep)["status"].tolist() == ["unknown"]
+    result = _gates(engine, dep.name, 0, 0, 1.0)
+    assert not result["no unreconciled orders"][0]
+    with engine.connect() as conn:
+        rules = (
+            conn.execute(
+                sa.text("SELECT rule FROM monitoring.alerts WHERE model_name = :m"),
+                {"m": record.alert_name},
+            )
+            .scalars()
+            .all()
+        )
+    assert rules == ["venue_unreachable"]
+    # the venue is back: the next run asks it, sends the order it never got, and moves on
+    run_pending(engine, dep.name, bars=3)
+    assert orders(engine, dep)["status"].iloc[0] == "filled"
+    assert _gates(engine, dep.name, 0, 0, 1.0)["no unreconciled orders"][0]
+    assert reconcile(engine, dep.name).equal
+
+
+def test_a_running_deployment_that_stopped_stepping_is_alerted(engine, bars):
+    from trendcast.trading.lifecycle import check_running
+
+    dep = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, dep.name, bars=1)
+    stepped = store.get(engine, dep.name).last_step_at
+    on_time = check_running(engine, stepped + 2 * HOUR)  # exactly two intervals: on time
+    assert dep.name not in on_time
+    assert dep.name in check_running(engine, stepped + 2 * HOUR + pd.Timedelta(1, "s"))
+    with engine.connect() as conn:
+        rule = conn.execute(
+            sa.text("SELECT rule FROM monitoring.alerts WHERE model_name = :m"),
+            {"m": f"deploy:{dep.name}"},
+        ).scalar_one()
+    assert rule == "deployment_down"
