@@ -5,11 +5,9 @@ backtest band (flag, propose or substitute, audited and alerted)."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
-import sys
 
 import pandas as pd
 import sqlalchemy as sa
@@ -35,48 +33,12 @@ def backtest(
     members = store.active_members(engine, config)
     frame = store.member_frame(engine, members)
     report = evaluate(frame, config)
-    run_id = log_to_mlflow(report, tracking_uri) if tracking_uri else None
+    run_id = None
+    if tracking_uri:
+        from trendcast.recorder import record_portfolio
+
+        run_id = record_portfolio(report, tracking_uri, EXPERIMENT)
     return report, store.save_run(engine, report, actor, run_id), run_id
-
-
-def log_to_mlflow(report: PortfolioReport, tracking_uri: str) -> str:
-    import mlflow
-
-    from trendcast.tracking import use_mlflow
-
-    use_mlflow(tracking_uri)
-    mlflow.set_experiment(EXPERIMENT)
-    config = report.config
-    # MLflow prints its run links on stdout: keep stdout for our report (--json stays JSON)
-    with (
-        contextlib.redirect_stdout(sys.stderr),
-        mlflow.start_run(run_name=f"{config.name}_{config.method}") as run,
-    ):
-        mlflow.log_params(
-            {
-                "portfolio": config.name,
-                "method": config.method,
-                "members": len(report.members.columns),
-                "rebalance": config.rebalance.rule
-                + (f":{config.rebalance.every}" if config.rebalance.rule == "calendar" else ""),
-                "lookback_days": config.lookback_days,
-                "costs_bps": config.costs.bps,
-                "config_fingerprint": config.fingerprint(),
-            }
-        )
-        for row, prefix in (
-            ("portfolio", "portfolio"),
-            ("equal_weight", "equal_weight"),
-            (f"best member ({report.best_member})", "best_member"),
-        ):
-            values = report.summary.loc[row].dropna().to_dict()
-            mlflow.log_metrics({f"{prefix}_{k}": float(v) for k, v in values.items()})
-        mlflow.log_metric("turnover_per_year", report.turnover_per_year)
-        mlflow.log_dict(config.model_dump(mode="json"), "portfolio_config.json")
-        mlflow.log_dict(report.as_dict(), "portfolio_report.json")
-        mlflow.log_text(report.run.weights.to_csv(), "weights.csv")
-        mlflow.log_text(report.run.fits.to_csv(), "fits.csv")
-    return run.info.run_id
 
 
 def _config_of(engine: Engine, name: str) -> tuple[PortfolioConfig, dict]:
