@@ -66,14 +66,18 @@ def orders(engine, dep) -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("strategy", "params"),
-    [("buy-and-hold", {}), ("sma-crossover", {"fast": 5, "slow": 20})],
+    [
+        ("buy-and-hold", {}),
+        ("sma-crossover", {"fast": 5, "slow": 20}),
+        ("sma-crossover", {"fast": 5, "slow": 20, "allow_short": True}),  # reversals
+    ],
 )
 def test_paper_bar_by_bar_equals_the_vectorised_backtest(engine, bars, strategy, params):
     dep = deploy(engine, bars, strategy, params)
-    summary = run_pending(engine, dep.name, bars=250)
-    assert summary.steps == 250
+    summary = run_pending(engine, dep.name, bars=150)
+    assert summary.steps == 150
     result = reconcile(engine, dep.name)
-    assert result.bars == 250
+    assert result.bars == 150
     assert result.fills_live == result.fills_backtest > 0
     assert result.max_equity_diff <= 1e-9, result.differences[:3]
     assert result.max_fill_price_diff <= 1e-9 and result.max_fill_quantity_diff <= 1e-9
@@ -105,7 +109,7 @@ def test_a_restart_does_not_step_or_order_twice(engine, bars):
 
 def test_a_drawdown_limit_kills_at_its_threshold(engine, bars):
     probe = deploy(engine, bars, "buy-and-hold")
-    run_pending(engine, probe.name, bars=120)
+    run_pending(engine, probe.name, bars=60)
     balances = pd.read_sql(
         sa.text(
             "SELECT bar_time, drawdown FROM trading.balances WHERE deployment_id = :d "
@@ -119,10 +123,10 @@ def test_a_drawdown_limit_kills_at_its_threshold(engine, bars):
     assert worst > 0
     # just above the worst drawdown: never trips
     above = deploy(engine, bars, "buy-and-hold", risk={"max_drawdown": worst * (1 + 1e-9)})
-    assert run_pending(engine, above.name, bars=120).stopped is None
+    assert run_pending(engine, above.name, bars=60).stopped is None
     # exactly at it: trips at that bar, flattens and stops, audited and alerted
     at = deploy(engine, bars, "buy-and-hold", risk={"max_drawdown": worst})
-    summary = run_pending(engine, at.name, bars=120)
+    summary = run_pending(engine, at.name, bars=60)
     assert summary.stopped and "drawdown" in summary.stopped
     assert pd.Timestamp(summary.last["bar"]) <= pd.Timestamp(first_bar)
     dep = store.get(engine, at.name)
@@ -146,7 +150,7 @@ def test_a_drawdown_limit_kills_at_its_threshold(engine, bars):
 
 def test_a_daily_loss_limit_kills_at_its_threshold(engine, bars):
     probe = deploy(engine, bars, "buy-and-hold")
-    run_pending(engine, probe.name, bars=120)
+    run_pending(engine, probe.name, bars=60)
     eq = pd.read_sql(
         sa.text(
             "SELECT bar_time, equity FROM trading.balances WHERE deployment_id = :d "
@@ -161,9 +165,9 @@ def test_a_daily_loss_limit_kills_at_its_threshold(engine, bars):
     worst = float(loss.max())
     assert worst > 0
     above = deploy(engine, bars, "buy-and-hold", risk={"daily_loss": worst * (1 + 1e-9)})
-    assert run_pending(engine, above.name, bars=120).stopped is None
+    assert run_pending(engine, above.name, bars=60).stopped is None
     at = deploy(engine, bars, "buy-and-hold", risk={"daily_loss": worst})
-    summary = run_pending(engine, at.name, bars=120)
+    summary = run_pending(engine, at.name, bars=60)
     assert summary.stopped and "daily loss" in summary.stopped
 
 
@@ -351,7 +355,7 @@ def test_promotion_gates_pass_at_their_boundaries_and_fail_just_beyond(engine, b
     class Live:
         binance_api_key = "k"
         binance_api_secret = "s"
-        binance_url = "https://api.binance.com"
+        binance_base_url = "https://api.binance.com"
 
     with pytest.raises(PromotionRefused) as refused:
         promote(engine, dep.name, "live", Live(), Thresholds(days + 1, n_fills + 1, 0.0))

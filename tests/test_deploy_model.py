@@ -152,4 +152,4 @@ def test_model_threshold_follows_audited_moves_refuses_others_and_equals_the_bac
 class _Settings:
     binance_api_key = None
     binance_api_secret = None
-    binance_url = "https://testnet.binance.vision"
+    binance_base_url = "https://testnet.binance.vision"

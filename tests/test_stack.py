@@ -210,7 +210,7 @@ def test_demo_path_up_load_status_down(stack_env):
     assert checked.returncode == 0, checked.stderr + checked.stdout
     report = json.loads(checked.stdout)
     assert report["equal"] and report["bars"] == 117 and report["max_equity_diff"] <= 1e-9
-    assert report["fills_live"] == report["fills_backtest"]
+    assert report["fills_live"] == report["fills_backtest"] > 0
     kept = run_cli(
         "deploy",
         "create",

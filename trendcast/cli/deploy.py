@@ -132,15 +132,24 @@ def run(
         )
 
     def once():
-        summary = run_pending(
-            engine,
-            name,
-            bars=bars,
-            until=utc(until, "--until") if until else None,
-            client=client,
-            on_step=printed,
-        )
-        return summary
+        from trendcast.trading.broker import VenueUnavailable
+        from trendcast.trading.lifecycle import RunSummary
+
+        try:
+            return run_pending(
+                engine,
+                name,
+                bars=bars,
+                until=utc(until, "--until") if until else None,
+                client=client,
+                on_step=printed,
+            )
+        except VenueUnavailable as exc:
+            if period is None:
+                raise
+            # recorded and alerted by the runner; the next run reconciles first
+            err.print(f"[yellow]venue unreachable, retrying at the next run:[/] {exc}")
+            return RunSummary(0, None)
 
     summary = run_every(once, period, times)
     out.print(

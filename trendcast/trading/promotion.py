@@ -43,9 +43,9 @@ def live_requirements(dep: store.Deployment, settings) -> list[str]:
             value = value.get_secret_value()
         if not value:
             missing.append(f"live keys: {env} is not set")
-    url = getattr(settings, "binance_url", None) or ""
+    url = getattr(settings, "binance_base_url", None) or ""
     if not url or "testnet" in url or "127.0.0.1" in url or "localhost" in url:
-        missing.append(f"a live base URL: TRENDCAST_BINANCE_URL is {url or 'unset'} (testnet)")
+        missing.append(f"a live base URL: TRENDCAST_BINANCE_BASE_URL is {url or 'unset'} (testnet)")
     return missing
 
 

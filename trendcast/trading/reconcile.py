@@ -52,7 +52,7 @@ class Reconciliation:
     start: pd.Timestamp | None
     end: pd.Timestamp | None
     bars: int = 0
-    fills_live: int = 0
+    fills_live: int = 0  # bars with executions (a reversal's legs count once, like the backtest)
     fills_backtest: int = 0
     max_equity_diff: float = 0.0  # relative
     max_fill_price_diff: float = 0.0
@@ -229,12 +229,12 @@ def reconcile(
                 direction = np.sign(delta)
                 expected.append((symbol, when, delta, opens[when] * (1 + cost * direction)))
     out.fills_backtest = len(expected)
-    out.fills_live = len(fills)
     fills["signed"] = np.where(fills["side"] == "buy", fills["quantity"], -fills["quantity"])
     fills["notional"] = fills["signed"] * fills["price"]
     grouped = fills.groupby(["symbol", "time"]).agg(
         signed=("signed", "sum"), notional=("notional", "sum")
     )
+    out.fills_live = len(grouped)  # executions per bar: a reversal's legs are one trade
     seen = set()
     for symbol, when, delta, price in expected:
         key = (symbol, when)

@@ -107,7 +107,7 @@ resource "aws_ecs_task_definition" "runner" {
         for k, v in {
           TRENDCAST_MLFLOW_TRACKING_URI = local.mlflow_internal_url
           TRENDCAST_MLFLOW_USERNAME     = "trendcast-reader"
-          TRENDCAST_BINANCE_URL         = "https://api.binance.com"
+          TRENDCAST_BINANCE_BASE_URL    = "https://api.binance.com"
           TMPDIR                        = "/tmp"
           HOME                          = "/tmp"
         } : { name = k, value = v }
