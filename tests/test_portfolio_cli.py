@@ -98,6 +98,8 @@ def test_backtests_record_versioned_streams(streams, db_url):
             )
         ).all()
     assert len(counts) == 2 and all((c.n, c.v) == (1, 1) for c in counts)
+    listed = run_cli("portfolio", "streams", env=env)
+    assert listed.returncode == 0 and listed.stdout.count("sma-crossover") >= 3, listed.stdout
     closes = pd.read_sql(
         "SELECT open_time, close FROM market.bars WHERE symbol = 'GOOGL' ORDER BY open_time "
         "LIMIT 4",

@@ -131,3 +131,30 @@ def portfolio_check(name: str = typer.Argument(..., help="Portfolio name.")) -> 
             f"{o['action']}: {o['why']}"
             + (f"; candidate {o['candidate']}" if o["candidate"] else "")
         )
+
+
+@portfolio_app.command("streams")
+def portfolio_streams(
+    record_deployments: bool = typer.Option(
+        False, "--record-deployments", help="First store every deployment's live stream."
+    ),
+) -> None:
+    """The stored return streams (one row per version) members are built from."""
+    from trendcast.portfolio import service, store
+
+    engine = _engine()
+    if record_deployments:
+        for name, version, new in store.record_deployments(engine, service.actor()):
+            state = "no equity yet" if version is None else f"v{version}" + (" new" if new else "")
+            out.print(f"deployment {name}: {state}")
+    table = Table(title="return streams")
+    for column in ("member id", "source", "v", "strategy", "params", "symbols", "model", "days",
+                   "first", "last"):  # fmt: skip
+        table.add_column(column, justify="right" if column in ("v", "days") else "left")
+    for row in store.list_streams(engine).itertuples():
+        table.add_row(
+            row.member_id, row.source, str(row.version), row.strategy,
+            json.dumps(row.params, sort_keys=True), ",".join(row.symbols), row.model or "",
+            str(row.days), str(row.first_day), str(row.last_day),
+        )  # fmt: skip
+    out.print(table)

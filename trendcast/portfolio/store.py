@@ -195,3 +195,28 @@ def event(conn, portfolio: str, kind: str, reason: str, actor: str, **fields) ->
             "a": actor,
         },
     )
+
+
+def list_streams(engine: Engine) -> pd.DataFrame:
+    """Every stored stream version: member id, source, version, what made it, its days."""
+    with engine.connect() as conn:
+        return pd.read_sql(
+            sa.text(
+                "SELECT member_id, source, version, strategy, params, symbols, model, interval, "
+                "first_day, last_day, days, created_by, created_at FROM portfolio.streams "
+                "ORDER BY strategy, symbols, member_id, source, version"
+            ),
+            conn,
+        )
+
+
+def record_deployments(engine: Engine, actor: str) -> list[tuple[str, int | None, bool]]:
+    """Each deployment's live stream from its recorded equity: (name, version, new)."""
+    with engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT name FROM trading.deployments ORDER BY name"))
+        names = names.scalars().all()
+    done = []
+    for name in names:
+        kept = streams.record_deployment(engine, name, actor)
+        done.append((name, *(kept or (None, False))))
+    return done
