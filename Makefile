@@ -187,6 +187,7 @@ bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by 
 	$(VENV)/bin/python -m benchmarks.bench_backtest
 	$(VENV)/bin/python -m benchmarks.bench_serving
 	$(VENV)/bin/python -m benchmarks.bench_deploy
+	$(VENV)/bin/python -m benchmarks.bench_portfolio
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down
