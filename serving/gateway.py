@@ -57,7 +57,7 @@ LATENCY = prometheus_client.Histogram(
     "trendcast_http_request_duration_seconds",
     "Time from the request's arrival at the gateway to its last body byte, by route",
     ["endpoint"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    buckets=(5e-4, 1e-3, 2e-3, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 
 
