@@ -72,7 +72,8 @@ def env(db_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
 
 @pytest.fixture
 def engine(db_url: URL, env) -> Iterator[sa.Engine]:
-    """Engine on the test database; market tables are emptied before each test."""
+    """Engine on the test database; market, monitoring and trading tables are emptied before
+    each test."""
     eng = sa.create_engine(db_url)
     with eng.begin() as conn:
         tables = (
@@ -85,7 +86,8 @@ def engine(db_url: URL, env) -> Iterator[sa.Engine]:
                 "TRUNCATE market.bars, market.quarantine, market.ingestion_runs, market.holes, "
                 "market.bar_revisions, "
                 "market.bar_changes, features.feature_sets, registry.alias_events, "
-                "serving.predictions, monitoring.drift_metrics, monitoring.alerts CASCADE"
+                "serving.predictions, monitoring.drift_metrics, monitoring.alerts, "
+                "trading.deployments, trading.paper_accounts CASCADE"
             )
         )
         conn.execute(

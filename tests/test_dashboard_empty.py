@@ -11,6 +11,7 @@ EMPTY = {
     "drift.py": "trendcast drift run",
     "registry.py": "trendcast promote",
     "data_health.py": "trendcast load-sample",
+    "trading.py": "trendcast deploy create",
     "portfolio.py": "trendcast portfolio backtest",
 }
 

@@ -213,21 +213,29 @@ def test_stop_flatten_and_hand_over_are_explicit_and_audited(engine, bars):
 def test_a_bar_older_than_two_intervals_is_not_traded(engine, bars):
     newest = pd.Timestamp(bars["open_time"].iloc[-1]).to_pydatetime()
     closed = newest + HOUR
-    # exactly two intervals after the close: still decided (and traded)
-    fresh = deploy(engine, bars, "buy-and-hold")
+    # live runs step every missed bar; the newest closed exactly two intervals ago is decided
+    fresh = deploy(engine, bars, "buy-and-hold", start_row=N_BARS - 3)
     run_pending(engine, fresh.name, clock=lambda: closed + 2 * HOUR)
     assert len(orders(engine, fresh)) == 1
-    # a microsecond later: stale, no decision, no order, the reason recorded
-    dep = deploy(engine, bars, "buy-and-hold")
+    assert pd.Timestamp(orders(engine, fresh)["bar_time"].iloc[0]) == pd.Timestamp(newest)
+    # a microsecond later every one is stale: no decision, no order, each reason recorded
+    dep = deploy(engine, bars, "buy-and-hold", start_row=N_BARS - 3)
     run_pending(engine, dep.name, clock=lambda: closed + 2 * HOUR + pd.Timedelta(1, "us"))
     decided = pd.read_sql(
-        sa.text("SELECT bar_time, skipped FROM trading.decisions WHERE deployment_id = :d"),
+        sa.text("SELECT bar_time, skipped FROM trading.decisions WHERE deployment_id = :d "
+                "ORDER BY bar_time"),
+        engine,
+        params={"d": dep.id},
+    )  # fmt: skip
+    assert len(decided) == 3 and decided["skipped"].str.startswith("stale").all()
+    assert pd.Timestamp(decided["bar_time"].iloc[-1]) == pd.Timestamp(newest)
+    assert orders(engine, dep).empty
+    balances = pd.read_sql(
+        sa.text("SELECT count(*) AS n FROM trading.balances WHERE deployment_id = :d"),
         engine,
         params={"d": dep.id},
     )
-    assert len(decided) == 1 and decided["skipped"].iloc[0].startswith("stale")
-    assert pd.Timestamp(decided["bar_time"].iloc[0]) == pd.Timestamp(newest)
-    assert orders(engine, dep).empty
+    assert balances["n"].iloc[0] == 3  # every missed bar is snapshot all the same
 
 
 @pytest.mark.parametrize(
@@ -435,3 +443,65 @@ def test_a_running_deployment_that_stopped_stepping_is_alerted(engine, bars):
             {"m": f"deploy:{dep.name}"},
         ).scalar_one()
     assert rule == "deployment_down"
+
+
+def test_two_symbols_trade_as_two_sleeves_each_equal_to_its_backtest(engine, bars):
+    from trendcast.synth import synth_bars
+
+    syn = synth_bars(N_BARS, interval="1h", start=str(bars["open_time"].iloc[0].date()), seed=5)
+    load_frame(engine, syn, symbol="SYN", interval="1h", source="test", origin="test")
+    dep = create(
+        engine, name=unique("pair"), strategy="sma-crossover", params={"fast": 5, "slow": 20},
+        model=None, symbols=["EURUSD", "SYN"], interval="1h", broker="paper",
+        capital=20_000.0, risk={}, start=pd.Timestamp(bars["open_time"].iloc[600]), warmup=300,
+    )  # fmt: skip
+    assert dep.sleeve_capital == 10_000.0
+    run_pending(engine, dep.name, bars=120)  # SYN trades at weekends, EURUSD does not
+    result = reconcile(engine, dep.name)
+    traded = orders(engine, dep).groupby("symbol").size()
+    assert set(traded.index) == {"EURUSD", "SYN"}
+    assert result.fills_live == result.fills_backtest
+    assert result.max_equity_diff <= 1e-9 and result.max_fill_price_diff <= 1e-9
+    assert result.equal, result.differences[:3]
+
+
+def test_cli_status_list_stop_and_bad_input(engine, bars, env):
+    from conftest import run_cli
+
+    dep = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, dep.name, bars=3)
+    shown = run_cli("deploy", "status", dep.name, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{dep.name}: stage demo, state running" in shown.stdout
+    assert "positions {'EURUSD':" in shown.stdout and "fills 1" in shown.stdout
+    listed = run_cli("deploy", "list", env=env)
+    assert dep.name in listed.stdout and "demo" in listed.stdout
+    stopped = run_cli("deploy", "stop", dep.name, "--flatten", env=env)
+    assert stopped.returncode == 0 and "flatten EURUSD" in stopped.stdout, stopped.stderr
+    with pytest.raises(store.DeploymentStopped, match=f"deployment {dep.name} is stopped"):
+        run_pending(engine, dep.name, bars=1)
+    bad = run_cli("deploy", "create", unique("x"), "--strategy", "buy-and-hold", "--symbols",
+                  "EURUSD", "--capital", "-5", env=env)  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == "error: --capital -5.0: must be > 0"
+
+
+def test_slippage_beyond_the_band_is_alerted_once_per_day_and_symbol(engine, bars):
+    probe = deploy(engine, bars, "buy-and-hold")
+    run_pending(engine, probe.name, bars=2)
+    with engine.connect() as conn:
+        slipped = conn.execute(
+            sa.text("SELECT slippage FROM trading.fills WHERE deployment_id = :d"),
+            {"d": probe.id},
+        ).scalar_one()
+    assert slipped > 0  # the entry filled above the decision close
+    for band, alerted in ((slipped, False), (slipped * (1 - 1e-9), True)):
+        dep = deploy(engine, bars, "buy-and-hold", risk={"slippage_band": band})
+        run_pending(engine, dep.name, bars=2)
+        with engine.connect() as conn:
+            rules = conn.execute(
+                sa.text("SELECT rule, value, threshold FROM monitoring.alerts "
+                        "WHERE model_name = :m"),
+                {"m": f"deploy:{dep.name}"},
+            ).all()  # fmt: skip
+        assert [r.rule for r in rules] == (["slippage"] if alerted else [])

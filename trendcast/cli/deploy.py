@@ -63,18 +63,9 @@ def create(
             out.print(f"deployment {name}: exists (stage {dep.stage}, state {dep.state}); kept")
             return
 
-    risk = {
-        k: v
-        for k, v in {
-            "max_position": max_position,
-            "max_notional": max_notional,
-            "daily_loss": daily_loss,
-            "max_drawdown": max_drawdown,
-            "slippage_band": slippage_band,
-            "max_weight": max_weight,
-        }.items()
-        if v is not None
-    }
+    limits = (max_position, max_notional, daily_loss, max_drawdown, slippage_band, max_weight)
+    names = ("max_position", "max_notional", "daily_loss", "max_drawdown", "slippage_band")
+    risk = {k: v for k, v in zip((*names, "max_weight"), limits, strict=True) if v is not None}
     dep = make(
         _engine(),
         name=name,

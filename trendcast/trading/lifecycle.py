@@ -211,7 +211,8 @@ def run_pending(
     on_step=None,
 ) -> RunSummary:
     """Reconcile with the venue, then step every stored bar not yet stepped (at most ``bars``,
-    up to ``until``); replayed runs (``bars`` / ``until``) step stored history as if live."""
+    up to ``until``); replayed runs (``bars`` / ``until``) step stored history as if live, with
+    no staleness guard."""
     runner = runner_for(
         engine, name, replayed=bars is not None or until is not None, clock=clock, client=client
     )
@@ -220,9 +221,10 @@ def run_pending(
             f"deployment {name} is {runner.dep.state}: {runner.dep.state_reason}"
         )
     runner.sync()
+    # live, every missed bar is stepped too: its balance is snapshot and, closed more than two
+    # intervals ago, its decision is skipped as stale with the reason recorded, so a runner
+    # that was down leaves an explained gap in the reconciliation, not a silent one
     pending = runner.pending_bars(until, bars)
-    if not runner.replayed:
-        pending = pending[-1:]  # live: decide on the newest closed bar; older ones are stale
     last = None
     for bar in pending:
         last = runner.step(bar)
