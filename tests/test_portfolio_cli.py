@@ -42,6 +42,9 @@ def streams(db_url, tmp_path_factory):
     assert loaded.returncode == 0, loaded.stderr
     tested = run_cli("backtest", "--symbols", "EURUSD,GOOGL", env=env)
     assert tested.returncode == 0, tested.stderr + tested.stdout
+    # other parameters are another member (a bench candidate below)
+    other = run_cli("backtest", "--symbols", "GOOGL", "-p", "fast=5", "-p", "slow=30", env=env)
+    assert other.returncode == 0, other.stderr
     return env, home
 
 
@@ -78,10 +81,8 @@ def test_backtests_record_versioned_streams(streams, db_url):
         ("benchmark", "buy-and-hold", "EURUSD"),
         ("benchmark", "buy-and-hold", "GOOGL"),
     }
-    # the same backtest again stores nothing new; other parameters are another member
+    # the same backtest again stores nothing new
     assert run_cli("backtest", "--symbols", "GOOGL", env=env).returncode == 0
-    other = run_cli("backtest", "--symbols", "GOOGL", "-p", "fast=5", "-p", "slow=30", env=env)
-    assert other.returncode == 0, other.stderr
     with engine.connect() as conn:
         counts = conn.execute(
             sa.text(
@@ -298,8 +299,6 @@ def test_check_flags_and_substitutes_a_decaying_member(streams, db_url, auto):
                 ),
                 {"d": dep_id, "t": day.to_pydatetime(), "e": float(value)},
             )
-    other = run_cli("backtest", "--symbols", "GOOGL", "-p", "fast=5", "-p", "slow=30", env=env)
-    assert other.returncode == 0
     config = _config(home, name, members=members, bench=bench, substitution=sub)
     assert run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", env=env).returncode == 0
     checked = run_cli("portfolio", "check", name, env=env)
