@@ -230,6 +230,32 @@ def test_demo_path_up_load_status_down(stack_env):
     assert "live needs the binance broker" in refused.stderr
     assert "TRENDCAST_BINANCE_API_KEY is not set" in refused.stderr
 
+    # Portfolio: the demo's strategies on the streams the backtests and training recorded.
+    portfolio = run_cli(
+        "portfolio", "backtest", "--config", str(REPO / "portfolios/demo.yaml"), "--json", env=env
+    )
+    assert portfolio.returncode == 0, portfolio.stderr + portfolio.stdout
+    built = json.loads(portfolio.stdout)
+    assert built["rebalances"] > 100 and abs(sum(built["latest_weights"].values()) - 1) < 1e-9
+    assert {"portfolio", "equal_weight", "model-EURUSD", "sma-IBM"} <= set(built["summary"])
+    assert all(v <= 0.4 + 1e-9 for k, v in built["latest_weights"].items() if k != "cash")
+    found = httpx.get(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "portfolios"},
+        timeout=10,
+    )
+    assert found.status_code == 200
+    # applied to the paper deployment the model member names: its capital moves, audited
+    weight = built["latest_weights"]["model-EURUSD"]
+    applied = run_cli("portfolio", "apply", "demo", "--reason", "demo rebalance", env=env)
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    shown = run_cli("portfolio", "status", "demo", env=env)
+    assert shown.returncode == 0 and "demo-eurusd" in shown.stdout
+    target = f"{max(weight * 100_000, 1e-6):,.2f}"
+    assert shown.stdout.count(target) >= 2, (target, shown.stdout)  # target == actual
+    checked = run_cli("portfolio", "check", "demo", env=env)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0
     assert records(home) == started

@@ -218,7 +218,27 @@ def train(
         log_backtest(report)
         log_backtest(val_report, prefix="validation_backtest", artifacts=False)
         log_selection(report, sealed, selection)
+        if version is not None:
+            record_model_stream(engine, model_name, version, symbol, interval, val_report, report)
     return TrainResult(run.info.run_id, model_name, version, checksum, scores | validation_scores)
+
+
+def record_model_stream(engine, model_name, version, symbol, interval, *reports) -> None:
+    """The version's strategy returns (validation then test backtest, daily) as a portfolio
+    stream: a portfolio member ``model-threshold`` with ``NAME@ALIAS`` reads the stream of
+    the version the alias points at."""
+    from trendcast.portfolio.streams import StreamKey, daily_returns, record
+
+    parts = pd.concat([daily_returns(r.equity) for r in reports])
+    returns = (1.0 + parts).groupby(level=0).prod() - 1.0  # a day split by the cut, compounded
+    record(
+        engine,
+        StreamKey("model-threshold", {}, (symbol,), f"{model_name}@v{version}"),
+        returns,
+        "training",
+        interval=interval,
+        inputs={"run_id": mlflow.active_run().info.run_id, "costs": reports[-1].costs},
+    )
 
 
 def register_model(

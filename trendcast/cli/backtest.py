@@ -42,6 +42,8 @@ def backtest(
     from trendcast.backtest import Costs
     from trendcast.db import get_engine
     from trendcast.gates import Gates
+    from trendcast.portfolio.service import actor
+    from trendcast.portfolio.streams import record_report
     from trendcast.recorder import record_backtest
     from trendcast.report import backtest_stored
     from trendcast.strategy import make_strategy
@@ -62,8 +64,16 @@ def backtest(
         min_backtest_dsr=None,
         sealed_test=False,
     )
+    engine = get_engine(config)
+    who = actor()
+
+    def on_report(report, gates) -> None:
+        record_report(engine, report, who)  # its daily returns and buy-and-hold's, versioned
+        if log_to_mlflow:
+            record_backtest(report, gates, config.tracking_uri)
+
     reports = backtest_stored(
-        get_engine(config),
+        engine,
         chosen,
         custom,
         filter_,
@@ -72,9 +82,7 @@ def backtest(
         start=start,
         end=end,
         capital=capital,
-        on_report=(lambda r, g: record_backtest(r, g, config.tracking_uri))
-        if log_to_mlflow
-        else None,
+        on_report=on_report,
     )
     if as_json:
         out.print_json(
