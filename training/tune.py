@@ -224,10 +224,8 @@ def run_grid(
     total = len(tasks) + spec.register_top
     try:
         if where.distributed:
-            # one copy of each period's rows on the cluster, not one per task
-            shipped = {
-                p: where.client.scatter(d, hash=False, broadcast=False) for p, d in datasets.items()
-            }
+            # the rows travel inside each task, not scattered once: scattered data dies with
+            # the worker holding it, and a task whose input is lost cannot be rerun
             results = map_unordered(
                 where,
                 _run_candidate,
@@ -236,7 +234,7 @@ def run_grid(
                         task_key(parent_id, i, period),
                         (
                             tracking_uri, experiment_id, parent_id, database_url,
-                            shipped[period], spec, i, {**params, **thread_cap}, period,
+                            datasets[period], spec, i, {**params, **thread_cap}, period,
                             os.getpid(), task_key(parent_id, i, period),
                         ),
                     )

@@ -10,6 +10,7 @@ with one line (:class:`ClusterLost`); results already gathered stay wherever the
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,7 +71,23 @@ def placement(settings: Settings, use_cluster: bool = False) -> Iterator[Placeme
         return
     from distributed import Client
 
-    timeout = settings.dask_connect_timeout_s
+    # The client's reconnect attempts log tracebacks; a lost scheduler is reported as one
+    # line by ClusterLost instead.
+    names = ["distributed", "distributed.client", "distributed.utils", "distributed.comm"]
+    quiet = {name: logging.getLogger(name) for name in names}
+    levels = {name: logger.level for name, logger in quiet.items()}
+    for logger in quiet.values():
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with _connected(Client, address, settings.dask_connect_timeout_s) as where:
+            yield where
+    finally:
+        for name, logger in quiet.items():
+            logger.setLevel(levels[name])
+
+
+@contextmanager
+def _connected(Client, address: str, timeout: float) -> Iterator[Placement]:
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:

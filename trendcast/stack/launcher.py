@@ -194,7 +194,7 @@ def up_cluster(settings: Settings, workers: int | None = None) -> PartStatus:
     """The scheduler, then one `dask worker --nworkers N` (N: asked, else as many as were
     recorded, else TRENDCAST_DASK_WORKERS); ready once N workers have joined."""
     wanted = workers or dask_cluster.recorded_workers(settings) or settings.dask_workers
-    _up_service(
+    scheduler = _up_service(
         settings,
         dask_cluster.NAME,
         "dask scheduler",
@@ -207,8 +207,13 @@ def up_cluster(settings: Settings, workers: int | None = None) -> PartStatus:
     processes.end_orphans(settings.run_dir, dask_cluster.WORKERS)
     record = processes.read_record(settings.run_dir, dask_cluster.WORKERS)
     started = "already running"
-    if processes.is_alive(record) and dask_cluster.recorded_workers(settings) != wanted:
-        processes.stop(settings.run_dir, dask_cluster.WORKERS)  # another size asked: restart
+    new_scheduler = scheduler.detail != "already running"
+    if processes.is_alive(record) and (
+        new_scheduler or dask_cluster.recorded_workers(settings) != wanted
+    ):
+        # Workers that lost their scheduler close down once their task ends; another size
+        # asked: either way, a fresh set of workers.
+        processes.stop(settings.run_dir, dask_cluster.WORKERS)
         record = None
     if not processes.is_alive(record):
         record = dask_cluster.start_workers(settings, wanted)

@@ -1,0 +1,216 @@
+"""Scale-out on a real local Dask cluster started through the CLI (`up --with cluster`): a grid
+on the cluster ranks exactly like the in-process one, survives a worker killed with -9 without
+a duplicated run, and an unreachable or lost scheduler ends the command with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from conftest import run_cli
+from mlflow import MlflowClient
+
+from trendcast.stack import processes
+
+pytestmark = pytest.mark.slow
+
+GRID = {
+    "symbol": "EURUSD",
+    "interval": "1h",
+    "horizon": 4,
+    "metric": "ic",
+    "periods": [
+        {"name": "q1", "start": "2017-06-01", "end": "2017-09-01"},
+        {"name": "q2", "start": "2017-07-01", "end": "2017-09-05"},
+    ],
+    "params": {"max_depth": [2, 3], "n_estimators": [40]},
+    "final": {"name": "h2", "start": "2017-06-01", "end": "2017-12-31"},
+    "register_top": 0,
+    "n_jobs": 2,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A whole local stack with a two-worker cluster, the sample EURUSD and its features."""
+    base = Path(tempfile.mkdtemp(prefix="tccl"))
+    home = base / "h"  # short: the embedded server's socket lives under it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRENDCAST_")}
+    env.update(
+        TRENDCAST_HOME=str(home),
+        TRENDCAST_MLFLOW_PORT=str(free_port()),
+        TRENDCAST_DASK_SCHEDULER_PORT=str(free_port()),
+        COLUMNS="200",
+    )
+    try:
+        up = run_cli("up", "--with", "cluster", "--workers", "2", env=env, timeout=600)
+        assert up.returncode == 0, up.stderr + up.stdout
+        loaded = run_cli("load-sample", "-s", "EURUSD", "--until", "2017-10-02T00:00Z", env=env)
+        assert loaded.returncode == 0, loaded.stderr
+        built = run_cli("features", "build", env=env)
+        assert built.returncode == 0, built.stderr
+        yield env, home, base
+    finally:
+        run_cli("down", env=env)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def tracking(env) -> MlflowClient:
+    url = f"http://127.0.0.1:{env['TRENDCAST_MLFLOW_PORT']}"
+    return MlflowClient(url, registry_uri=url)
+
+
+def grid_file(base: Path, name: str, **changes) -> Path:
+    path = base / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**GRID, "model_name": name, **changes}))
+    return path
+
+
+def parents(client: MlflowClient) -> dict[str, object]:
+    experiment = client.get_experiment_by_name("training")
+    if experiment is None:
+        return {}
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.grid_spec != ''")
+    return {r.info.run_id: r for r in runs}
+
+
+def children(client: MlflowClient, parent_id: str, deleted: bool = False) -> list:
+    from mlflow.entities import ViewType
+
+    experiment = client.get_run(parent_id).info.experiment_id
+    return client.search_runs(
+        [experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+        run_view_type=ViewType.DELETED_ONLY if deleted else ViewType.ACTIVE_ONLY,
+    )
+
+
+def worker_processes(home: Path) -> list[psutil.Process]:
+    """The dask worker processes (the nannies' children), not the nanny process itself."""
+    record = processes.read_record(home / "run", "cluster-workers")
+    return [
+        p
+        for p in psutil.Process(record.pid).children()
+        if "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE
+    ]
+
+
+def start_grid(env, path: Path, *args: str) -> subprocess.Popen:
+    exe = Path(sys.executable).with_name("trendcast")
+    return subprocess.Popen(
+        [str(exe), "train", "--grid", str(path), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_child(client, before, status: str, timeout_s: float = 120) -> str:
+    """The new grid's parent run id, once one of its children has ``status``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for parent_id in set(parents(client)) - before:
+            if any(c.info.status == status for c in children(client, parent_id)):
+                return parent_id
+        time.sleep(0.2)
+    raise AssertionError(f"no grid child run {status} within {timeout_s} s")
+
+
+def test_grid_on_the_cluster_ranks_like_in_process_even_with_a_worker_killed(cluster):
+    env, home, base = cluster
+    client = tracking(env)
+    path = grid_file(base, "EURUSD_cluster")
+    local = run_cli("train", "--grid", str(path), env=env)
+    assert local.returncode == 0, local.stderr
+    assert "grid ran in-process" in local.stdout
+
+    before = set(parents(client))
+    process = start_grid(env, path, "--cluster", "--compare-in-process")
+    try:
+        parent_id = wait_for_child(client, before, "RUNNING")
+        killed = worker_processes(home)
+        assert len(killed) == 2
+        for worker in killed:  # both: whichever ran the task, it is gone mid-run
+            worker.send_signal(signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, stderr + stdout
+    assert "grid ran on dask tcp://127.0.0.1:" in stdout and "(2 workers)" in stdout
+    assert "ranking equals the in-process run" in stdout, stdout
+
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["grid_status"] == "finished"
+    assert parent.data.tags["grid_placement"] == "dask"
+    live = children(client, parent_id)
+    keys = [c.data.tags["grid_task"] for c in live]
+    assert len(keys) == len(set(keys)) == 4  # one run per candidate x period, no duplicate
+    assert all(c.info.status == "FINISHED" for c in live)
+    cut_short = children(client, parent_id, deleted=True)
+    assert cut_short, "no run was cut short by the kill"
+    assert {c.info.status for c in cut_short} == {"KILLED"}
+    replaced = ",".join(c.data.tags.get("grid_replaces", "") for c in live)
+    assert all(c.info.run_id in replaced for c in cut_short)
+    # the cluster healed: the nannies started new workers
+    assert {p.pid for p in worker_processes(home)}.isdisjoint({p.pid for p in killed})
+
+
+def test_an_unreachable_scheduler_is_one_clear_line(cluster):
+    env, _, base = cluster
+    nowhere = f"tcp://127.0.0.1:{free_port()}"
+    result = run_cli(
+        "train",
+        "--grid",
+        str(grid_file(base, "EURUSD_nowhere")),
+        env={**env, "TRENDCAST_DASK_SCHEDULER": nowhere, "TRENDCAST_DASK_CONNECT_TIMEOUT_S": "2"},
+    )
+    assert result.returncode == 1
+    assert f"dask scheduler {nowhere}: unreachable within 2 s" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_scheduler_lost_mid_grid_fails_with_one_line_and_keeps_finished_runs(cluster):
+    env, home, base = cluster
+    client = tracking(env)
+    before = set(parents(client))
+    many = grid_file(base, "EURUSD_lost", params={"max_depth": [2, 3, 4, 5], "n_estimators": [40]})
+    process = start_grid(env, many, "--cluster")
+    try:
+        parent_id = wait_for_child(client, before, "FINISHED")
+        scheduler = processes.read_record(home / "run", "cluster")
+        os.kill(scheduler.pid, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 1, stderr
+    assert "lost mid-run after" in stderr and "Traceback" not in stderr
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FAILED" and parent.data.tags["grid_status"] == "failed"
+    finished = [c for c in children(client, parent_id) if c.info.status == "FINISHED"]
+    assert finished and all("validation_ic" in c.data.metrics for c in finished)
+
+    up = run_cli("up", env=env)  # the recorded cluster comes back
+    assert up.returncode == 0, up.stderr + up.stdout
+    parts = {p["name"]: p for p in json.loads(run_cli("status", "--json", env=env).stdout)}
+    assert parts["cluster"]["state"] == "up" and "2 worker(s)" in parts["cluster"]["detail"]
