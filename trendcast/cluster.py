@@ -37,6 +37,7 @@ class Placement:
     client: Any = None  # distributed.Client
     address: str | None = None
     workers: int = 0
+    timeout_s: float = 10.0
 
     @property
     def distributed(self) -> bool:
@@ -101,7 +102,7 @@ def _connected(Client, address: str, timeout: float) -> Iterator[Placement]:
         if not workers:
             client.wait_for_workers(1, timeout=timeout)
             workers = len(client.scheduler_info(n_workers=-1)["workers"])
-        yield Placement(client, address, workers)
+        yield Placement(client, address, workers, timeout)
     except TimeoutError:
         raise ClusterUnavailable(
             f"dask scheduler {address}: no worker joined within {timeout:g} s"
@@ -135,12 +136,14 @@ def map_unordered(
     ready = as_completed(futures, loop=client.loop)
     done = 0
     last_check = time.monotonic()
+    workerless_since: float | None = None
     try:
         while not ready.is_empty():
             batch = ready.next_batch(block=False)
             if not batch:
                 if time.monotonic() - last_check > poll_s:
                     _check_alive(where, done, len(tasks))
+                    workerless_since = _check_workers(where, workerless_since, done, len(tasks))
                     last_check = time.monotonic()
                 time.sleep(0.02)
                 continue
@@ -154,6 +157,25 @@ def map_unordered(
         if left:
             with contextlib.suppress(Exception):  # the scheduler may be gone already
                 client.cancel(left, force=True)
+
+
+def _check_workers(where: Placement, since: float | None, done: int, total: int) -> float | None:
+    """Fail once the scheduler has had no worker for the connect timeout (the workers died
+    and nothing restarts them); returns since when it has had none."""
+    try:
+        count = len(where.client.scheduler_info(n_workers=-1)["workers"])
+    except Exception:  # the scheduler itself is checked by _check_alive
+        return since
+    if count:
+        return None
+    now = time.monotonic()
+    since = since or now
+    if now - since > where.timeout_s:
+        raise ClusterUnavailable(
+            f"dask scheduler {where.address}: no worker for {where.timeout_s:g} s after {done} of "
+            f"{total} tasks (see the workers' log); `trendcast up` restarts the local ones"
+        )
+    return since
 
 
 def _check_alive(where: Placement, done: int, total: int) -> None:

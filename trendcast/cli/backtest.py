@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from trendcast.cli._common import app, out, parse_params, settings
+from trendcast.cli._common import app, err, out, parse_params, settings
 
 
 @app.command()
@@ -37,10 +37,16 @@ def backtest(
     max_drawdown: float = typer.Option(0.30, help="Performance filter: maximum drawdown."),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
     log_to_mlflow: bool = typer.Option(False, help="Log each report to MLflow (a run each)."),
+    cluster: bool = typer.Option(
+        False,
+        "--cluster",
+        help="A task per series on the local Dask cluster (TRENDCAST_DASK_SCHEDULER: any other).",
+    ),
 ) -> None:
     """Backtest a strategy on stored bars; list where it passes the performance filter."""
     from trendcast.backtest import Costs
-    from trendcast.db import get_engine
+    from trendcast.cluster import placement
+    from trendcast.db import database_url, get_engine
     from trendcast.gates import Gates
     from trendcast.recorder import record_backtest
     from trendcast.report import backtest_stored
@@ -62,20 +68,23 @@ def backtest(
         min_backtest_dsr=None,
         sealed_test=False,
     )
-    reports = backtest_stored(
-        get_engine(config),
-        chosen,
-        custom,
-        filter_,
-        symbols=None if symbols == "all" else [s.strip() for s in symbols.split(",")],
-        interval=interval,
-        start=start,
-        end=end,
-        capital=capital,
-        on_report=(lambda r, g: record_backtest(r, g, config.tracking_uri))
-        if log_to_mlflow
-        else None,
-    )
+    with placement(config, cluster) as where:
+        reports = backtest_stored(
+            get_engine(config),
+            chosen,
+            custom,
+            filter_,
+            symbols=None if symbols == "all" else [s.strip() for s in symbols.split(",")],
+            interval=interval,
+            start=start,
+            end=end,
+            capital=capital,
+            on_report=(lambda r, g: record_backtest(r, g, config.tracking_uri))
+            if log_to_mlflow
+            else None,
+            where=where,
+            database_url=database_url("trendcast", config).render_as_string(hide_password=False),
+        )
     if as_json:
         out.print_json(
             json.dumps(
@@ -83,6 +92,7 @@ def backtest(
                 default=str,
             )
         )
+        err.print(f"backtest {where.describe()}", highlight=False)
         return
     table = Table(title=f"{chosen!r}")
     columns = ("symbol", "interval", "costs", "bars/yr", "return", "buy&hold", "sharpe")
@@ -105,3 +115,4 @@ def backtest(
             else "[red]no[/]: " + ", ".join(k for k, ok in g.items() if not ok),
         )
     out.print(table)
+    out.print(f"backtest {where.describe()}", highlight=False)
