@@ -34,7 +34,7 @@ GRID = {
         {"name": "q1", "start": "2017-06-01", "end": "2017-09-01"},
         {"name": "q2", "start": "2017-07-01", "end": "2017-09-05"},
     ],
-    "params": {"max_depth": [2, 3], "n_estimators": [40]},
+    "params": {"max_depth": [2, 3], "n_estimators": [30]},
     "final": {"name": "h2", "start": "2017-06-01", "end": "2017-12-31"},
     "register_top": 0,
     "n_jobs": 2,
@@ -62,7 +62,7 @@ def cluster():
     try:
         up = run_cli("up", "--with", "cluster", "--workers", "2", env=env, timeout=600)
         assert up.returncode == 0, up.stderr + up.stdout
-        loaded = run_cli("load-sample", "-s", "EURUSD", "--until", "2017-10-02T00:00Z", env=env)
+        loaded = run_cli("load-sample", "--until", "2017-10-02T00:00Z", env=env)
         assert loaded.returncode == 0, loaded.stderr
         built = run_cli("features", "build", env=env)
         assert built.returncode == 0, built.stderr
@@ -173,6 +173,61 @@ def test_grid_on_the_cluster_ranks_like_in_process_even_with_a_worker_killed(clu
     assert all(c.info.run_id in replaced for c in cut_short)
     # the cluster healed: the nannies started new workers
     assert {p.pid for p in worker_processes(home)}.isdisjoint({p.pid for p in killed})
+
+
+def backfill_rows(home: Path) -> list[tuple]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"postgresql+psycopg2://postgres@/trendcast?host={home}/pg")
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.text(
+                    "SELECT id, request_id, event_time, model_version, alias, inputs::text, "
+                    "prediction FROM serving.predictions WHERE source = 'backfill' "
+                    "ORDER BY request_id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+
+
+def test_backtests_features_and_drift_backfill_on_the_cluster_equal_in_process(cluster):
+    env, home, _ = cluster
+    local = run_cli("backtest", "--symbols", "all", "--json", env=env)
+    spread = run_cli("backtest", "--symbols", "all", "--json", "--cluster", env=env)
+    assert local.returncode == 0 and spread.returncode == 0, local.stderr + spread.stderr
+    assert len(json.loads(local.stdout)) >= 3
+    assert spread.stdout == local.stdout  # every figure of every series, same order
+    assert "backtest ran in-process" in local.stderr
+    assert "backtest ran on dask" in spread.stderr and "(2 workers)" in spread.stderr
+
+    # The store appends a row only when a value differs: a full rebuild on the cluster over the
+    # in-process build writes nothing, series by series.
+    local = run_cli("features", "build", "--full", "--runner", "python", env=env)
+    spread = run_cli("features", "build", "--full", "--cluster", env=env)
+    assert local.returncode == 0 and spread.returncode == 0, local.stderr + spread.stderr
+    summary = local.stdout.splitlines()[0]
+    assert summary.endswith(" 0 written") and spread.stdout.splitlines()[0] == summary
+    assert "features ran on dask" in spread.stdout
+
+    trained = run_cli("train", "-s", "EURUSD", "-p", "n_estimators=20", env=env)
+    assert trained.returncode == 0, trained.stderr
+    moved = run_cli(
+        "promote", "EURUSD_1h_h4", "-v", "latest", "--force", "--reason", "test", env=env
+    )
+    assert moved.returncode == 0, moved.stderr
+    window = ("--backfill", "2017-08-01", "2017-08-06")
+    local = run_cli("drift", "run", *window, env=env)
+    assert local.returncode == 0, local.stderr
+    before = backfill_rows(home)
+    spread = run_cli("drift", "run", *window, "--cluster", env=env)
+    assert spread.returncode == 0, spread.stderr
+    after = backfill_rows(home)
+    assert "backfill scoring ran on dask" in spread.stdout
+    assert len(before) > 50
+    assert [r[1:] for r in after] == [r[1:] for r in before]  # every row, bit for bit
+    assert min(r[0] for r in after) > max(r[0] for r in before)  # rewritten by the workers
 
 
 def test_an_unreachable_scheduler_is_one_clear_line(cluster):
