@@ -147,11 +147,16 @@ browser:  ## Install chromium with apt-get when /usr/bin/chromium is missing
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
+# Test files run in parallel, one file per worker at a time (each worker has its own PostgreSQL
+# and MLflow; a file's module fixtures start once): TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL := $(PYTEST) -n $(TEST_WORKERS) --dist loadfile
+
 test: lint browser tools  ## Lint and run every test (what CI runs)
-	$(PYTEST)
+	$(PYTEST_PARALLEL)
 
 test-fast: lint tools  ## Lint and run the tests that start no servers
-	$(PYTEST) -m "not slow"
+	$(PYTEST_PARALLEL) -m "not slow"
 
 # wrk (Debian) is bench_serving's load client: a C client leaves the 2 cores to the servers.
 wrk:  ## Install wrk with apt-get when it is missing

@@ -1,6 +1,7 @@
 """Serving, one-row requests at one and at 16 connections (wrk, 20 s each), one server at a
 time, same client, same run: a plain Starlette app on uvicorn (the ASGI floor), a no-op BentoML
-service as shipped and with serving/bentoml_fixes.py, Trendcast's service and
+service as shipped, with serving/bentoml_fixes.py, and with BentoML's per-request telemetry off
+too, Trendcast's service with BentoML's telemetry on and as shipped (off), and
 `mlflow models serve` on the same registered model (one worker each): p50/p99 and requests/s,
 and the three targets (p99 <= 20 ms at one connection; p99 at 16 <= 3x the floor's; >= 5x
 mlflow's throughput). Then the hot swap: 16 clients stream requests while the alias moves;
@@ -316,9 +317,9 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
         def bentoml_serve(target: str, port: int) -> list[str]:
             return [str(BIN / "bentoml"), "serve", target, "--port", str(port)]
 
-        def alone(label, command, health, path, payload, log) -> dict:
+        def alone(label, command, health, path, payload, log, extra_env=None) -> dict:
             port = free_port()
-            process = spawn(command(port), env, home / log)
+            process = spawn(command(port), {**env, **(extra_env or {})}, home / log)
             services.append(process)
             try:
                 wait_http(f"http://127.0.0.1:{port}{health}", process)
@@ -361,6 +362,14 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
             body,
             "noop-fixed.log",
         )
+        quiet = alone(
+            "no-op BentoML + fixes, telemetry off",
+            lambda port: bentoml_serve("benchmarks._noop_quiet_service:NoopQuiet", port),
+            "/readyz",
+            "/predict",
+            body,
+            "noop-quiet.log",
+        )
         theirs_result = alone(
             "mlflow models serve",
             lambda port: [
@@ -383,6 +392,15 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
             {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}},
             "mlflow-serve.log",
         )
+        loud = alone(
+            "Trendcast, BentoML telemetry on",
+            lambda port: bentoml_serve("serving.service:Trendcast", port),
+            "/readyz",
+            "/predict",
+            body,
+            "bento-telemetry.log",
+            {"TRENDCAST_SERVING_FRAMEWORK_TELEMETRY": "1"},
+        )
         ours_port = free_port()
         ours = spawn(bentoml_serve("serving.service:Trendcast", ours_port), env, home / "bento.log")
         services.append(ours)
@@ -396,6 +414,13 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
         print(
             f"   p99 at 16 connections: {many:.2f} ms = {many / floor_many:.1f}x the ASGI "
             f"floor's {floor_many:.2f} ms (target <= 3x: {_met(many <= 3 * floor_many)})"
+        )
+        quiet_many = quiet["16 clients"]["p99"]
+        print(
+            f"   the framework's share: no-op BentoML (fixes, telemetry off) p99 at 16 "
+            f"connections {quiet_many:.2f} ms = {quiet_many / floor_many:.1f}x the floor's; "
+            f"Trendcast with BentoML's telemetry on: "
+            f"{loud['16 clients']['p99']:.2f} ms p99, {loud['16 clients']['rps']:.0f} req/s"
         )
         print(
             f"   throughput at 16 connections: {ratio:.2f}x `mlflow models serve` "

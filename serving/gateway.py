@@ -14,8 +14,10 @@ import hmac
 import json
 import logging
 import re
+import time
 from typing import Any, ClassVar
 
+import prometheus_client
 from pydantic import ValidationError
 
 from serving.contract import Contract, describe_errors, error_body
@@ -44,6 +46,21 @@ NEEDS_MODEL = ("/predict", "/predict_latest", "/model")
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 
 
+#: Request metrics the gateway keeps itself (one label lookup and one observation per request:
+#: BentoML's own middleware, off by default, costs more than the prediction).
+REQUESTS = prometheus_client.Counter(
+    "trendcast_http_requests",
+    "HTTP requests answered, by route, method and status",
+    ["endpoint", "method", "status"],
+)
+LATENCY = prometheus_client.Histogram(
+    "trendcast_http_request_duration_seconds",
+    "Time from the request's arrival at the gateway to its last body byte, by route",
+    ["endpoint"],
+    buckets=(5e-4, 1e-3, 2e-3, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
 class PayloadTooLarge(Exception):
     pass
 
@@ -60,24 +77,33 @@ class Gateway:
         self.contract = Contract(settings.serving_max_batch, token_required=bool(token))
         self.models = self.contract.requests()
         self.openapi = json.dumps(self.contract.openapi).encode()
+        # With BentoML's metrics on, /metrics is its own (which includes this registry).
+        self.own_metrics = not settings.serving_framework_telemetry
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started = False
+        begun = time.perf_counter()
+        status: int | None = None  # set when the answer starts
 
         async def tracked(message) -> None:
-            nonlocal started
+            nonlocal status
             if message["type"] == "http.response.start":
-                started = True
+                status = message["status"]
             await send(message)
 
         try:
             await self._handle(scope, receive, tracked)
         except Exception:  # never a traceback to the client; the log has it
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            if not started:
+            if status is None:
                 await _json(send, 500, error_body(500, "internal error; see the service log"))
+                status = 500
+        finally:
+            path = scope["path"]
+            endpoint = path if path in ROUTES else "other"
+            REQUESTS.labels(endpoint, scope["method"], str(status or 500)).inc()
+            LATENCY.labels(endpoint).observe(time.perf_counter() - begun)
 
     async def _handle(self, scope, receive, send) -> None:
         path, method = scope["path"], scope["method"]
@@ -112,6 +138,10 @@ class Gateway:
             return await _json(send, status, body, head=head)
         if path == "/docs.json":
             return await _raw(send, 200, self.openapi, b"application/json", head=head)
+        if path == "/metrics" and self.own_metrics:
+            payload = prometheus_client.generate_latest()
+            kind = prometheus_client.CONTENT_TYPE_LATEST.encode()
+            return await _raw(send, 200, payload, kind, head=head)
         if method != "POST":
             return await self.app(scope, receive, send)
         return await self._post(scope, receive, send, path)

@@ -64,6 +64,10 @@ def _answer(body: dict) -> Response:
     # Every prediction is already logged (with its latency) in serving.predictions; a second
     # per-request access-log line costs more than the prediction itself.
     logging={"access": {"enabled": False}},
+    # BentoML's OpenTelemetry span (no exporter is configured) and its Prometheus middleware
+    # per request halve the throughput of a no-op service and set the tail at 16 connections
+    # (bench_serving); the gateway counts requests and latencies itself and serves /metrics.
+    **({} if get_settings().serving_framework_telemetry else bentoml_fixes.TELEMETRY_OFF),
 )
 class Trendcast:
     def __init__(self) -> None:

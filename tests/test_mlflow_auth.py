@@ -76,6 +76,22 @@ def test_only_the_promotion_identity_moves_an_alias(server, engine, monkeypatch)
     assert row["moved_by"] == f"carol as {PROMOTER}" == move.moved_by
 
 
+def test_status_names_the_version_of_a_server_with_auth(server):
+    """`trendcast status` asks /version, which needs a login with auth on: the local stack's
+    read-only identity answers it (it said "unknown")."""
+    import mlflow
+
+    url, folder = server
+    settings = get_settings().model_copy(
+        update={
+            "home": folder.parent,
+            "mlflow_port": int(url.rsplit(":", 1)[1]),
+            "mlflow_auth": True,
+        }
+    )
+    assert mlflow_server.probe(settings) == mlflow.__version__
+
+
 def test_passwords_stay_off_the_command_line_and_out_of_reach(server):
     import psutil
 

@@ -24,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import REPO, running_mlflow
 from mlflow import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from training.dataset import build_dataset
 from training.train import train
@@ -299,6 +300,50 @@ def test_prediction_log_rows_match_the_requests(stack):
     (live,) = [r for r in new if r["symbol"] == "EURUSD"]
     assert live["interval"] == "1h" and live["event_time"] is not None
     assert live["latency_ms"] > 0
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample (0 when the series does not exist yet)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_every_answer_and_the_prediction_log(stack):
+    """/metrics (no token) counts each request by route and status, with its latency, and the
+    prediction log's rows: what a Prometheus scrape of this service shows."""
+    before = httpx.get(f"{stack.url}/metrics", timeout=10)
+    assert before.status_code == 200
+    assert before.headers["content-type"].startswith("text/plain")
+    ok = _metric(before.text, "trendcast_http_requests_total", endpoint="/predict", status="200")
+    bad = _metric(before.text, "trendcast_http_requests_total", endpoint="/predict", status="400")
+    timed = _metric(
+        before.text, "trendcast_http_request_duration_seconds_count", endpoint="/predict"
+    )
+    written = _metric(before.text, "trendcast_prediction_log_written_total")
+    for _ in range(3):
+        assert stack.post("/predict", {"rows": _rows(stack, 2)}).status_code == 200
+    assert stack.post("/predict", {"rows": [{"nope": 1}]}).status_code == 400
+    deadline = time.monotonic() + 10
+    while True:
+        after = httpx.get(f"{stack.url}/metrics", timeout=10).text
+        if _metric(after, "trendcast_prediction_log_written_total") >= written + 6:
+            break
+        assert time.monotonic() < deadline, "prediction-log rows not counted in /metrics"
+        time.sleep(0.2)
+    assert (
+        _metric(after, "trendcast_http_requests_total", endpoint="/predict", status="200") == ok + 3
+    )
+    assert (
+        _metric(after, "trendcast_http_requests_total", endpoint="/predict", status="400")
+        == bad + 1
+    )
+    assert (
+        _metric(after, "trendcast_http_request_duration_seconds_count", endpoint="/predict")
+        == timed + 4
+    )
 
 
 def test_swap_under_load_and_challenger_in_shadow(stack):

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     serving_max_body_bytes: int = Field(
         default=4 << 20, ge=1024, description="Largest request body the service reads (413)."
     )
+    serving_framework_telemetry: bool = Field(
+        default=False,
+        description="BentoML's own per-request OpenTelemetry span and Prometheus middleware "
+        "(off: they cost more than a prediction; the gateway counts requests itself).",
+    )
     model_name: str | None = Field(
         default=None,
         description="Registered model name for training and serving "

@@ -65,10 +65,26 @@ def url(settings: Settings) -> str:
     return f"http://{settings.host}:{settings.mlflow_port}"
 
 
+def _credentials(settings: Settings) -> tuple[str, str] | None:
+    """Who asks the server its version: the configured MLflow user, else (local stack with
+    auth) the read-only identity; /version needs a login when auth is on."""
+    if not settings.mlflow_auth:
+        return None
+    variables = mlflow_auth.client_environment(settings)
+    if not variables:
+        try:
+            variables = mlflow_auth.identity_environment(settings, mlflow_auth.READER)
+        except OSError:  # the passwords are not written yet: the server has not started
+            return None
+    if not variables:
+        return None
+    return variables["MLFLOW_TRACKING_USERNAME"], variables["MLFLOW_TRACKING_PASSWORD"]
+
+
 def probe(settings: Settings, timeout_s: float = 2.0) -> str | None:
     """The server's version when it answers /health, else None."""
     try:
-        with httpx.Client(timeout=timeout_s) as client:
+        with httpx.Client(timeout=timeout_s, auth=_credentials(settings)) as client:
             if client.get(f"{url(settings)}/health").status_code != 200:
                 return None
             version = client.get(f"{url(settings)}/version")
