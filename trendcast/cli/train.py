@@ -42,6 +42,12 @@ def train_command(
     register_top: int | None = typer.Option(
         None, "--register-top", min=0, help="Grid: override the grid file's register_top."
     ),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="Export the training set as Parquet by symbol and fit with xgboost.dask on the "
+        "cluster (--cluster or TRENDCAST_DASK_SCHEDULER).",
+    ),
     compare_in_process: bool = typer.Option(
         False,
         "--compare-in-process",
@@ -73,17 +79,28 @@ def train_command(
         return
     if not symbol:
         raise InputError("--symbol: required (or give --grid FILE)")
-    result = train_series(
-        engine,
-        config,
-        symbol,
-        interval,
-        horizon=horizon,
-        start=start,
-        end=end,
-        model_name=model_name,
-        params=parse_params(param),
-    )
+    from contextlib import nullcontext
+
+    from trendcast.cluster import Placement, placement, scheduler_address
+
+    if distributed and scheduler_address(config, cluster) is None:
+        raise InputError(
+            "--distributed: needs a Dask cluster: add --cluster (`trendcast up --with cluster`) "
+            "or set TRENDCAST_DASK_SCHEDULER"
+        )
+    with placement(config, cluster) if distributed else nullcontext(Placement()) as where:
+        result = train_series(
+            engine,
+            config,
+            symbol,
+            interval,
+            horizon=horizon,
+            start=start,
+            end=end,
+            model_name=model_name,
+            params=parse_params(param),
+            where=where if distributed else None,
+        )
     scores = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
     out.print(
         f"{result.model_name} version {result.version} (run {result.run_id}, sha256 "
@@ -91,6 +108,8 @@ def train_command(
         f"{result.model_name}/versions/{result.version}",
         highlight=False,
     )
+    fitted = " (regressor fitted with xgboost.dask)" if distributed else ""
+    out.print(f"training {where.describe()}{fitted}", highlight=False)
 
 
 def _walk_forward(
