@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import yaml
@@ -228,6 +229,47 @@ def test_backtests_features_and_drift_backfill_on_the_cluster_equal_in_process(c
     assert len(before) > 50
     assert [r[1:] for r in after] == [r[1:] for r in before]  # every row, bit for bit
     assert min(r[0] for r in after) > max(r[0] for r in before)  # rewritten by the workers
+
+
+def test_distributed_training_registers_like_a_local_model_and_is_deterministic(cluster):
+    env, _, _ = cluster
+    client = tracking(env)
+    versions = {}
+    for name, extra in (
+        ("EURUSD_local", ()),
+        ("EURUSD_dask_a", ("--distributed", "--cluster")),
+        ("EURUSD_dask_b", ("--distributed", "--cluster")),
+    ):
+        done = run_cli(
+            "train", "-s", "EURUSD", "-p", "n_estimators=20", "--model-name", name, *extra,
+            env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        versions[name] = client.get_model_version(name, "1")
+    assert "regressor fitted with xgboost.dask" in done.stdout and "ran on dask" in done.stdout
+    runs = {n: client.get_run(v.run_id) for n, v in versions.items()}
+    exported = Path(runs["EURUSD_dask_a"].data.tags["export"])
+    assert [p.name for p in exported.iterdir() if p.is_dir()] == ["symbol=EURUSD"]
+    assert runs["EURUSD_dask_a"].data.tags["trained_on"].startswith("dask tcp://")
+    local, first, second = (runs[n].data.metrics for n in versions)
+    # same cluster shape: the same model again
+    assert first == second
+    # against the local model on the same rows: within a relative 1e-6 on every metric (one
+    # symbol is one partition here, so the sketches agree and the boosters match)
+    for key, value in local.items():
+        assert first[key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
+    # registered, verified (sha256) and loaded by the service's own loader like a local version
+    import mlflow
+
+    from serving.models import load_version
+
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{env['TRENDCAST_MLFLOW_PORT']}")
+    loaded = {name: load_version(client, name, 1, "production") for name in versions}
+    assert all(loaded[n].checksum == versions[n].tags["sha256"] for n in versions)
+    row = np.full((1, len(loaded["EURUSD_local"].features)), 0.01)
+    assert loaded["EURUSD_dask_a"].predict(row) == pytest.approx(
+        loaded["EURUSD_local"].predict(row), rel=1e-6
+    )
 
 
 def test_an_unreachable_scheduler_is_one_clear_line(cluster):
