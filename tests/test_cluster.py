@@ -42,6 +42,14 @@ GRID = {
 }
 
 
+AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -59,6 +67,7 @@ def cluster():
         TRENDCAST_MLFLOW_PORT=str(free_port()),
         TRENDCAST_DASK_SCHEDULER_PORT=str(free_port()),
         COLUMNS="200",
+        **AWS,  # the workers read S3 exports from the S3 API server with these
     )
     try:
         up = run_cli("up", "--with", "cluster", "--workers", "2", env=env, timeout=600)
@@ -270,6 +279,54 @@ def test_distributed_training_registers_like_a_local_model_and_is_deterministic(
     assert loaded["EURUSD_dask_a"].predict(row) == pytest.approx(
         loaded["EURUSD_local"].predict(row), rel=1e-6
     )
+
+
+def test_training_set_exported_to_s3_trains_on_the_cluster_like_a_local_export(
+    cluster, monkeypatch
+):
+    """The Parquet export through the S3 API (moto's server), read by the workers from there:
+    the same booster as from a local export of the same rows."""
+    import boto3
+    import sqlalchemy as sa
+    from distributed import Client
+    from moto.server import ThreadedMotoServer
+
+    from training.dataset import build_dataset
+    from training.distributed import export_training_set, fit_on_cluster
+    from training.train import model_checksum
+
+    env, home, base = cluster
+    for key, value in AWS.items():
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    engine = sa.create_engine(f"postgresql+psycopg2://postgres@/trendcast?host={home}/pg")
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="artifacts")
+        dataset = build_dataset(engine, "EURUSD", "1h", base / "datasets", horizon=4)
+        exported = export_training_set(dataset, "s3://artifacts/exports", endpoint)
+        prefix = exported.removeprefix("s3://artifacts/")
+        assert prefix == f"exports/{dataset.snapshot.fingerprint[:16]}"
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"]}
+        assert keys == {f"{prefix}/symbol=EURUSD/part-0.parquet", f"{prefix}.done"}
+        stamp = s3.head_object(Bucket="artifacts", Key=f"{prefix}.done")["LastModified"]
+        assert export_training_set(dataset, "s3://artifacts/exports", endpoint) == exported
+        again = s3.head_object(Bucket="artifacts", Key=f"{prefix}.done")["LastModified"]
+        assert again == stamp  # immutable: an export is written once
+        local = export_training_set(dataset, str(base / "exports"))
+        address = f"tcp://127.0.0.1:{env['TRENDCAST_DASK_SCHEDULER_PORT']}"
+        with Client(address, timeout=10, set_as_default=False) as client:
+            params = {"n_estimators": 20}
+            from_s3 = fit_on_cluster(client, exported, dataset, params, endpoint)
+            from_disk = fit_on_cluster(client, local, dataset, params)
+        assert model_checksum(from_s3) == model_checksum(from_disk)
+        assert from_s3.evals_result() == from_disk.evals_result()
+    finally:
+        engine.dispose()
+        server.stop()
 
 
 def test_an_unreachable_scheduler_is_one_clear_line(cluster):

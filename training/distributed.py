@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import xgboost as xgb
 
 from training.dataset import Dataset
@@ -22,24 +21,53 @@ from training.train import DEFAULT_PARAMS
 _KEEP = ("label", "split")
 
 
-def export_training_set(dataset: Dataset, directory: Path) -> Path:
-    """The dataset's rows as ``directory/<fingerprint>/symbol=S/part-0.parquet``: immutable
-    (a fingerprint's export is written once), one folder per symbol, row order kept."""
-    target = Path(directory) / dataset.snapshot.fingerprint[:16]
-    done = target / "_SUCCESS"
-    if done.exists():
-        return target
-    columns = ["symbol", *dataset.features, *_KEEP]
-    frame = dataset.frame[columns]
+def export_location(settings) -> str:
+    """Where exports go: ``<artifacts s3://…>/exports`` when artifacts live in S3 (the workers of
+    a remote cluster read them there), else ``<home>/exports``."""
+    artifacts = settings.artifacts_uri or ""
+    if artifacts.startswith("s3://"):
+        return f"{artifacts.rstrip('/')}/exports"
+    return str(settings.home / "exports")
+
+
+def filesystem(location: str, endpoint_url: str | None = None):
+    """(pyarrow filesystem, path on it) of a folder or an ``s3://bucket/prefix`` location;
+    S3 credentials come from the environment's default chain (a task role on AWS)."""
+    import pyarrow.fs as pafs
+
+    if location.startswith("s3://"):
+        return pafs.S3FileSystem(endpoint_override=endpoint_url), location[5:].rstrip("/")
+    return pafs.LocalFileSystem(), str(Path(location).resolve())
+
+
+def export_training_set(dataset: Dataset, location: str, endpoint_url: str | None = None) -> str:
+    """The dataset's rows as ``<location>/<fingerprint>/symbol=S/part-0.parquet``: immutable
+    (a fingerprint's export is written once, ``<fingerprint>.done`` beside it last: readers see
+    only Parquet files inside), one folder per symbol, row
+    order kept. Returns the export's location (``s3://…`` or a folder)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, root = filesystem(location, endpoint_url)
+    target = f"{root}/{dataset.snapshot.fingerprint[:16]}"
+    shown = f"s3://{target}" if location.startswith("s3://") else target
+    if fs.get_file_info(f"{target}.done").type != pa.fs.FileType.NotFound:
+        return shown
+    frame = dataset.frame[["symbol", *dataset.features, *_KEEP]]
     for symbol, rows in frame.groupby("symbol", sort=True):
-        folder = target / f"symbol={symbol}"
-        folder.mkdir(parents=True, exist_ok=True)
-        rows.drop(columns="symbol").to_parquet(folder / "part-0.parquet", index=False)
-    done.write_text(dataset.snapshot.fingerprint)
-    return target
+        folder = f"{target}/symbol={symbol}"
+        if not location.startswith("s3://"):  # S3 has no folders (no marker objects either)
+            fs.create_dir(folder, recursive=True)
+        table = pa.Table.from_pandas(rows.drop(columns="symbol"), preserve_index=False)
+        pq.write_table(table, f"{folder}/part-0.parquet", filesystem=fs)
+    with fs.open_output_stream(f"{target}.done") as marker:
+        marker.write(dataset.snapshot.fingerprint.encode())
+    return shown
 
 
-def fit_on_cluster(client, export: Path, dataset: Dataset, params: dict) -> xgb.XGBRegressor:
+def fit_on_cluster(
+    client, export: str, dataset: Dataset, params: dict, endpoint_url: str | None = None
+) -> xgb.XGBRegressor:
     """Fit the regressor with ``xgboost.dask`` on the exported rows (train split, early stopping
     on validation), returned as a plain ``XGBRegressor`` with its evaluation history."""
     import dask.dataframe as dd
@@ -48,9 +76,13 @@ def fit_on_cluster(client, export: Path, dataset: Dataset, params: dict) -> xgb.
     features = dataset.features
     settings = {**DEFAULT_PARAMS, **params}
     with client.as_current():
-        frame = dd.read_parquet(str(export), columns=[*features, *_KEEP])
-        train = frame[frame["split"] == "train"]
-        validation = frame[frame["split"] == "validation"]
+        fs, path = filesystem(export, endpoint_url)
+        frame = dd.read_parquet(path, columns=[*features, *_KEEP], filesystem=fs)
+        # materialised on the workers here, in this synchronous context: xgboost.dask runs its
+        # own work asynchronously and cannot plan a Parquet read there
+        train, validation = client.persist(
+            [frame[frame["split"] == "train"], frame[frame["split"] == "validation"]]
+        )
         model = dxgb.DaskXGBRegressor(**settings)
         model.client = client
         model.fit(
@@ -63,9 +95,3 @@ def fit_on_cluster(client, export: Path, dataset: Dataset, params: dict) -> xgb.
     local.load_model(bytearray(model.get_booster().save_raw("ubj")))
     local.evals_result_ = model.evals_result()
     return local
-
-
-def same_rows(dataset: Dataset, export: Path) -> bool:
-    """The export holds exactly the dataset's rows (what the workers train on)."""
-    back = pd.read_parquet(export)
-    return len(back) == len(dataset.frame)

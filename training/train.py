@@ -350,11 +350,14 @@ def train_series(
     mlflow.set_experiment("training")
     fitter, tags = None, None
     if where is not None and where.distributed:
-        from training.distributed import export_training_set, fit_on_cluster
+        from training.distributed import export_location, export_training_set, fit_on_cluster
 
-        export = export_training_set(dataset, settings.home / "exports")
-        fitter = lambda data, chosen: fit_on_cluster(where.client, export, data, chosen)  # noqa: E731
-        tags = {"trained_on": where.describe().removeprefix("ran on "), "export": str(export)}
+        endpoint = settings.s3_endpoint_url
+        export = export_training_set(dataset, export_location(settings), endpoint)
+        fitter = lambda data, chosen: fit_on_cluster(  # noqa: E731
+            where.client, export, data, chosen, endpoint
+        )
+        tags = {"trained_on": where.describe().removeprefix("ran on "), "export": export}
     return train(
         engine,
         dataset,
