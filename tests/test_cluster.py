@@ -271,9 +271,15 @@ def test_distributed_training_registers_like_a_local_model_and_is_deterministic(
     import mlflow
 
     from serving.models import load_version
+    from trendcast.tracking import use_mlflow
 
-    mlflow.set_tracking_uri(f"http://127.0.0.1:{env['TRENDCAST_MLFLOW_PORT']}")
-    loaded = {name: load_version(client, name, 1, "production") for name in versions}
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    use_mlflow(f"http://127.0.0.1:{env['TRENDCAST_MLFLOW_PORT']}")  # tracking and registry
+    try:
+        loaded = {name: load_version(client, name, 1, "production") for name in versions}
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
     assert all(loaded[n].checksum == versions[n].tags["sha256"] for n in versions)
     row = np.full((1, len(loaded["EURUSD_local"].features)), 0.01)
     assert loaded["EURUSD_dask_a"].predict(row) == pytest.approx(
