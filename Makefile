@@ -98,6 +98,9 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) features show --symbol EURUSD --interval 1h
 	$(TC) backtest --strategy sma-crossover --symbols all --log-to-mlflow
 	$(TC) train --grid training/grids/demo.yaml
+	@echo "Scale-out: the same grid on a two-worker local Dask cluster; its ranking must equal the in-process one:"
+	$(TC) up --with cluster --workers 2
+	$(TC) train --grid training/grids/demo.yaml --cluster --register-top 0 --compare-in-process
 	@echo "Promotion with the default gates (a refusal names each failing gate and moves nothing):"
 	-$(TC) promote EURUSD_1h_h4 --version best --alias production
 	@echo "No demo model passes them (README: 'Why the demo model fails its gates'). The demo moves the"

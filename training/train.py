@@ -155,6 +155,7 @@ def train(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     selection: Selection | None = None,
+    fitter=None,
 ) -> TrainResult:
     """One training run: regressor + direction classifier, everything logged to MLflow.
 
@@ -164,7 +165,8 @@ def train(
     ``selection_end`` (the last instant fitting or ``selection`` saw) and ``test_start``.
 
     ``register=False`` (grid candidates) logs and backtests but registers no version;
-    ``parent_run_id`` nests the run under a grid's parent run."""
+    ``parent_run_id`` nests the run under a grid's parent run; ``fitter(dataset, params)``
+    fits the regressor instead of :func:`fit` (``train --distributed``: on a Dask cluster)."""
     from trendcast.strategy import ModelThreshold, median_threshold
 
     selection = selection or Selection()
@@ -179,7 +181,7 @@ def train(
         tags=tags,
     ) as run:
         log_inputs(dataset, params, symbol, interval)
-        model = fit(dataset, params)
+        model = (fitter or fit)(dataset, params)
         for step, value in enumerate(model.evals_result()["validation_0"]["rmse"]):
             mlflow.log_metric("validation_rmse", value, step=step)
         validation = dataset.part("validation")
@@ -354,9 +356,11 @@ def train_series(
     end: str | None = None,
     model_name: str | None = None,
     params: dict | None = None,
+    where=None,
 ) -> TrainResult:
     """Build the point-in-time dataset of one series and train on it in experiment
-    ``training`` of the settings' tracking server (what `trendcast train` does)."""
+    ``training`` of the settings' tracking server (what `trendcast train` does); ``where``
+    (a Dask placement): export it as Parquet and fit the regressor there with xgboost.dask."""
     from training.dataset import build_dataset
 
     dataset = build_dataset(
@@ -364,6 +368,16 @@ def train_series(
     )
     use_mlflow(settings.tracking_uri)
     mlflow.set_experiment("training")
+    fitter, tags = None, None
+    if where is not None and where.distributed:
+        from training.distributed import export_location, export_training_set, fit_on_cluster
+
+        endpoint = settings.s3_endpoint_url
+        export = export_training_set(dataset, export_location(settings), endpoint)
+        fitter = lambda data, chosen: fit_on_cluster(  # noqa: E731
+            where.client, export, data, chosen, endpoint
+        )
+        tags = {"trained_on": where.describe().removeprefix("ran on "), "export": export}
     return train(
         engine,
         dataset,
@@ -371,6 +385,8 @@ def train_series(
         interval=interval,
         model_name=model_name or settings.model_name,
         params=params,
+        tags=tags,
+        fitter=fitter,
     )
 
 
