@@ -85,6 +85,8 @@ DRIFT_BACKFILL ?= 2017-08-01 2017-10-02
 DEMO_DEPLOYMENT ?= demo-eurusd
 DEMO_DEPLOY_START ?= 2017-09-25T00:00:00Z
 DEMO_DEPLOY_UNTIL ?= 2017-09-29T20:00:00Z
+# Why the demo portfolio moves the paper deployment's capital (recorded in portfolio.events).
+DEMO_PORTFOLIO_REASON ?= demo: monthly rebalance of the demo portfolio
 
 demo: setup  ## Start the stack, load history, ingest live bars, derive features, show what is where
 	$(TC) up --with replay
@@ -96,6 +98,9 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) features show --symbol EURUSD --interval 1h
 	$(TC) backtest --strategy sma-crossover --symbols all --log-to-mlflow
 	$(TC) train --grid training/grids/demo.yaml
+	@echo "Scale-out: the same grid on a two-worker local Dask cluster; its ranking must equal the in-process one:"
+	$(TC) up --with cluster --workers 2
+	$(TC) train --grid training/grids/demo.yaml --cluster --register-top 0 --compare-in-process
 	@echo "Promotion with the default gates (a refusal names each failing gate and moves nothing):"
 	-$(TC) promote EURUSD_1h_h4 --version best --alias production
 	@echo "No demo model passes them (README: 'Why the demo model fails its gates'). The demo moves the"
@@ -122,6 +127,15 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	$(TC) deploy reconcile $(DEMO_DEPLOYMENT)
 	@echo "Going live is gated; without the binance broker and live keys it is refused, naming what is missing:"
 	-$(TC) deploy promote $(DEMO_DEPLOYMENT) --to live
+	@echo "Portfolio: the demo's strategies (SMA crossover on the five series, buy-and-hold, the production"
+	@echo "model's strategy) combined by HRP under a risk appetite, weights fitted walk-forward on the"
+	@echo "daily return streams every backtest above recorded (MLflow experiment 'portfolios'), the"
+	@echo "latest weights applied to the paper deployment's capital (audited), members checked against"
+	@echo "their backtest band:"
+	$(TC) portfolio backtest --config portfolios/demo.yaml
+	$(TC) portfolio apply demo --reason "$(DEMO_PORTFOLIO_REASON)"
+	$(TC) portfolio status demo
+	$(TC) portfolio check demo
 	$(TC) up --with dashboard
 	$(TC) bars
 	@$(TC) status
@@ -182,6 +196,7 @@ bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by 
 	$(VENV)/bin/python -m benchmarks.bench_serving
 	$(VENV)/bin/python -m benchmarks.bench_venue
 	$(VENV)/bin/python -m benchmarks.bench_deploy
+	$(VENV)/bin/python -m benchmarks.bench_portfolio
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down

@@ -1,6 +1,6 @@
 """Trendcast dashboard: `trendcast dashboard` (or `streamlit run dashboard/app.py`).
 
-Six pages, every query read-only (role trendcast_reader, read-only transactions) and cached
+Seven pages, every query read-only (role trendcast_reader, read-only transactions) and cached
 for a short time; each page says which command fills it when it has nothing to show.
 """
 
@@ -24,6 +24,7 @@ PAGES = [
     st.Page(HERE / "pages" / "data_health.py", title="Data health", icon=":material/ecg_heart:"),
     st.Page(HERE / "pages" / "backtests.py", title="Backtests", icon=":material/bar_chart:"),
     st.Page(HERE / "pages" / "trading.py", title="Trading", icon=":material/candlestick_chart:"),
+    st.Page(HERE / "pages" / "portfolio.py", title="Portfolio", icon=":material/pie_chart:"),
 ]
 
 page = st.navigation(PAGES)

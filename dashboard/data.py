@@ -496,3 +496,82 @@ def live_feed() -> pd.DataFrame:
         frame["missing"] > 0, frame["refilled"] / frame["missing"].clip(lower=1), np.nan
     )
     return frame
+
+
+# --- portfolio -----------------------------------------------------------------------------------
+
+
+@st.cache_data(ttl=30)
+def portfolio_runs() -> pd.DataFrame:
+    """The newest run of every portfolio."""
+    return query(
+        "SELECT DISTINCT ON (portfolio) id, portfolio, method, config, report, created_at, "
+        "created_by FROM portfolio.runs ORDER BY portfolio, id DESC"
+    )
+
+
+@st.cache_data(ttl=30)
+def portfolio_weights(run_id: int) -> pd.DataFrame:
+    frame = query(
+        "SELECT rebalance, member, weight FROM portfolio.run_weights WHERE run_id = :r", r=run_id
+    )
+    return frame.pivot(index="rebalance", columns="member", values="weight").sort_index()
+
+
+@st.cache_data(ttl=30)
+def portfolio_returns(run_id: int) -> pd.DataFrame:
+    frame = query("SELECT series, day, ret FROM portfolio.run_returns WHERE run_id = :r", r=run_id)
+    return frame.pivot(index="day", columns="series", values="ret").sort_index()
+
+
+@st.cache_data(ttl=30)
+def portfolio_members(name: str) -> pd.DataFrame:
+    return query(
+        "SELECT name, role, status, replaced_by, spec->>'strategy' AS strategy, "
+        "spec->'symbols' AS symbols, spec->>'model' AS model, spec->>'deployment' AS deployment, "
+        "updated_at FROM portfolio.members WHERE portfolio = :p ORDER BY role DESC, name",
+        p=name,
+    )
+
+
+@st.cache_data(ttl=30)
+def portfolio_events(name: str) -> pd.DataFrame:
+    return query(
+        "SELECT at, kind, member, deployment, reason, actor, details FROM portfolio.events "
+        "WHERE portfolio = :p ORDER BY id DESC LIMIT 500",
+        p=name,
+    )
+
+
+@st.cache_data(ttl=30)
+def portfolio_bands(name: str, run_id: int) -> pd.DataFrame:
+    """Per member with a deployment: each live day's statistic and the band edge its backtest
+    (the member's returns in the run) sets, by the portfolio's substitution rule."""
+    from trendcast.portfolio.config import Substitution
+    from trendcast.portfolio.substitution import band, live_statistic
+
+    run = portfolio_runs()
+    config = run[run["portfolio"] == name].iloc[0]["config"]
+    rule = Substitution(**config["substitution"])
+    ppy = float(config["periods_per_year"])
+    returns = portfolio_returns(run_id)
+    members = portfolio_members(name)
+    frames = []
+    for row in members.itertuples():
+        if not isinstance(row.deployment, str) or row.name not in returns:
+            continue
+        live = query(
+            "SELECT r.day, r.ret FROM portfolio.stream_returns r JOIN portfolio.streams s ON "
+            "s.id = r.stream_id WHERE s.id = (SELECT id FROM portfolio.streams WHERE source = "
+            "'deployment' AND inputs->>'deployment' = :d ORDER BY id DESC LIMIT 1) ORDER BY r.day",
+            d=row.deployment,
+        )
+        if live.empty:
+            continue
+        series = pd.Series(live["ret"].to_numpy(), index=pd.DatetimeIndex(live["day"]))
+        edge = band(returns[row.name].dropna(), rule, ppy)
+        stat = live_statistic(series, rule, ppy)
+        frames.append(
+            pd.DataFrame({"member": row.name, "day": stat.index, "value": stat, "edge": edge})
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

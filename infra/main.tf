@@ -123,3 +123,28 @@ module "services" {
   trading_deployments          = var.trading_deployments
   trading_schedule             = var.trading_schedule
 }
+
+module "cluster" {
+  source = "./modules/cluster"
+
+  name                       = local.name
+  region                     = var.region
+  vpc_id                     = module.network.vpc_id
+  app_subnet_ids             = module.network.app_subnet_ids
+  ecs_cluster_name           = module.services.cluster_name
+  namespace_id               = module.services.namespace_id
+  namespace_name             = module.services.namespace_name
+  image_tag                  = var.cluster_image_tag
+  worker_cpu                 = var.dask_worker_cpu
+  worker_memory              = var.dask_worker_memory
+  min_workers                = var.dask_min_workers
+  max_workers                = var.dask_max_workers
+  mlflow_internal_url        = module.services.mlflow_internal_url
+  artifact_bucket_name       = module.artifacts.bucket_name
+  artifact_bucket_arn        = module.artifacts.bucket_arn
+  database_secret_arn        = module.database.app_secret_arn
+  database_security_group_id = module.network.database_security_group_id
+  mlflow_security_group_id   = module.network.mlflow_security_group_id
+  kms_key_arn                = aws_kms_key.main.arn
+  log_retention_days         = var.log_retention_days
+}

@@ -62,3 +62,13 @@ output "mlflow_promoter_secret_arn" {
   description = "Secret with the MLflow promotion identity (trendcast-promoter), the only user that may move aliases."
   value       = module.services.mlflow_promoter_secret_arn
 }
+
+output "dask_scheduler" {
+  description = "TRENDCAST_DASK_SCHEDULER for jobs in the VPC that carry the dask client security group."
+  value       = module.cluster.scheduler_address
+}
+
+output "dask_client_security_group_id" {
+  description = "Security group a job attaches to use the Dask cluster."
+  value       = module.cluster.client_security_group_id
+}

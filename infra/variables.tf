@@ -201,3 +201,53 @@ variable "trading_schedule" {
     error_message = "trading_schedule must be an EventBridge rate expression."
   }
 }
+
+variable "cluster_image_tag" {
+  type        = string
+  description = "Tag (commit SHA) of the Trendcast image in the Dask cluster's ECR repository."
+  default     = "initial"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.cluster_image_tag)) && var.cluster_image_tag != "latest"
+    error_message = "cluster_image_tag must be a valid image tag other than latest (the repository is immutable)."
+  }
+}
+
+variable "dask_worker_cpu" {
+  type        = number
+  description = "CPU units of one Dask worker task (1024 = one vCPU; each worker runs one thread)."
+  default     = 1024
+  validation {
+    condition     = contains([256, 512, 1024, 2048, 4096], var.dask_worker_cpu)
+    error_message = "dask_worker_cpu must be a Fargate CPU size."
+  }
+}
+
+variable "dask_worker_memory" {
+  type        = number
+  description = "Memory of one Dask worker task in MiB."
+  default     = 4096
+  validation {
+    condition     = var.dask_worker_memory >= 512 && var.dask_worker_memory <= 30720
+    error_message = "dask_worker_memory must be between 512 and 30720 MiB."
+  }
+}
+
+variable "dask_min_workers" {
+  type        = number
+  description = "Dask workers kept running when idle (CPU scaling cannot start from zero)."
+  default     = 2
+  validation {
+    condition     = var.dask_min_workers >= 1
+    error_message = "dask_min_workers must be at least 1."
+  }
+}
+
+variable "dask_max_workers" {
+  type        = number
+  description = "Most Dask workers the autoscaler starts."
+  default     = 32
+  validation {
+    condition     = var.dask_max_workers >= 1 && var.dask_max_workers <= 500
+    error_message = "dask_max_workers must be between 1 and 500."
+  }
+}

@@ -95,6 +95,9 @@ def engine(db_url: URL, env) -> Iterator[sa.Engine]:
                 "trading.deployments, trading.paper_accounts CASCADE"
             )
         )
+        conn.execute(
+            sa.text("TRUNCATE portfolio.portfolios, portfolio.streams, portfolio.events CASCADE")
+        )
     yield eng
     eng.dispose()
 

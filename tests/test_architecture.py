@@ -292,7 +292,7 @@ ONE_DEFINITION = {
     "backtest artefact names": ('"backtest/', "trendcast/artifacts.py"),
     "the training label": ("def forward_log_returns", "trendcast/labels.py"),
     "the scheduler loop": ("time.monotonic() - began", "trendcast/schedule.py"),
-    "the default strategy threshold": ("= 0.0005", "trendcast/strategy.py"),
+    "the default strategy threshold": ("0.0005", "trendcast/strategy.py"),
     "the performance gates": ("class Gates", "trendcast/gates.py"),
     "the default served model": ('"EURUSD_1h_h4"', "trendcast/config.py"),
     "the reference artefact": ('"reference/', "trendcast/artifacts.py"),

@@ -25,7 +25,7 @@ from trendcast.stack import processes
 
 pytestmark = pytest.mark.slow
 
-PARTS = ["postgres", "mlflow", "replay", "serving", "dashboard"]
+PARTS = ["postgres", "mlflow", "replay", "serving", "dashboard", "cluster", "cluster-workers"]
 
 
 def free_port() -> int:
@@ -84,10 +84,15 @@ def stack():
         TRENDCAST_REPLAY_PORT=str(free_port()),
         TRENDCAST_BENTOML_PORT=str(free_port()),
         TRENDCAST_STREAMLIT_PORT=str(free_port()),
+        TRENDCAST_DASK_SCHEDULER_PORT=str(free_port()),
         COLUMNS="200",
     )
     up = run_cli(
-        "up", "--with", "replay", "--with", "serving", "--with", "dashboard", env=env, timeout=600
+        "up",
+        *("--with", "replay", "--with", "serving", "--with", "dashboard", "--with", "cluster"),
+        *("--workers", "2"),
+        env=env,
+        timeout=600,
     )
     assert up.returncode == 0, up.stderr + up.stdout
     yield env, home
@@ -120,6 +125,8 @@ def test_kill_9_of_a_part_then_status_tells_the_truth_and_up_recovers(stack, par
     assert not [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     code, parts = status(env)
     assert code == 0 and all(p["state"] == "up" for p in parts.values()), parts
+    if part.startswith("cluster"):  # both workers joined the (possibly new) scheduler again
+        assert "2 worker(s), 2 thread(s)" in parts["cluster"]["detail"], parts["cluster"]
 
 
 def test_kill_9_of_the_service_worker_is_recovered(stack):

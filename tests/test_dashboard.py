@@ -30,6 +30,7 @@ PAGES = {
     "data_health": ("data_health.py", "Data health", 1),
     "backtests": ("backtests.py", "Backtests", 2),
     "trading": ("trading.py", "Trading", 3),
+    "portfolio": ("portfolio.py", "Portfolio", 4),
 }
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -122,6 +123,7 @@ def demo(db_url, mlflow_url, tmp_path_factory):
         env = {**os.environ}
         backfill = run_cli("drift", "run", "--backfill", *BACKFILL, env=env)
         assert backfill.returncode == 0, backfill.stderr
+        _portfolio(engine, env, home, name)
         yield {
             "engine": engine,
             "env": env,
@@ -132,6 +134,54 @@ def demo(db_url, mlflow_url, tmp_path_factory):
         }
         engine.dispose()
     get_settings.cache_clear()
+
+
+def _portfolio(engine, env, home, model_name: str) -> None:
+    """A portfolio of the SMA crossover, buy-and-hold and the model on EURUSD, backtested
+    walk-forward; the SMA member's paper deployment falls for 3 days and is flagged."""
+    import numpy as np
+    import yaml
+
+    tested = run_cli("backtest", "--symbols", "EURUSD", env=env)
+    assert tested.returncode == 0, tested.stderr
+    with engine.begin() as conn:
+        dep = conn.execute(
+            sa.text(
+                "INSERT INTO trading.deployments (name, strategy, symbols, interval, broker, "
+                "capital, created_by) VALUES ('dash-sma', 'sma-crossover', '{EURUSD}', '1h', "
+                "'paper', 10000, 'test') RETURNING id"
+            )
+        ).scalar_one()
+        equity = np.r_[10_000 * 1.001 ** np.arange(40), 10_000 * 1.04 * 0.9 ** np.arange(1, 4)]
+        for i, value in enumerate(equity):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO trading.balances (deployment_id, bar_time, equity, cash, peak, "
+                    "drawdown) VALUES (:d, :t, :e, :e, :e, 0)"
+                ),
+                {"d": dep, "t": dt.datetime(2017, 10, 2, tzinfo=dt.UTC) + dt.timedelta(days=i),
+                 "e": float(value)},
+            )  # fmt: skip
+    config = {
+        "name": "dash",
+        "method": "hrp",
+        "lookback_days": 120,
+        "min_history_days": 30,
+        "members": [
+            {"name": "sma-EURUSD", "strategy": "sma-crossover", "symbols": ["EURUSD"],
+             "deployment": "dash-sma"},
+            {"name": "bh-EURUSD", "strategy": "buy-and-hold", "symbols": ["EURUSD"]},
+            {"name": "model-EURUSD", "strategy": "model-threshold", "symbols": ["EURUSD"],
+             "model": f"{model_name}@production"},
+        ],
+        "substitution": {"metric": "drawdown", "days": 3},
+    }  # fmt: skip
+    path = home / "dash-portfolio.yaml"
+    path.write_text(yaml.safe_dump(config))
+    built = run_cli("portfolio", "backtest", "--config", str(path), env=env)
+    assert built.returncode == 0, built.stderr + built.stdout
+    checked = run_cli("portfolio", "check", "dash", env=env)
+    assert checked.returncode == 0 and "flag: sma-EURUSD" in checked.stdout, checked.stdout
 
 
 def test_backfill_writes_predictions_and_daily_metrics(demo):
@@ -341,6 +391,11 @@ def _a_real_number(demo, path: str) -> str:
                 {"n": demo["name"]},
             ).one()
             return reason
+        if path == "portfolio":
+            report = conn.execute(
+                sa.text("SELECT report FROM portfolio.runs ORDER BY id DESC LIMIT 1")
+            ).scalar_one()
+            return f"Rebalances\n\n{report['rebalances']:,}\n"
         if path == "data_health":
             count = conn.execute(
                 sa.text(

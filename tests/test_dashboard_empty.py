@@ -12,6 +12,7 @@ EMPTY = {
     "registry.py": "trendcast promote",
     "data_health.py": "trendcast load-sample",
     "trading.py": "trendcast deploy create",
+    "portfolio.py": "trendcast portfolio backtest",
 }
 
 

@@ -151,7 +151,19 @@ def test_demo_path_up_load_status_down(stack_env):
     assert trained.returncode == 0, trained.stderr + trained.stdout
     assert "rank 1: EURUSD_1h_h4 version 1" in trained.stdout
     assert "rank 2: EURUSD_1h_h4 version 2" in trained.stdout
+    # The demo's second grid run: on a two-worker local Dask cluster, ranked exactly alike.
+    env["TRENDCAST_DASK_SCHEDULER_PORT"] = str(free_port())
+    clustered = run_cli("up", "--with", "cluster", "--workers", "2", env=env)
+    assert clustered.returncode == 0, clustered.stderr + clustered.stdout
+    spread = run_cli(
+        "train", "--grid", str(grid_file), "--cluster", "--register-top", "0",
+        "--compare-in-process", env=env,
+    )  # fmt: skip
+    assert spread.returncode == 0, spread.stderr + spread.stdout
+    assert "grid ran on dask tcp://127.0.0.1:" in spread.stdout
+    assert "ranking equals the in-process run" in spread.stdout
     described = json.loads(run_cli("models", "EURUSD_1h_h4", "--json", env=env).stdout)
+    assert len(described) == 2  # the cluster run registered nothing
     first = next(v for v in described if v["version"] == 1)
     assert first["n_trials"] == 8 and first["selection_end"] < first["test_start"]
     assert first["cost_profile"] == "fx" and 6_150 < first["periods_per_year"] < 6_300
@@ -192,7 +204,7 @@ def test_demo_path_up_load_status_down(stack_env):
     assert waited.returncode == 0, waited.stderr
     assert "served after" in waited.stdout and "version 2, production" in waited.stdout
     started = records(home)
-    assert set(started) == {"postgres", "mlflow", "replay", "serving"}
+    assert set(started) == {"postgres", "mlflow", "replay", "serving", "cluster", "cluster-workers"}
 
     # Deployment: the production model on paper over replayed days equals its backtest, and
     # going live is refused for want of the binance broker and live keys.
@@ -230,6 +242,32 @@ def test_demo_path_up_load_status_down(stack_env):
     assert "live needs the binance broker" in refused.stderr
     assert "TRENDCAST_BINANCE_API_KEY is not set" in refused.stderr
 
+    # Portfolio: the demo's strategies on the streams the backtests and training recorded.
+    portfolio = run_cli(
+        "portfolio", "backtest", "--config", str(REPO / "portfolios/demo.yaml"), "--json", env=env
+    )
+    assert portfolio.returncode == 0, portfolio.stderr + portfolio.stdout
+    built = json.loads(portfolio.stdout)
+    assert built["rebalances"] > 100 and abs(sum(built["latest_weights"].values()) - 1) < 1e-9
+    assert {"portfolio", "equal_weight", "model-EURUSD", "sma-IBM"} <= set(built["summary"])
+    assert all(v <= 0.4 + 1e-9 for k, v in built["latest_weights"].items() if k != "cash")
+    found = httpx.get(
+        f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": "portfolios"},
+        timeout=10,
+    )
+    assert found.status_code == 200
+    # applied to the paper deployment the model member names: its capital moves, audited
+    weight = built["latest_weights"]["model-EURUSD"]
+    applied = run_cli("portfolio", "apply", "demo", "--reason", "demo rebalance", env=env)
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    shown = run_cli("portfolio", "status", "demo", env=env)
+    assert shown.returncode == 0 and "demo-eurusd" in shown.stdout
+    target = f"{max(weight * 100_000, 1e-6):,.2f}"
+    assert shown.stdout.count(target) >= 2, (target, shown.stdout)  # target == actual
+    checked = run_cli("portfolio", "check", "demo", env=env)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+
     again = run_cli("up", env=env)  # idempotent: reuses both processes
     assert again.returncode == 0
     assert records(home) == started
@@ -249,7 +287,10 @@ def test_demo_path_up_load_status_down(stack_env):
     final = records(home)
     down = run_cli("down", env=env)
     assert down.returncode == 0
-    assert all(name in down.stdout for name in ("serving", "replay", "mlflow", "postgres"))
+    assert all(
+        name in down.stdout
+        for name in ("serving", "replay", "mlflow", "postgres", "cluster", "cluster-workers")
+    )
     assert not any(alive(r) for r in final.values())
     assert records(home) == {}
     code, parts = status(env)

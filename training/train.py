@@ -155,6 +155,7 @@ def train(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     selection: Selection | None = None,
+    fitter=None,
 ) -> TrainResult:
     """One training run: regressor + direction classifier, everything logged to MLflow.
 
@@ -164,7 +165,8 @@ def train(
     ``selection_end`` (the last instant fitting or ``selection`` saw) and ``test_start``.
 
     ``register=False`` (grid candidates) logs and backtests but registers no version;
-    ``parent_run_id`` nests the run under a grid's parent run."""
+    ``parent_run_id`` nests the run under a grid's parent run; ``fitter(dataset, params)``
+    fits the regressor instead of :func:`fit` (``train --distributed``: on a Dask cluster)."""
     from trendcast.strategy import ModelThreshold, median_threshold
 
     selection = selection or Selection()
@@ -179,7 +181,7 @@ def train(
         tags=tags,
     ) as run:
         log_inputs(dataset, params, symbol, interval)
-        model = fit(dataset, params)
+        model = (fitter or fit)(dataset, params)
         for step, value in enumerate(model.evals_result()["validation_0"]["rmse"]):
             mlflow.log_metric("validation_rmse", value, step=step)
         validation = dataset.part("validation")
@@ -218,7 +220,27 @@ def train(
         log_backtest(report)
         log_backtest(val_report, prefix="validation_backtest", artifacts=False)
         log_selection(report, sealed, selection)
+        if version is not None:
+            record_model_stream(engine, model_name, version, symbol, interval, val_report, report)
     return TrainResult(run.info.run_id, model_name, version, checksum, scores | validation_scores)
+
+
+def record_model_stream(engine, model_name, version, symbol, interval, *reports) -> None:
+    """The version's strategy returns (validation then test backtest, daily) as a portfolio
+    stream: a portfolio member ``model-threshold`` with ``NAME@ALIAS`` reads the stream of
+    the version the alias points at."""
+    from trendcast.portfolio.streams import StreamKey, daily_returns, record
+
+    parts = pd.concat([daily_returns(r.equity) for r in reports])
+    returns = (1.0 + parts).groupby(level=0).prod() - 1.0  # a day split by the cut, compounded
+    record(
+        engine,
+        StreamKey("model-threshold", {}, (symbol,), f"{model_name}@v{version}"),
+        returns,
+        "training",
+        interval=interval,
+        inputs={"run_id": mlflow.active_run().info.run_id, "costs": reports[-1].costs},
+    )
 
 
 def register_model(
@@ -334,9 +356,11 @@ def train_series(
     end: str | None = None,
     model_name: str | None = None,
     params: dict | None = None,
+    where=None,
 ) -> TrainResult:
     """Build the point-in-time dataset of one series and train on it in experiment
-    ``training`` of the settings' tracking server (what `trendcast train` does)."""
+    ``training`` of the settings' tracking server (what `trendcast train` does); ``where``
+    (a Dask placement): export it as Parquet and fit the regressor there with xgboost.dask."""
     from training.dataset import build_dataset
 
     dataset = build_dataset(
@@ -344,6 +368,16 @@ def train_series(
     )
     use_mlflow(settings.tracking_uri)
     mlflow.set_experiment("training")
+    fitter, tags = None, None
+    if where is not None and where.distributed:
+        from training.distributed import export_location, export_training_set, fit_on_cluster
+
+        endpoint = settings.s3_endpoint_url
+        export = export_training_set(dataset, export_location(settings), endpoint)
+        fitter = lambda data, chosen: fit_on_cluster(  # noqa: E731
+            where.client, export, data, chosen, endpoint
+        )
+        tags = {"trained_on": where.describe().removeprefix("ran on "), "export": export}
     return train(
         engine,
         dataset,
@@ -351,6 +385,8 @@ def train_series(
         interval=interval,
         model_name=model_name or settings.model_name,
         params=params,
+        tags=tags,
+        fitter=fitter,
     )
 
 

@@ -2,17 +2,23 @@
 in parallel with joblib, as nested MLflow runs under one parent; candidates ranked on a metric
 across periods; the best ``register_top`` retrained on the final window and registered.
 
-joblib's default (loky) backend runs the tasks in processes here; under
-``joblib.parallel_config(backend="ray")`` or ``"dask"`` the same code runs on a cluster.
-Interrupt-safe: finished child runs stay logged, runs cut short and the parent are marked
-KILLED with ``grid_status=interrupted``.
+joblib's default (loky) backend runs the tasks in processes here; given a Dask
+:class:`~trendcast.cluster.Placement` (``train --grid --cluster``), each candidate x period is a
+Dask task with a stable key, run on the cluster's workers, which log their own nested runs.
+The same parameters reach XGBoost either way (threads included), so the metrics are the same
+to the bit. A task rerun after its worker died finds its earlier attempt by the key (tag
+``grid_task``): a finished run is reused, a run cut short is marked KILLED and deleted, so each
+candidate x period is one run. Interrupt-safe: finished child runs stay logged, runs cut short
+and the parent are marked KILLED with ``grid_status=interrupted``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,7 @@ from sqlalchemy.engine import Engine
 from training.dataset import Dataset, build_dataset
 from training.grid import GridSpec, Period
 from training.train import Selection, TrainResult, train
+from trendcast.cluster import Placement, map_unordered
 from trendcast.errors import InputError
 from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric, selection_metric
 from trendcast.tracking import mlflow_client, use_mlflow
@@ -50,11 +57,12 @@ def _run_candidate(
     params: dict,
     period: str,
     owner_pid: int,
+    task_key: str = "",
 ) -> tuple[int, str, dict, str]:
     """One nested run (in a worker process): train and backtest ``params`` on one period."""
     import sqlalchemy as sa
 
-    if os.getpid() != owner_pid:
+    if os.getpid() != owner_pid and threading.current_thread() is threading.main_thread():
         # Ctrl-C reaches the whole process group; the parent alone decides what an interrupt
         # means (it stops the pool and marks the runs). A worker hit mid-XGBoost would
         # otherwise print its own KeyboardInterrupt traceback.
@@ -64,6 +72,10 @@ def _run_candidate(
 
     use_mlflow(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
+    client = mlflow_client(tracking_uri)
+    replaced = _earlier_attempts(client, experiment_id, parent_run_id, task_key)
+    if isinstance(replaced, tuple):  # an earlier attempt finished: reuse it
+        return candidate, period, *replaced
     engine = sa.create_engine(normalize_url(database_url), poolclass=sa.pool.NullPool)
     try:
         result = train(
@@ -75,12 +87,48 @@ def _run_candidate(
             run_name=f"{spec.symbol}_{candidate}_{period}",
             register=False,
             parent_run_id=parent_run_id,
-            tags={"grid_candidate": str(candidate), "grid_period": period},
+            tags={
+                "grid_candidate": str(candidate),
+                "grid_period": period,
+                "grid_task": task_key,
+                **({"grid_replaces": ",".join(replaced)} if replaced else {}),
+            },
         )
     finally:
         engine.dispose()
-    backtest = mlflow_client(tracking_uri).get_run(result.run_id).data.metrics
+    backtest = client.get_run(result.run_id).data.metrics
     return candidate, period, {**backtest, **result.metrics}, result.run_id
+
+
+def task_key(parent_run_id: str, candidate: int, period: str) -> str:
+    """The stable identity of one candidate x period: the Dask key and the run's tag."""
+    return f"grid-{parent_run_id}-c{candidate}-{period}"
+
+
+def _earlier_attempts(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, key: str
+) -> tuple[dict, str] | list[str]:
+    """(metrics, run id) of a finished earlier attempt of task ``key``; else the ids of the
+    attempts cut short (a killed worker's), now KILLED and deleted."""
+    if not key:
+        return []
+    earlier = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' AND tags.grid_task = '{key}'",
+    )
+    for run in earlier:
+        if run.info.status == "FINISHED":
+            return run.data.metrics, run.info.run_id
+    for run in earlier:
+        client.set_terminated(run.info.run_id, status="KILLED")
+        client.delete_run(run.info.run_id)
+    return [run.info.run_id for run in earlier]
+
+
+def spec_digest(spec: GridSpec) -> str:
+    """What decides a grid's ranking (not how many it registers): equal digests, equal rankings."""
+    fields = spec.model_dump(mode="json", exclude={"register_top"})
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def rank_candidates(
@@ -136,8 +184,11 @@ def run_grid(
     database_url: str,
     datasets_dir: Path,
     on_progress: Callable[[int, int, str], None] | None = None,
+    where: Placement | None = None,
 ) -> GridResult:
-    """Run the grid; ``on_progress(done, total, label)`` is called after each finished run."""
+    """Run the grid; ``on_progress(done, total, label)`` is called after each finished run;
+    ``where``: a Dask placement runs the candidates there (default: joblib in-process)."""
+    where = where or Placement()
     from joblib import Parallel, delayed
 
     # Ranked on the validation counterpart of the grid's metric: the test splits are for gates.
@@ -154,7 +205,13 @@ def run_grid(
     parent = client.create_run(
         experiment_id,
         run_name=f"{spec.name}_grid",
-        tags={"grid_status": "running", "grid_metric": metric},
+        tags={
+            "grid_status": "running",
+            "grid_metric": metric,
+            "grid_spec": spec_digest(spec),
+            "grid_placement": "dask" if where.distributed else "in-process",
+            "grid_ran_on": where.describe(),
+        },
     )
     parent_id = parent.info.run_id
     client.log_dict(parent_id, spec.model_dump(mode="json"), "grid/spec.json")
@@ -166,21 +223,41 @@ def run_grid(
     scores: dict[tuple[int, str], float] = {}
     total = len(tasks) + spec.register_top
     try:
-        results = Parallel(n_jobs=workers, return_as="generator_unordered")(
-            delayed(_run_candidate)(
-                tracking_uri,
-                experiment_id,
-                parent_id,
-                database_url,
-                datasets[period],
-                spec,
-                i,
-                {**params, **thread_cap},
-                period,
-                os.getpid(),
+        if where.distributed:
+            # the rows travel inside each task, not scattered once: scattered data dies with
+            # the worker holding it, and a task whose input is lost cannot be rerun
+            results = map_unordered(
+                where,
+                _run_candidate,
+                [
+                    (
+                        task_key(parent_id, i, period),
+                        (
+                            tracking_uri, experiment_id, parent_id, database_url,
+                            datasets[period], spec, i, {**params, **thread_cap}, period,
+                            os.getpid(), task_key(parent_id, i, period),
+                        ),
+                    )
+                    for i, params, period in tasks
+                ],
+            )  # fmt: skip
+        else:
+            results = Parallel(n_jobs=workers, return_as="generator_unordered")(
+                delayed(_run_candidate)(
+                    tracking_uri,
+                    experiment_id,
+                    parent_id,
+                    database_url,
+                    datasets[period],
+                    spec,
+                    i,
+                    {**params, **thread_cap},
+                    period,
+                    os.getpid(),
+                    task_key(parent_id, i, period),
+                )
+                for i, params, period in tasks
             )
-            for i, params, period in tasks
-        )
         sharpes = []
         for done, (i, period, logged, _run_id) in enumerate(results, 1):
             scores[(i, period)] = logged.get(metric, np.nan)
@@ -297,3 +374,41 @@ def _register_top(
         if on_progress:
             on_progress(done + place, total, f"register rank {place}")
     return registered
+
+
+def logged_ranking(client: MlflowClient, parent_run_id: str) -> pd.DataFrame:
+    """The ranking a grid logged (``grid/ranking.json``), as a frame."""
+    table = json.loads(
+        Path(client.download_artifacts(parent_run_id, "grid/ranking.json")).read_text()
+    )
+    return pd.DataFrame(table["data"], columns=table["columns"])
+
+
+def compare_with_in_process(
+    tracking_uri: str, spec: GridSpec, parent_run_id: str
+) -> tuple[str, bool]:
+    """Compare this grid's logged ranking with the latest finished in-process run of the same
+    grid (same :func:`spec_digest`): every candidate, score and rank, exactly."""
+    client = mlflow_client(tracking_uri)
+    experiment = client.get_experiment_by_name("training")
+    earlier = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.grid_spec = '{spec_digest(spec)}' AND tags.grid_placement = 'in-process' "
+            "AND tags.grid_status = 'finished'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not earlier:
+        return "no finished in-process run of this grid to compare with", False
+    reference = earlier[0].info.run_id
+    ours, theirs = logged_ranking(client, parent_run_id), logged_ranking(client, reference)
+    if ours.equals(theirs):
+        return (
+            f"ranking equals the in-process run {reference}: {len(ours)} candidates, every "
+            "score identical to the bit",
+            True,
+        )
+    differing = [c for c in ours.columns if c not in theirs or not ours[c].equals(theirs[c])]
+    return f"ranking DIFFERS from the in-process run {reference} in {differing}", False

@@ -62,6 +62,21 @@ class Settings(BaseSettings):
         "unset = <home>/mlartifacts.",
     )
     mlflow_workers: int = Field(default=1, ge=1)
+    dask_scheduler: str | None = Field(
+        default=None,
+        description="Dask scheduler (tcp://HOST:PORT) every wide job runs on; unset = in-process, "
+        "or the local cluster part with --cluster (`trendcast up --with cluster`).",
+    )
+    dask_scheduler_port: int = Field(
+        default=8786, description="Port of the local cluster part's `dask scheduler`."
+    )
+    dask_workers: int = Field(
+        default=2, ge=1, description="Workers `trendcast up --with cluster` starts."
+    )
+    dask_worker_threads: int = Field(default=1, ge=1, description="Threads per local worker.")
+    dask_connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a command waits for the scheduler to answer."
+    )
     startup_timeout_s: float = Field(default=90.0, gt=0)
 
     symbols: Annotated[list[str], NoDecode] = Field(

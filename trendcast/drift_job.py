@@ -57,10 +57,13 @@ class DriftJob:
         start: dt.date,
         end: dt.date,
         on_skipped: Callable[[governance.Verdict], None] | None = None,
+        where=None,
     ) -> Iterator[tuple[str, str, int, int]]:
         """Score every served alias's version on START..END; yields (model, alias, version,
         predictions written) per alias. An alias moved outside Trendcast (no audited move on
-        record) is skipped and reported to ``on_skipped``."""
+        record) is skipped and reported to ``on_skipped``. ``where``: a Dask placement scores
+        each version x day as a task (each replaces that day's backfill rows, so a rerun task
+        writes the same rows once); the days are then evaluated here, in order."""
         if end < start:
             raise InputError(f"--backfill {start} {end}: END must not be before START")
         if (end - start).days > MAX_BACKFILL_DAYS:
@@ -80,6 +83,9 @@ class DriftJob:
                 "to backfill: promote one, e.g. `trendcast promote NAME --version latest "
                 "--alias challenger`"
             )
+        if where is not None and where.distributed:
+            yield from self._backfill_on(where, served, start, end)
+            return
         for name, alias, version in served:
             info = self.model_info(name, version)
             yield (
@@ -90,3 +96,39 @@ class DriftJob:
                     self.engine, info, alias, start, end, primary_alias=self.settings.model_alias
                 ),
             )
+
+    def _backfill_on(self, where, served, start: dt.date, end: dt.date):
+        from trendcast.cluster import map_unordered
+        from trendcast.db import database_url
+
+        url = database_url("trendcast", self.settings).render_as_string(hide_password=False)
+        days = [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
+        tasks = [
+            (
+                f"drift-backfill-{name}-{version}-{alias}-{day.isoformat()}",
+                (url, self.model_info(name, version), alias, day, self.settings.model_alias),
+            )
+            for name, alias, version in served
+            for day in days
+        ]
+        written: dict[tuple[str, str, int], int] = {}
+        for key, count in map_unordered(where, _backfill_day_on_worker, tasks):
+            written[key] = written.get(key, 0) + count
+        for name, alias, version in served:
+            yield name, alias, version, written.get((name, alias, version), 0)
+
+
+def _backfill_day_on_worker(url: str, info, alias: str, day: dt.date, primary_alias: str):
+    """One version's backfill of one day, on a Dask worker with a connection of its own."""
+    import sqlalchemy as sa
+
+    from trendcast.db import normalize_url
+
+    engine = sa.create_engine(normalize_url(url), poolclass=sa.pool.NullPool)
+    try:
+        count = drift.backfill_predictions(
+            engine, info, alias, day, day, primary_alias=primary_alias
+        )
+    finally:
+        engine.dispose()
+    return (info.name, alias, info.version), count

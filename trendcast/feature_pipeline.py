@@ -75,6 +75,44 @@ def _pending(conn, fs: FeatureSet, full: bool):
     return [(r.symbol, r.interval, None, ids.get((r.symbol, r.interval), "")) for r in every]
 
 
+def _series_bars(
+    conn, fs: FeatureSet, symbol: str, interval: str, first_new, change_ids: str
+) -> pd.DataFrame | None:
+    """One series' bars from the look-back before its earliest changed bar (None: no bars)."""
+    params = {"s": symbol, "i": interval}
+    start = None
+    if first_new is not None:
+        start = conn.execute(
+            sa.text(
+                "SELECT min(open_time) FROM (SELECT open_time FROM market.bars "
+                "WHERE symbol = :s AND interval = CAST(:i AS market.bar_interval) "
+                "AND open_time < :t ORDER BY open_time DESC LIMIT :n) back"
+            ),
+            {**params, "t": first_new, "n": fs.lookback_bars(interval)},
+        ).scalar_one()
+        start = start or first_new
+    bars = pd.read_sql(
+        sa.text(
+            "SELECT open_time, open, high, low, close, volume, ingest_time "
+            "FROM market.bars WHERE symbol = :s "
+            "AND interval = CAST(:i AS market.bar_interval) "
+            "AND open_time >= coalesce(CAST(:start AS timestamptz), '-infinity') "
+            "ORDER BY open_time"
+        ),
+        conn,
+        params={**params, "start": start},
+    )
+    if bars.empty:
+        return None
+    bars["open_time"] = pd.to_datetime(bars["open_time"], utc=True)
+    bars["ingest_time"] = pd.to_datetime(bars["ingest_time"], utc=True)
+    bars.insert(0, "interval", interval)
+    bars.insert(0, "symbol", symbol)
+    bars["compute_from"] = pd.Timestamp(first_new or bars["open_time"].min())
+    bars["change_ids"] = change_ids
+    return bars
+
+
 def load_new_bars(
     engine: Engine, fs: FeatureSet = DEFAULT_FEATURE_SET, full: bool = False
 ) -> pd.DataFrame:
@@ -84,50 +122,19 @@ def load_new_bars(
     frames = []
     with engine.connect() as conn:
         for symbol, interval, first_new, change_ids in _pending(conn, fs, full):
-            params = {"s": symbol, "i": interval}
-            start = None
-            if first_new is not None:
-                start = conn.execute(
-                    sa.text(
-                        "SELECT min(open_time) FROM (SELECT open_time FROM market.bars "
-                        "WHERE symbol = :s AND interval = CAST(:i AS market.bar_interval) "
-                        "AND open_time < :t ORDER BY open_time DESC LIMIT :n) back"
-                    ),
-                    {**params, "t": first_new, "n": fs.lookback_bars(interval)},
-                ).scalar_one()
-                start = start or first_new
-            bars = pd.read_sql(
-                sa.text(
-                    "SELECT open_time, open, high, low, close, volume, ingest_time "
-                    "FROM market.bars WHERE symbol = :s "
-                    "AND interval = CAST(:i AS market.bar_interval) "
-                    "AND open_time >= coalesce(CAST(:start AS timestamptz), '-infinity') "
-                    "ORDER BY open_time"
-                ),
-                conn,
-                params={**params, "start": start},
-            )
-            if bars.empty:
-                continue
-            bars["open_time"] = pd.to_datetime(bars["open_time"], utc=True)
-            bars["ingest_time"] = pd.to_datetime(bars["ingest_time"], utc=True)
-            bars.insert(0, "interval", interval)
-            bars.insert(0, "symbol", symbol)
-            bars["compute_from"] = pd.Timestamp(first_new or bars["open_time"].min())
-            bars["change_ids"] = change_ids
-            frames.append(bars)
+            bars = _series_bars(conn, fs, symbol, interval, first_new, change_ids)
+            if bars is not None:
+                frames.append(bars)
     if not frames:
-        return pd.DataFrame(
-            columns=[
-                "symbol",
-                "interval",
-                *BAR_COLUMNS,
-                "ingest_time",
-                "compute_from",
-                "change_ids",
-            ]
-        )
+        return bars_frame()
     return pd.concat(frames, ignore_index=True)
+
+
+def bars_frame() -> pd.DataFrame:
+    """An empty frame of :func:`load_new_bars`' columns."""
+    return pd.DataFrame(
+        columns=["symbol", "interval", *BAR_COLUMNS, "ingest_time", "compute_from", "change_ids"]
+    )
 
 
 def compute_features(bars: pd.DataFrame, fs: FeatureSet = DEFAULT_FEATURE_SET) -> pd.DataFrame:
@@ -177,6 +184,14 @@ def write_features(
     """Write each series' changed rows and mark its changes consumed, in one transaction per
     series; then drop changes every feature set has consumed. A series whose write fails is
     rolled back, reported under ``failed`` and left unconsumed; the others are still built."""
+    summary = _write_series(engine, features, fs, producer=producer, run_id=run_id)
+    prune_changes(engine)
+    return summary
+
+
+def _write_series(
+    engine: Engine, features: pd.DataFrame, fs: FeatureSet, *, producer: str, run_id: str | None
+) -> dict:
     featurestore.register(engine, fs)
     version = producer_version()
     summary: dict = {
@@ -214,7 +229,6 @@ def write_features(
             continue
         summary["series"] += 1
         summary["rows_written"] += written
-    prune_changes(engine)
     return summary
 
 
@@ -244,12 +258,65 @@ def prune_changes(engine: Engine) -> int:
 
 
 def build(
-    engine: Engine, fs: FeatureSet = DEFAULT_FEATURE_SET, full: bool = False, **kwargs
+    engine: Engine,
+    fs: FeatureSet = DEFAULT_FEATURE_SET,
+    full: bool = False,
+    *,
+    where=None,
+    database_url: str | None = None,
+    **kwargs,
 ) -> dict:
-    """The whole pipeline without Mage (tests, benchmarks, and the parity check)."""
-    return write_features(
-        engine, compute_features(load_new_bars(engine, fs, full), fs), fs, **kwargs
-    )
+    """The whole pipeline without Mage (tests, benchmarks, and the parity check).
+
+    ``where``: a Dask :class:`~trendcast.cluster.Placement` builds each series as a task on
+    its workers (which reach the database at ``database_url``): each series still reads,
+    computes and writes in one transaction of its own, so the rows are the rows an in-process
+    build writes, and a rerun writes nothing."""
+    if where is None or not where.distributed:
+        return write_features(
+            engine, compute_features(load_new_bars(engine, fs, full), fs), fs, **kwargs
+        )
+    import uuid
+
+    from trendcast.cluster import map_unordered
+
+    featurestore.register(engine, fs)
+    with engine.connect() as conn:
+        pending = _pending(conn, fs, full)
+    run = uuid.uuid4().hex[:12]
+    tasks = [(f"features-{run}-{p[0]}-{p[1]}", (database_url, fs, *p, kwargs)) for p in pending]
+    parts = {s["key"]: s for s in map_unordered(where, _build_series_on_worker, tasks)}
+    summary: dict = {"series": 0, "rows_computed": 0, "rows_written": 0, "failed": []}
+    for symbol, interval, *_ in pending:  # merged in series order, like an in-process build
+        part = parts[(symbol, interval)]
+        for field in ("series", "rows_computed", "rows_written"):
+            summary[field] += part[field]
+        summary["failed"] += part["failed"]
+    prune_changes(engine)
+    return summary
+
+
+def _build_series_on_worker(
+    database_url: str, fs: FeatureSet, symbol, interval, first_new, change_ids, kwargs
+) -> dict:
+    """One series read, computed and written on a Dask worker (one transaction)."""
+    from trendcast.db import normalize_url
+
+    engine = sa.create_engine(normalize_url(database_url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            bars = _series_bars(conn, fs, symbol, interval, first_new, change_ids)
+        features = compute_features(bars if bars is not None else bars_frame(), fs)
+        summary = _write_series(
+            engine,
+            features,
+            fs,
+            producer=kwargs.get("producer", f"trendcast:{PIPELINE}"),
+            run_id=kwargs.get("run_id"),
+        )
+    finally:
+        engine.dispose()
+    return {**summary, "key": (symbol, interval)}
 
 
 def online_features(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -208,13 +209,16 @@ def backtest_stored(
     end: str | None = None,
     capital: float = 10_000.0,
     on_report=None,
+    where=None,
+    database_url: str | None = None,
 ) -> list[tuple[Report, dict[str, bool]]]:
     """Backtest ``strategy`` on every stored series (or those of ``symbols`` / ``interval``)
     with at least two bars in [start, end]; each report with its gate results
     (``gates.check_report``), passed to ``on_report`` as it is made (e.g. to record it).
-    ``costs`` None: each instrument's cost profile; annualisation always from its calendar."""
-    from trendcast.catalog import read_bars, stored_series
-    from trendcast.costs import market_terms
+    ``costs`` None: each instrument's cost profile; annualisation always from its calendar.
+    ``where``: a Dask :class:`~trendcast.cluster.Placement` runs each series as a task (its
+    workers reach the database at ``database_url``); the reports are the same as in-process."""
+    from trendcast.catalog import stored_series
     from trendcast.errors import TrendcastError
 
     with engine.connect() as conn:
@@ -226,23 +230,60 @@ def backtest_stored(
     if not series:
         shown = "all" if symbols is None else ",".join(symbols)
         raise TrendcastError(f"no stored bars for symbols={shown} interval={interval}")
+    tasks = [(s, i, strategy, costs, start, end, capital) for s, i in series]
+    if where is not None and where.distributed:
+        from trendcast.cluster import map_unordered
+
+        # each series read and backtested on a worker; reports gathered back in series order
+        run = uuid.uuid4().hex[:12]
+        keyed = [(f"backtest-{run}-{t[0]}-{t[1]}", (database_url, *t)) for t in tasks]
+        done = {
+            (r.symbol, r.interval): r
+            for r in map_unordered(where, _series_report_on_worker, keyed)
+            if r is not None
+        }
+        made_reports = [done.get(key) for key in series]
+    else:
+        made_reports = (_series_report(engine, *t) for t in tasks)
     reports = []
-    for symbol, series_interval in series:
-        frame = read_bars(engine, symbol, series_interval, start, end)
-        if len(frame) < 2:
+    for report in made_reports:
+        if report is None:
             continue
-        terms = market_terms(engine, symbol, series_interval, float(frame["close"].iloc[0]))
-        report = run_report(
-            frame,
-            strategy,
-            costs or terms.costs.costs,
-            symbol=symbol,
-            interval=series_interval,
-            capital=capital,
-            periods_per_year=terms.periods_per_year,
-        )
         results = gates.check_report(report)
         reports.append((report, results))
         if on_report is not None:
             on_report(report, results)
     return reports
+
+
+def _series_report(engine, symbol, interval, strategy, costs, start, end, capital) -> Report | None:
+    """One stored series backtested (None: fewer than two bars in the window)."""
+    from trendcast.catalog import read_bars
+    from trendcast.costs import market_terms
+
+    frame = read_bars(engine, symbol, interval, start, end)
+    if len(frame) < 2:
+        return None
+    terms = market_terms(engine, symbol, interval, float(frame["close"].iloc[0]))
+    return run_report(
+        frame,
+        strategy,
+        costs or terms.costs.costs,
+        symbol=symbol,
+        interval=interval,
+        capital=capital,
+        periods_per_year=terms.periods_per_year,
+    )
+
+
+def _series_report_on_worker(database_url: str, *args) -> Report | None:
+    """:func:`_series_report` on a Dask worker, with a connection of its own."""
+    import sqlalchemy as sa
+
+    from trendcast.db import normalize_url
+
+    engine = sa.create_engine(normalize_url(database_url), poolclass=sa.pool.NullPool)
+    try:
+        return _series_report(engine, *args)
+    finally:
+        engine.dispose()

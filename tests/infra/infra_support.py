@@ -21,7 +21,7 @@ from hcl2 import SerializationOptions
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 TOOLS = REPO / ".venv-tools"
-MODULE_NAMES = ("network", "database", "artifacts", "ingestion", "services")
+MODULE_NAMES = ("network", "database", "artifacts", "ingestion", "services", "cluster")
 
 _OPTIONS = SerializationOptions(
     strip_string_quotes=True, explicit_blocks=False, with_comments=False

@@ -629,3 +629,48 @@ def test_execution_roles_may_pull_each_apps_image(modules):
     execution = svc.data[("aws_iam_policy_document", "execution")]
     pull = one(execution["dynamic"])["statement"]
     assert pull["content"][0]["resources"] == "${local.image_repository_arns[each.key]}"
+
+
+def test_dask_cluster_private_reachable_only_from_its_clients_and_least_privilege(modules):
+    """Issue 21: scheduler + autoscaled workers on Fargate in the private subnets, reachable
+    only through the client, scheduler and worker groups, with a role of their own."""
+    dask = modules["cluster"]
+    for name in ("scheduler", "worker"):
+        service = dask.resource("aws_ecs_service", name)
+        assert service["launch_type"] == "FARGATE"
+        network = one(service["network_configuration"])
+        assert network["assign_public_ip"] is False
+        assert network["subnets"] == "${var.app_subnet_ids}"
+    assert modules["root"].modules["cluster"]["app_subnet_ids"] == (
+        "${module.network.app_subnet_ids}"
+    )
+    # every way in names a security group, never an address range
+    ingress = dask.resource("aws_vpc_security_group_ingress_rule", "dask")
+    assert "referenced_security_group_id" in ingress and "cidr_ipv4" not in ingress
+    senders = {rule["from"] for rule in dask.locals["rules"].values()}
+    assert senders == {
+        "${aws_security_group.client.id}",
+        "${aws_security_group.scheduler.id}",
+        "${aws_security_group.worker.id}",
+    }
+    # autoscaled on CPU between the configured bounds
+    target = dask.resource("aws_appautoscaling_target", "worker")
+    assert (target["min_capacity"], target["max_capacity"]) == (
+        "${var.min_workers}",
+        "${var.max_workers}",
+    )
+    policy = one(
+        dask.resource("aws_appautoscaling_policy", "worker_cpu")[
+            "target_tracking_scaling_policy_configuration"
+        ]
+    )
+    assert one(policy["predefined_metric_specification"])["predefined_metric_type"] == (
+        "ECSServiceAverageCPUUtilization"
+    )
+    # its own role: the artifact bucket's objects and the key, no secret, no wildcard
+    task = _grants(dask, "task")
+    assert task["s3:PutObject"] == ["${var.artifact_bucket_arn}/*"]
+    assert not [a for a in task if a.startswith("secretsmanager:")]
+    assert all(r != "*" for resources in task.values() for r in resources)
+    readme = (INFRA / "README.md").read_text()
+    assert "TRENDCAST_DASK_SCHEDULER" in readme and "dask_client_security_group_id" in readme

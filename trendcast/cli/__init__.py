@@ -25,6 +25,7 @@ NOUNS = (
     "db",
     "features",
     "deploy",
+    "portfolio",
 )
 _modules = {noun: importlib.import_module(f"trendcast.cli.{noun}") for noun in NOUNS}
 
@@ -33,6 +34,7 @@ app.add_typer(_modules["features"].features_app, name="features")
 app.add_typer(_modules["quality"].instruments_app, name="instruments")
 app.add_typer(_modules["drift"].drift_app, name="drift")
 app.add_typer(_modules["deploy"].deploy_app, name="deploy")
+app.add_typer(_modules["portfolio"].portfolio_app, name="portfolio")
 
 
 def _print_version(value: bool) -> None:

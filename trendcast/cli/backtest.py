@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from trendcast.cli._common import app, out, parse_params, settings
+from trendcast.cli._common import app, err, out, parse_params, settings
 
 
 @app.command()
@@ -37,11 +37,19 @@ def backtest(
     max_drawdown: float = typer.Option(0.30, help="Performance filter: maximum drawdown."),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
     log_to_mlflow: bool = typer.Option(False, help="Log each report to MLflow (a run each)."),
+    cluster: bool = typer.Option(
+        False,
+        "--cluster",
+        help="A task per series on the local Dask cluster (TRENDCAST_DASK_SCHEDULER: any other).",
+    ),
 ) -> None:
     """Backtest a strategy on stored bars; list where it passes the performance filter."""
     from trendcast.backtest import Costs
-    from trendcast.db import get_engine
+    from trendcast.cluster import placement
+    from trendcast.db import database_url, get_engine
     from trendcast.gates import Gates
+    from trendcast.portfolio.service import actor
+    from trendcast.portfolio.streams import record_report
     from trendcast.recorder import record_backtest
     from trendcast.report import backtest_stored
     from trendcast.strategy import make_strategy
@@ -62,20 +70,29 @@ def backtest(
         min_backtest_dsr=None,
         sealed_test=False,
     )
-    reports = backtest_stored(
-        get_engine(config),
-        chosen,
-        custom,
-        filter_,
-        symbols=None if symbols == "all" else [s.strip() for s in symbols.split(",")],
-        interval=interval,
-        start=start,
-        end=end,
-        capital=capital,
-        on_report=(lambda r, g: record_backtest(r, g, config.tracking_uri))
-        if log_to_mlflow
-        else None,
-    )
+    engine = get_engine(config)
+    who = actor()
+
+    def on_report(report, gates) -> None:
+        record_report(engine, report, who)  # its daily returns and buy-and-hold's, versioned
+        if log_to_mlflow:
+            record_backtest(report, gates, config.tracking_uri)
+
+    with placement(config, cluster) as where:
+        reports = backtest_stored(
+            engine,
+            chosen,
+            custom,
+            filter_,
+            symbols=None if symbols == "all" else [s.strip() for s in symbols.split(",")],
+            interval=interval,
+            start=start,
+            end=end,
+            capital=capital,
+            on_report=on_report,
+            where=where,
+            database_url=database_url("trendcast", config).render_as_string(hide_password=False),
+        )
     if as_json:
         out.print_json(
             json.dumps(
@@ -83,6 +100,7 @@ def backtest(
                 default=str,
             )
         )
+        err.print(f"backtest {where.describe()}", highlight=False)
         return
     table = Table(title=f"{chosen!r}")
     columns = ("symbol", "interval", "costs", "bars/yr", "return", "buy&hold", "sharpe")
@@ -105,3 +123,4 @@ def backtest(
             else "[red]no[/]: " + ", ".join(k for k, ok in g.items() if not ok),
         )
     out.print(table)
+    out.print(f"backtest {where.describe()}", highlight=False)

@@ -43,6 +43,12 @@ def drift_run(
     notify_backfill: bool = typer.Option(
         False, "--notify-backfill", help="Also post alerts of backfilled history to the webhook."
     ),
+    cluster: bool = typer.Option(
+        False,
+        "--cluster",
+        help="--backfill: score each version x day as a task on the local Dask cluster "
+        "(TRENDCAST_DASK_SCHEDULER: any other).",
+    ),
 ) -> None:
     """Daily drift metrics per served model version into monitoring.drift_metrics; alerts."""
     import datetime as dt
@@ -69,9 +75,13 @@ def drift_run(
             out.print(f"{when}: no predictions logged for that day", highlight=False)
 
     if backfill:
+        from trendcast.cluster import placement
+
         start, end = date(backfill[0], "--backfill START"), date(backfill[1], "--backfill END")
-        for name, alias, version, written in job.backfill(start, end, _skipped):
-            out.print(f"{name}@{alias} (v{version}): {written:,} backfill predictions written")
+        with placement(job.settings, cluster) as where:
+            for name, alias, version, written in job.backfill(start, end, _skipped, where):
+                out.print(f"{name}@{alias} (v{version}): {written:,} backfill predictions written")
+        out.print(f"backfill scoring {where.describe()}", highlight=False)
         sources = drift.SOURCES if notify_backfill else ("live",)
         current = start
         while current <= end:

@@ -21,15 +21,33 @@ def features_build(
         help="mage: the Mage pipeline in .venv-mage (block tests on); python: the same "
         "functions in this process.",
     ),
+    cluster: bool = typer.Option(
+        False,
+        "--cluster",
+        help="A task per series on the local Dask cluster (TRENDCAST_DASK_SCHEDULER: any "
+        "other); implies the python runner's functions.",
+    ),
 ) -> None:
     """Run derive_indicators: bars changed since the last run -> indicators -> feature store."""
+    from trendcast.cluster import scheduler_address
+
     config = settings()
-    if runner == "python":
-        from trendcast.db import get_engine
+    if runner == "python" or scheduler_address(config, cluster):
+        from trendcast.cluster import placement
+        from trendcast.db import database_url, get_engine
         from trendcast.feature_pipeline import BuildFailed, build, summary_line
 
-        summary = build(get_engine(config), full=full)
+        with placement(config, cluster) as where:
+            summary = build(
+                get_engine(config),
+                full=full,
+                where=where,
+                database_url=database_url("trendcast", config).render_as_string(
+                    hide_password=False
+                ),
+            )
         out.print(summary_line(summary), highlight=False, soft_wrap=True)
+        out.print(f"features {where.describe()}", highlight=False)
         if summary["failed"]:
             raise BuildFailed(summary)
         return

@@ -26,7 +26,14 @@ def up(
     with_parts: list[str] = typer.Option(
         None,
         "--with",
-        help="Also start an optional part: replay (exchange replay), serving (BentoML), dashboard.",
+        help="Also start an optional part: replay (exchange replay), serving (BentoML), "
+        "dashboard, cluster (a local Dask scheduler and workers).",
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="With --with cluster: worker processes (default TRENDCAST_DASK_WORKERS, 2).",
     ),
 ) -> None:
     """Start PostgreSQL (embedded unless TRENDCAST_DATABASE_URL is set), migrate, start MLflow."""
@@ -37,6 +44,7 @@ def up(
             settings(),
             on_part=lambda p: err.print(f"{p.name}: {p.state}, {p.url}"),
             with_parts=with_parts or [],
+            workers=workers,
         )
     out.print(_status_table(parts))
 

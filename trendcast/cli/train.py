@@ -33,6 +33,27 @@ def train_command(
     embargo: int | None = typer.Option(
         None, "--embargo", help="Walk-forward: rows skipped before each block (default: horizon)."
     ),
+    cluster: bool = typer.Option(
+        False,
+        "--cluster",
+        help="Grid: run the candidates on the local Dask cluster (`up --with cluster`); "
+        "TRENDCAST_DASK_SCHEDULER names any other.",
+    ),
+    register_top: int | None = typer.Option(
+        None, "--register-top", min=0, help="Grid: override the grid file's register_top."
+    ),
+    distributed: bool = typer.Option(
+        False,
+        "--distributed",
+        help="Export the training set as Parquet by symbol and fit with xgboost.dask on the "
+        "cluster (--cluster or TRENDCAST_DASK_SCHEDULER).",
+    ),
+    compare_in_process: bool = typer.Option(
+        False,
+        "--compare-in-process",
+        help="Grid: check the ranking equals the latest finished in-process run of the same "
+        "grid; exit 1 when it differs.",
+    ),
 ) -> None:
     """Train XGBoost on the point-in-time dataset, log to MLflow, register, backtest.
 
@@ -54,21 +75,32 @@ def train_command(
         )  # fmt: skip
         return
     if grid is not None:
-        _train_grid(engine, grid, config)
+        _train_grid(engine, grid, config, cluster, register_top, compare_in_process)
         return
     if not symbol:
         raise InputError("--symbol: required (or give --grid FILE)")
-    result = train_series(
-        engine,
-        config,
-        symbol,
-        interval,
-        horizon=horizon,
-        start=start,
-        end=end,
-        model_name=model_name,
-        params=parse_params(param),
-    )
+    from contextlib import nullcontext
+
+    from trendcast.cluster import Placement, placement, scheduler_address
+
+    if distributed and scheduler_address(config, cluster) is None:
+        raise InputError(
+            "--distributed: needs a Dask cluster: add --cluster (`trendcast up --with cluster`) "
+            "or set TRENDCAST_DASK_SCHEDULER"
+        )
+    with placement(config, cluster) if distributed else nullcontext(Placement()) as where:
+        result = train_series(
+            engine,
+            config,
+            symbol,
+            interval,
+            horizon=horizon,
+            start=start,
+            end=end,
+            model_name=model_name,
+            params=parse_params(param),
+            where=where if distributed else None,
+        )
     scores = ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
     out.print(
         f"{result.model_name} version {result.version} (run {result.run_id}, sha256 "
@@ -76,6 +108,8 @@ def train_command(
         f"{result.model_name}/versions/{result.version}",
         highlight=False,
     )
+    fitted = " (regressor fitted with xgboost.dask)" if distributed else ""
+    out.print(f"training {where.describe()}{fitted}", highlight=False)
 
 
 def _walk_forward(
@@ -105,16 +139,55 @@ def _walk_forward(
     )
 
 
-def _train_grid(engine, path: Path, config: Settings) -> None:
+def _train_grid(
+    engine,
+    path: Path,
+    config: Settings,
+    use_cluster: bool = False,
+    register_top: int | None = None,
+    compare_in_process: bool = False,
+) -> None:
     from training.grid import load_grid
+    from trendcast.cluster import placement
+
+    spec = load_grid(path)
+    if register_top is not None:
+        spec = spec.model_copy(update={"register_top": register_top})
+    with placement(config, use_cluster) as where:
+        result = _grid_with_progress(engine, path, config, spec, where)
+    table = Table(title=f"{spec.name}: candidates ranked on {result.metric} ({spec.aggregate})")
+    for column in result.ranking.columns:
+        table.add_column(str(column), justify="right")
+    for _, row in result.ranking.iterrows():
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    out.print(table)
+    for place, version in enumerate(result.registered, 1):
+        out.print(
+            f"rank {place}: {version.model_name} version {version.version} (run {version.run_id})",
+            highlight=False,
+        )
+    out.print(f"{config.tracking_uri}/#/experiments/runs/{result.parent_run_id}", highlight=False)
+    out.print(f"grid {where.describe()}", highlight=False)
+    if compare_in_process:
+        from training.tune import compare_with_in_process
+
+        verdict, same = compare_with_in_process(config.tracking_uri, spec, result.parent_run_id)
+        out.print(verdict, highlight=False)
+        if not same:
+            raise typer.Exit(1)
+
+
+def _grid_with_progress(engine, path: Path, config: Settings, spec, where):
     from training.tune import run_grid
     from trendcast.db import database_url
 
-    spec = load_grid(path)
     tasks = len(spec.candidates()) * len(spec.periods)
+    on = f"dask {where.address} ({where.workers} workers)" if where.distributed else (
+        f"{spec.n_jobs} local worker(s)"
+    )  # fmt: skip
     out.print(
         f"grid {path}: {len(spec.candidates())} candidates x {len(spec.periods)} periods = "
-        f"{tasks} runs on {spec.n_jobs} worker(s), ranked on {spec.metric} ({spec.aggregate}), "
+        f"{tasks} runs on {on}, ranked on {spec.metric} ({spec.aggregate}), "
         f"top {spec.register_top} registered as {spec.name}",
         highlight=False,
     )
@@ -141,6 +214,7 @@ def _train_grid(engine, path: Path, config: Settings) -> None:
                 ),
                 datasets_dir=config.home / "datasets",
                 on_progress=advance,
+                where=where,
             )
         except KeyboardInterrupt:
             progress.stop()
@@ -149,15 +223,4 @@ def _train_grid(engine, path: Path, config: Settings) -> None:
                 "run are marked KILLED (tag grid_status=interrupted)"
             )
             raise typer.Exit(130) from None
-    table = Table(title=f"{spec.name}: candidates ranked on {result.metric} ({spec.aggregate})")
-    for column in result.ranking.columns:
-        table.add_column(str(column), justify="right")
-    for _, row in result.ranking.iterrows():
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    out.print(table)
-    for place, version in enumerate(result.registered, 1):
-        out.print(
-            f"rank {place}: {version.model_name} version {version.version} (run {version.run_id})",
-            highlight=False,
-        )
-    out.print(f"{config.tracking_uri}/#/experiments/runs/{result.parent_run_id}", highlight=False)
+    return result

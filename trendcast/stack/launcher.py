@@ -18,6 +18,7 @@ from trendcast.db import check_connection, database_url, ensure_database, masked
 from trendcast.errors import DatabaseUnavailable, TrendcastError
 from trendcast.stack import (
     dashboard_server,
+    dask_cluster,
     mlflow_server,
     postgres,
     processes,
@@ -189,11 +190,50 @@ def up_dashboard(settings: Settings) -> PartStatus:
     )
 
 
+def up_cluster(settings: Settings, workers: int | None = None) -> PartStatus:
+    """The scheduler, then one `dask worker --nworkers N` (N: asked, else as many as were
+    recorded, else TRENDCAST_DASK_WORKERS); ready once N workers have joined."""
+    wanted = workers or dask_cluster.recorded_workers(settings) or settings.dask_workers
+    scheduler = _up_service(
+        settings,
+        dask_cluster.NAME,
+        "dask scheduler",
+        settings.dask_scheduler_port,
+        "TRENDCAST_DASK_SCHEDULER_PORT",
+        lambda: dask_cluster.probe(settings),
+        lambda: dask_cluster.start_scheduler(settings),
+        lambda detail: PartStatus(dask_cluster.NAME, "up", "", detail=detail),
+    )
+    processes.end_orphans(settings.run_dir, dask_cluster.WORKERS)
+    record = processes.read_record(settings.run_dir, dask_cluster.WORKERS)
+    started = "already running"
+    new_scheduler = scheduler.detail != "already running"
+    if processes.is_alive(record) and (
+        new_scheduler or dask_cluster.recorded_workers(settings) != wanted
+    ):
+        # Workers that lost their scheduler close down once their task ends; another size
+        # asked: either way, a fresh set of workers.
+        processes.stop(settings.run_dir, dask_cluster.WORKERS)
+        record = None
+    if not processes.is_alive(record):
+        record = dask_cluster.start_workers(settings, wanted)
+        started = f"pid {record.pid}, started"
+    assert record is not None
+
+    def joined() -> bool:
+        info = dask_cluster.probe(settings)
+        return info is not None and info["workers"] >= wanted
+
+    _wait_until(joined, record, f"{wanted} dask worker(s)", settings.startup_timeout_s)
+    return _cluster_status(settings, started)
+
+
 #: Parts `up --with NAME` starts on request, beside PostgreSQL and MLflow.
 OPTIONAL_PARTS: dict[str, Callable[[Settings], PartStatus]] = {
     "replay": up_replay,
     "serving": up_serving,
     "dashboard": up_dashboard,
+    "cluster": up_cluster,
 }
 
 
@@ -201,7 +241,10 @@ def up(
     settings: Settings,
     on_part: Callable[[PartStatus], None] | None = None,
     with_parts: list[str] | None = None,
+    workers: int | None = None,
 ) -> list[PartStatus]:
+    """Start PostgreSQL and MLflow, the parts asked for and every part recorded as up before;
+    ``workers``: the local cluster's size (with ``cluster``)."""
     unknown = sorted(set(with_parts or []) - set(OPTIONAL_PARTS))
     if unknown:
         raise TrendcastError(
@@ -218,7 +261,8 @@ def up(
         processes.end_orphans(settings.run_dir, _PORTS[part][0])
     _check_ports(settings, ["mlflow", *wanted])
     parts = []
-    starters = [up_database, up_mlflow, *(OPTIONAL_PARTS[name] for name in wanted)]
+    optional = {**OPTIONAL_PARTS, "cluster": lambda s: up_cluster(s, workers)}
+    starters = [up_database, up_mlflow, *(optional[name] for name in wanted)]
     for start in starters:
         part = start(settings)
         parts.append(part)
@@ -233,6 +277,7 @@ _PORTS: dict[str, tuple[str, str, str]] = {
     "replay": (replay_server.NAME, "replay_port", "TRENDCAST_REPLAY_PORT"),
     "serving": (serving_server.NAME, "bentoml_port", "TRENDCAST_BENTOML_PORT"),
     "dashboard": (dashboard_server.NAME, "streamlit_port", "TRENDCAST_STREAMLIT_PORT"),
+    "cluster": (dask_cluster.NAME, "dask_scheduler_port", "TRENDCAST_DASK_SCHEDULER_PORT"),
 }
 
 
@@ -311,6 +356,41 @@ def _dashboard_status(settings: Settings, detail: str = "") -> PartStatus:
     return PartStatus("dashboard", "up", url, "Streamlit", detail)
 
 
+def _cluster_status(settings: Settings, detail: str = "") -> PartStatus:
+    import distributed
+
+    url = dask_cluster.address(settings)
+    info = dask_cluster.probe(settings)
+    if info is None:
+        return PartStatus("cluster", "down", url, detail=detail or "scheduler not answering")
+    size = f"{info['workers']} worker(s), {info['threads']} thread(s)"
+    return PartStatus(
+        "cluster",
+        "up",
+        url,
+        f"Dask {distributed.__version__}",
+        "; ".join(x for x in (detail, size) if x),
+    )
+
+
+def _cluster_workers_status(settings: Settings) -> PartStatus:
+    """The worker process: the truth about it even while the scheduler is down."""
+    record = processes.read_record(settings.run_dir, dask_cluster.WORKERS)
+    url = dask_cluster.address(settings)
+    crashed = _crashed(settings, dask_cluster.WORKERS, url)
+    if crashed or record is None:
+        return crashed or PartStatus(dask_cluster.WORKERS, "down", url)
+    nannies = len(processes.members(record)) - 1
+    wanted = dask_cluster.recorded_workers(settings)
+    return PartStatus(
+        dask_cluster.WORKERS,
+        "up",
+        url,
+        "dask worker",
+        f"pid {record.pid}, {wanted} worker(s) asked, {max(nannies, 0)} process(es) under it",
+    )
+
+
 def _crashed(settings: Settings, name: str, url: str) -> PartStatus | None:
     """The truth about a part whose recorded process died: "orphaned" while some of its
     processes still run (they may even answer on its port), else "down"; None when the
@@ -352,12 +432,22 @@ def status(settings: Settings) -> list[PartStatus]:
     ):
         if processes.read_record(settings.run_dir, name) is not None:
             parts.append(_crashed(settings, name, url(settings)) or describe(settings))
+    if processes.read_record(settings.run_dir, dask_cluster.NAME) is not None:
+        parts.append(
+            _crashed(settings, dask_cluster.NAME, dask_cluster.address(settings))
+            or _cluster_status(settings)
+        )
+    if processes.read_record(settings.run_dir, dask_cluster.WORKERS) is not None:
+        parts.append(_cluster_workers_status(settings))
     return parts
 
 
 def down(settings: Settings) -> list[str]:
     """Stop what ``up`` started (MLflow first, then the embedded PostgreSQL); names stopped."""
     stopped = []
+    for name in (dask_cluster.WORKERS, dask_cluster.NAME):  # workers first: no reconnect storm
+        if processes.stop(settings.run_dir, name):
+            stopped.append(name)
     if processes.stop(settings.run_dir, dashboard_server.NAME):
         stopped.append(dashboard_server.NAME)
     if processes.stop(settings.run_dir, serving_server.NAME):

@@ -42,3 +42,13 @@ output "mlflow_promoter_secret_arn" {
   description = "Secret with the MLflow promotion identity (trendcast-promoter), the only user that may move aliases: CI reads it into TRENDCAST_MLFLOW_USERNAME / TRENDCAST_MLFLOW_PASSWORD."
   value       = aws_secretsmanager_secret.mlflow_promoter.arn
 }
+
+output "namespace_id" {
+  description = "Private DNS namespace of the stack's services (Cloud Map)."
+  value       = aws_service_discovery_private_dns_namespace.main.id
+}
+
+output "namespace_name" {
+  description = "That namespace's domain."
+  value       = aws_service_discovery_private_dns_namespace.main.name
+}

@@ -1,0 +1,375 @@
+"""Portfolio commands on a real PostgreSQL: backtests record versioned return streams, a
+portfolio backtest runs on them, `apply` sets paper deployments' capital (audited), `status`
+shows targets against actual capital, `check` flags, proposes or substitutes a member whose
+live equity leaves its backtest band (audited and alerted), and bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import yaml
+from conftest import run_cli
+
+MEMBERS = [
+    {"name": "sma-EURUSD", "strategy": "sma-crossover", "symbols": ["EURUSD"]},
+    {"name": "sma-GOOGL", "strategy": "sma-crossover", "symbols": ["GOOGL"]},
+    {"name": "bh-GOOGL", "strategy": "buy-and-hold", "symbols": ["GOOGL"]},
+    {"name": "bh-EURUSD", "strategy": "buy-and-hold", "symbols": ["EURUSD"]},
+]
+
+
+@pytest.fixture(scope="module")
+def streams(db_url, tmp_path_factory):
+    """Bars of two samples and their sma-crossover backtests (streams + buy-and-hold)."""
+    import os
+
+    from trendcast.config import get_settings
+
+    home = tmp_path_factory.mktemp("pfhome")
+    env = {
+        **os.environ,
+        "TRENDCAST_DATABASE_URL": db_url.render_as_string(hide_password=False),
+        "TRENDCAST_HOME": str(home),
+        "TRENDCAST_USER": "portfolio-tester",
+        "COLUMNS": "200",
+    }
+    get_settings.cache_clear()
+    loaded = run_cli("load-sample", "-s", "EURUSD", "-s", "GOOGL", env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    tested = run_cli("backtest", "--symbols", "EURUSD,GOOGL", env=env)
+    assert tested.returncode == 0, tested.stderr + tested.stdout
+    # other parameters are another member (a bench candidate below)
+    other = run_cli("backtest", "--symbols", "GOOGL", "-p", "fast=5", "-p", "slow=30", env=env)
+    assert other.returncode == 0, other.stderr
+    return env, home
+
+
+def _config(home, name: str, **extra) -> str:
+    raw = {
+        "name": name,
+        "method": "hrp",
+        "capital": 100_000,
+        "lookback_days": 120,
+        "min_history_days": 30,
+        "risk": {"max_weight": 0.6},
+        "members": [dict(m) for m in MEMBERS],
+        **extra,
+    }
+    path = home / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_backtests_record_versioned_streams(streams, db_url):
+    env, _ = streams
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT source, strategy, symbols, version, days FROM portfolio.streams "
+                "ORDER BY strategy, symbols"
+            )
+        ).all()
+    kinds = {(r.source, r.strategy, r.symbols[0]) for r in rows}
+    assert kinds >= {
+        ("backtest", "sma-crossover", "EURUSD"),
+        ("backtest", "sma-crossover", "GOOGL"),
+        ("benchmark", "buy-and-hold", "EURUSD"),
+        ("benchmark", "buy-and-hold", "GOOGL"),
+    }
+    # the same backtest again stores nothing new
+    assert run_cli("backtest", "--symbols", "GOOGL", env=env).returncode == 0
+    with engine.connect() as conn:
+        counts = conn.execute(
+            sa.text(
+                "SELECT params, count(*) AS n, max(version) AS v FROM portfolio.streams WHERE "
+                "strategy = 'sma-crossover' AND symbols = '{GOOGL}' GROUP BY params"
+            )
+        ).all()
+        # a daily return is the close-to-close change of the backtest's equity
+        days = conn.execute(
+            sa.text(
+                "SELECT r.day, r.ret FROM portfolio.stream_returns r JOIN portfolio.streams s "
+                "ON s.id = r.stream_id WHERE s.source = 'benchmark' AND s.symbols = '{GOOGL}' "
+                "ORDER BY r.day LIMIT 3"
+            )
+        ).all()
+    assert len(counts) == 2 and all((c.n, c.v) == (1, 1) for c in counts)
+    listed = run_cli("portfolio", "streams", env=env)
+    assert listed.returncode == 0 and listed.stdout.count("sma-crossover") >= 3, listed.stdout
+    closes = pd.read_sql(
+        "SELECT open_time, close FROM market.bars WHERE symbol = 'GOOGL' ORDER BY open_time "
+        "LIMIT 4",
+        engine,
+    )
+    # buy-and-hold buys at the second bar's open: on the third day it moves with the close
+    assert days[0].ret == 0
+    expected = closes["close"].iloc[2] / closes["close"].iloc[1] - 1
+    assert days[2].ret == pytest.approx(expected, rel=1e-3)
+    engine.dispose()
+
+
+def test_portfolio_backtest_records_the_run(streams, db_url):
+    env, home = streams
+    done = run_cli(
+        "portfolio",
+        "backtest",
+        "--config",
+        _config(home, "p-run"),
+        "--no-mlflow",
+        "--json",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    report = json.loads(done.stdout)
+    assert report["method"] == "hrp" and report["rebalances"] >= 5
+    assert set(report["summary"]) >= {"portfolio", "equal_weight"}
+    assert any(k.startswith("best member (") for k in report["summary"])
+    weights = report["latest_weights"]
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert max(v for k, v in weights.items() if k != "cash") <= 0.6 + 1e-9
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text(
+                "SELECT rebalance, sum(weight) AS total FROM portfolio.run_weights "
+                "WHERE run_id = :r GROUP BY rebalance"
+            ),
+            {"r": report["run"]},
+        ).all()
+        series = (
+            conn.execute(
+                sa.text("SELECT DISTINCT series FROM portfolio.run_returns WHERE run_id = :r"),
+                {"r": report["run"]},
+            )
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert len(stored) == report["rebalances"]
+    assert all(abs(s.total - 1) < 1e-9 for s in stored)
+    assert {"portfolio", "equal_weight", "sma-GOOGL"} <= set(series)
+
+
+def test_bad_config_and_missing_streams_are_one_line(streams, tmp_path):
+    env, _ = streams
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {"name": "x", "method": "hrp", "members": MEMBERS, "risk": {"max_weight": 2}}
+        )
+    )
+    done = run_cli("portfolio", "backtest", "--config", str(bad), "--no-mlflow", env=env)
+    assert done.returncode == 1
+    assert "risk.max_weight" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    unknown = [*MEMBERS, {"name": "ghost", "strategy": "sma-crossover", "symbols": ["IBM"]}]
+    path = tmp_path / "ghost.yaml"
+    path.write_text(yaml.safe_dump({"name": "g", "members": unknown}))
+    missing = run_cli("portfolio", "backtest", "--config", str(path), "--no-mlflow", env=env)
+    assert missing.returncode == 1 and "['ghost']" in missing.stderr, missing.stderr
+    never = run_cli("portfolio", "status", "never-ran", env=env)
+    assert never.returncode == 1 and "never backtested" in never.stderr
+
+
+def _deployment(conn, name: str, capital: float, stage: str = "demo") -> int:
+    return conn.execute(
+        sa.text(
+            "INSERT INTO trading.deployments (name, strategy, params, symbols, interval, broker, "
+            "stage, capital, created_by) VALUES (:n, 'sma-crossover', '{}', '{EURUSD}', '1h', "
+            "'paper', :s, :c, 'test') RETURNING id"
+        ),
+        {"n": name, "s": stage, "c": capital},
+    ).scalar_one()
+
+
+def test_apply_sets_paper_capital_and_is_audited(streams, db_url):
+    env, home = streams
+    members = [dict(m) for m in MEMBERS]
+    members[0]["deployment"] = "pf-dep-a"
+    members[1]["deployment"] = "pf-dep-b"
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        _deployment(conn, "pf-dep-a", 5_000)
+        _deployment(conn, "pf-dep-b", 7_000)
+    config = _config(home, "p-apply", members=members)
+    assert run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", env=env).returncode == 0
+    before = run_cli("portfolio", "status", "p-apply", env=env)
+    assert before.returncode == 0 and "5,000.00" in before.stdout and "7,000.00" in before.stdout
+    refused = run_cli("portfolio", "apply", "p-apply", "--reason", " ", env=env)
+    assert refused.returncode == 1 and "reason" in refused.stderr
+    done = run_cli("portfolio", "apply", "p-apply", "--reason", "monthly rebalance", env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    with engine.connect() as conn:
+        run = conn.execute(
+            sa.text(
+                "SELECT report FROM portfolio.runs WHERE portfolio = 'p-apply' "
+                "ORDER BY id DESC LIMIT 1"
+            )
+        ).scalar_one()
+        capital = dict(
+            conn.execute(
+                sa.text("SELECT name, capital FROM trading.deployments WHERE name LIKE 'pf-dep-%'")
+            ).all()
+        )
+        events = conn.execute(
+            sa.text(
+                "SELECT deployment, details, reason, actor FROM portfolio.events "
+                "WHERE portfolio = 'p-apply' AND kind = 'apply' ORDER BY deployment"
+            )
+        ).all()
+        logged = conn.execute(
+            sa.text(
+                "SELECT d.name, e.details, e.actor FROM trading.events e JOIN "
+                "trading.deployments d ON d.id = e.deployment_id WHERE e.kind = 'capital' "
+                "ORDER BY d.name"
+            )
+        ).all()
+    assert [e.name for e in logged] == ["pf-dep-a", "pf-dep-b"]
+    assert logged[0].details["portfolio"] == "p-apply" and logged[0].actor == "portfolio-tester"
+    weights = run["latest_weights"]
+    assert capital["pf-dep-a"] == pytest.approx(max(weights["sma-EURUSD"] * 100_000, 1e-6))
+    assert capital["pf-dep-b"] == pytest.approx(max(weights["sma-GOOGL"] * 100_000, 1e-6))
+    assert [e.deployment for e in events] == ["pf-dep-a", "pf-dep-b"]
+    assert events[0].details["from_capital"] == 5_000
+    assert events[0].details["to_capital"] == pytest.approx(capital["pf-dep-a"])
+    assert {(e.reason, e.actor) for e in events} == {("monthly rebalance", "portfolio-tester")}
+    # a live deployment is never resized by a portfolio: all-or-nothing
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE trading.deployments SET stage = 'live' WHERE name = 'pf-dep-b'")
+        )
+        conn.execute(
+            sa.text("UPDATE trading.deployments SET capital = 1234 WHERE name = 'pf-dep-a'")
+        )
+    live = run_cli("portfolio", "apply", "p-apply", "--reason", "again", env=env)
+    assert live.returncode == 1 and "pf-dep-b" in live.stderr and "live" in live.stderr
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                sa.text("SELECT capital FROM trading.deployments WHERE name = 'pf-dep-a'")
+            ).scalar()
+            == 1234
+        )
+    engine.dispose()
+
+
+@pytest.mark.parametrize("auto", (False, True))
+def test_check_flags_and_substitutes_a_decaying_member(streams, db_url, auto):
+    """A deployment whose live equity falls every day for K days leaves its band: proposed
+    (alert only) without auto_substitute, replaced by the bench's best with it."""
+    env, home = streams
+    name = f"p-sub-{int(auto)}"
+    dep = f"pf-live-{int(auto)}"
+    members = [dict(m) for m in MEMBERS]
+    members[0]["deployment"] = dep
+    bench = [
+        {"name": "bench-bh-GOOGL", "strategy": "buy-and-hold", "symbols": ["GOOGL"]},
+        {
+            "name": "bench-sma-GOOGL",
+            "strategy": "sma-crossover",
+            "symbols": ["GOOGL"],
+            "params": {"fast": 5, "slow": 30},
+        },
+    ]
+    members = [m for m in members if m["name"] != "bh-GOOGL"]
+    sub = {
+        "metric": "drawdown",
+        "days": 3,
+        "quantile": 0.05,
+        "auto_substitute": auto,
+        "min_sharpe": -5,
+        "max_drawdown": 0.99,
+    }
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        dep_id = _deployment(conn, dep, 10_000)
+        # live equity: flat for 30 days, then down 20 % a day for 3 days
+        days = pd.date_range("2024-01-01", periods=33, freq="D", tz="UTC")
+        equity = np.r_[np.full(30, 10_000.0), 10_000 * 0.8 ** np.arange(1, 4)]
+        for day, value in zip(days, equity, strict=True):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO trading.balances (deployment_id, bar_time, equity, cash, "
+                    "peak, drawdown) VALUES (:d, :t, :e, :e, 10000, 0)"
+                ),
+                {"d": dep_id, "t": day.to_pydatetime(), "e": float(value)},
+            )
+    config = _config(home, name, members=members, bench=bench, substitution=sub)
+    assert run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", env=env).returncode == 0
+    checked = run_cli("portfolio", "check", name, env=env)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    action = "substitute" if auto else "propose"
+    assert f"{action}: sma-EURUSD" in checked.stdout and "for 3 days (K=3)" in checked.stdout
+    with engine.connect() as conn:
+        status = dict(
+            conn.execute(
+                sa.text("SELECT name, status FROM portfolio.members WHERE portfolio = :p"),
+                {"p": name},
+            ).all()
+        )
+        event = conn.execute(
+            sa.text("SELECT kind, details, actor FROM portfolio.events WHERE portfolio = :p"),
+            {"p": name},
+        ).one()
+        alert = conn.execute(
+            sa.text(
+                "SELECT feature, run_length, action FROM monitoring.alerts "
+                "WHERE model_name = :m AND rule = 'member_out_of_band'"
+            ),
+            {"m": f"portfolio:{name}"},
+        ).one()
+        stream = conn.execute(
+            sa.text(
+                "SELECT days FROM portfolio.streams WHERE source = 'deployment' "
+                "AND inputs->>'deployment' = :d"
+            ),
+            {"d": dep},
+        ).scalar()
+    engine.dispose()
+    candidate = event.details["candidate"]
+    assert candidate in ("bench-bh-GOOGL", "bench-sma-GOOGL")
+    assert event.kind == action and event.actor == "portfolio-tester"
+    assert (alert.feature, alert.run_length) == ("sma-EURUSD", 3)
+    assert stream == 33  # the live stream was stored from trading.balances
+    if auto:
+        assert status["sma-EURUSD"] == "replaced" and status[candidate] == "active"
+        again = run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", "--json", env=env)
+        weights = json.loads(again.stdout)["latest_weights"]
+        assert "sma-EURUSD" not in weights and candidate in weights
+    else:
+        assert status["sma-EURUSD"] == "flagged" and status[candidate] == "bench"
+        assert f"replace sma-EURUSD with {candidate}" in alert.action
+
+
+@pytest.mark.slow
+def test_backtest_is_logged_to_mlflow_with_config_and_weights(streams, mlflow_url):
+    from mlflow.tracking import MlflowClient
+
+    env, home = streams
+    env = {**env, "TRENDCAST_MLFLOW_TRACKING_URI": mlflow_url}
+    done = run_cli("portfolio", "backtest", "-c", _config(home, "p-mlflow"), "--json", env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    run_id = json.loads(done.stdout)["mlflow_run_id"]  # stdout stays JSON while MLflow logs
+    client = MlflowClient(mlflow_url)
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "portfolios"
+    assert run.data.params["method"] == "hrp" and run.data.params["portfolio"] == "p-mlflow"
+    for key in (
+        "portfolio_sharpe",
+        "portfolio_deflated_sharpe",
+        "equal_weight_sharpe",
+        "best_member_sharpe",
+        "portfolio_max_drawdown",
+        "turnover_per_year",
+    ):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"portfolio_config.json", "weights.csv", "portfolio_report.json"} <= artifacts
+    local = client.download_artifacts(run_id, "weights.csv", str(home))
+    weights = pd.read_csv(local, index_col=0)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-9)

@@ -1,0 +1,198 @@
+"""Where a wide job runs: in this process (joblib on local cores), or on a Dask cluster.
+
+A command runs on Dask when ``TRENDCAST_DASK_SCHEDULER`` names a scheduler, or when it is given
+``--cluster`` and the local cluster part runs (`trendcast up --with cluster`). Tasks carry
+stable keys, so the scheduler reruns a task whose worker died under the same key, and a task can
+find what an earlier attempt of itself left behind. A scheduler lost mid-run ends the command
+with one line (:class:`ClusterLost`); results already gathered stay wherever they were written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from trendcast.config import Settings
+from trendcast.errors import InputError, TrendcastError
+from trendcast.stack import dask_cluster, processes
+
+
+class ClusterUnavailable(TrendcastError):
+    """The Dask scheduler does not answer, or has no worker."""
+
+
+class ClusterLost(TrendcastError):
+    """The Dask scheduler went away while tasks were running."""
+
+
+@dataclass
+class Placement:
+    """Where tasks run: ``client`` None means in this process."""
+
+    client: Any = None  # distributed.Client
+    address: str | None = None
+    workers: int = 0
+    timeout_s: float = 10.0
+
+    @property
+    def distributed(self) -> bool:
+        return self.client is not None
+
+    def describe(self) -> str:
+        if self.client is None:
+            return "ran in-process"
+        return f"ran on dask {self.address} ({self.workers} worker{'s' * (self.workers != 1)})"
+
+
+def scheduler_address(settings: Settings, use_cluster: bool) -> str | None:
+    """The scheduler a command should use, or None for in-process."""
+    if settings.dask_scheduler:
+        return settings.dask_scheduler
+    if not use_cluster:
+        return None
+    if not processes.is_alive(processes.read_record(settings.run_dir, dask_cluster.NAME)):
+        raise InputError(
+            "--cluster: no cluster runs: start one with `trendcast up --with cluster` or set "
+            "TRENDCAST_DASK_SCHEDULER=tcp://HOST:PORT"
+        )
+    return dask_cluster.address(settings)
+
+
+@contextmanager
+def placement(settings: Settings, use_cluster: bool = False) -> Iterator[Placement]:
+    """A connected :class:`Placement` for the duration of a command."""
+    address = scheduler_address(settings, use_cluster)
+    if address is None:
+        yield Placement()
+        return
+    from distributed import Client
+
+    # The client's reconnect attempts log tracebacks; a lost scheduler is reported as one
+    # line by ClusterLost instead.
+    names = ["distributed", "distributed.client", "distributed.utils", "distributed.comm"]
+    quiet = {name: logging.getLogger(name) for name in names}
+    levels = {name: logger.level for name, logger in quiet.items()}
+    for logger in quiet.values():
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with _connected(Client, address, settings.dask_connect_timeout_s) as where:
+            yield where
+    finally:
+        for name, logger in quiet.items():
+            logger.setLevel(levels[name])
+
+
+@contextmanager
+def _connected(Client, address: str, timeout: float) -> Iterator[Placement]:
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterUnavailable(
+            f"dask scheduler {address}: unreachable within {timeout:g} s "
+            f"({type(exc).__name__}); start it with `trendcast up --with cluster` or fix "
+            "TRENDCAST_DASK_SCHEDULER"
+        ) from None
+    try:
+        workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:
+            client.wait_for_workers(1, timeout=timeout)
+            workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        yield Placement(client, address, workers, timeout)
+    except TimeoutError:
+        raise ClusterUnavailable(
+            f"dask scheduler {address}: no worker joined within {timeout:g} s"
+        ) from None
+    finally:
+        _close(client)
+
+
+def _close(client) -> None:
+    # closing a client whose scheduler died may raise anything
+    with contextlib.suppress(Exception):
+        client.close(timeout=2)
+
+
+def map_unordered(
+    where: Placement,
+    function: Callable[..., Any],
+    tasks: list[tuple[str, tuple]],
+    *,
+    poll_s: float = 0.5,
+) -> Iterator[Any]:
+    """``function(*args)`` for each ``(key, args)`` on the cluster, results as they finish.
+
+    Keys are the tasks' identities on the scheduler (stable: a rerun after a worker died keeps
+    its key). Pending tasks are cancelled when the caller stops (Ctrl-C, an error); a scheduler
+    that goes away raises :class:`ClusterLost`."""
+    from distributed import as_completed
+
+    client = where.client
+    futures = [client.submit(function, *args, key=key, pure=False) for key, args in tasks]
+    ready = as_completed(futures, loop=client.loop)
+    done = 0
+    last_check = time.monotonic()
+    workerless_since: float | None = None
+    try:
+        while not ready.is_empty():
+            batch = ready.next_batch(block=False)
+            if not batch:
+                if time.monotonic() - last_check > poll_s:
+                    _check_alive(where, done, len(tasks))
+                    workerless_since = _check_workers(where, workerless_since, done, len(tasks))
+                    last_check = time.monotonic()
+                time.sleep(0.02)
+                continue
+            for future in batch:
+                if future.status == "cancelled":
+                    _check_alive(where, done, len(tasks))
+                done += 1
+                yield future.result()
+    finally:
+        left = [f for f in futures if not f.done()]
+        if left:
+            with contextlib.suppress(Exception):  # the scheduler may be gone already
+                client.cancel(left, force=True)
+
+
+def _check_workers(where: Placement, since: float | None, done: int, total: int) -> float | None:
+    """Fail once the scheduler has had no worker for the connect timeout (the workers died
+    and nothing restarts them); returns since when it has had none."""
+    try:
+        count = len(where.client.scheduler_info(n_workers=-1)["workers"])
+    except Exception:  # the scheduler itself is checked by _check_alive
+        return since
+    if count:
+        return None
+    now = time.monotonic()
+    since = since or now
+    if now - since > where.timeout_s:
+        raise ClusterUnavailable(
+            f"dask scheduler {where.address}: no worker for {where.timeout_s:g} s after {done} of "
+            f"{total} tasks (see the workers' log); `trendcast up` restarts the local ones"
+        )
+    return since
+
+
+def _check_alive(where: Placement, done: int, total: int) -> None:
+    client = where.client
+    if client.status == "running" and client.scheduler_comm is not None:
+        try:
+            if client.scheduler_comm.comm is not None and not client.scheduler_comm.comm.closed():
+                return
+        except AttributeError:
+            return
+    # Give a reconnect a moment before calling the scheduler lost.
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if client.status == "running":
+            return
+        time.sleep(0.2)
+    raise ClusterLost(
+        f"dask scheduler {where.address}: lost mid-run after {done} of {total} tasks; "
+        "finished work stays recorded, run the command again once the cluster is back"
+    )
