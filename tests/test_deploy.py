@@ -505,3 +505,122 @@ def test_slippage_beyond_the_band_is_alerted_once_per_day_and_symbol(engine, bar
                 {"m": f"deploy:{dep.name}"},
             ).all()  # fmt: skip
         assert [r.rule for r in rules] == (["slippage"] if alerted else [])
+
+
+def _idle(engine, dep) -> bool:
+    """Flat at the last stepped bar and no order sent there (its cash is free)."""
+    dep = store.get(engine, dep.name)
+    with engine.connect() as conn:
+        parts = conn.execute(
+            sa.text(
+                "SELECT positions FROM trading.balances WHERE deployment_id = :d AND bar_time = :b"
+            ),
+            {"d": dep.id, "b": dep.last_bar},
+        ).scalar()
+        sent = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM trading.orders WHERE deployment_id = :d AND bar_time = :b"
+            ),
+            {"d": dep.id, "b": dep.last_bar},
+        ).scalar()
+    return parts["EURUSD"]["shares"] == 0 and sent == 0
+
+
+def _step_until(engine, dep, idle: bool, limit: int = 150) -> None:
+    for _ in range(limit):
+        if _idle(engine, dep) == idle:
+            return
+        run_pending(engine, dep.name, bars=1)
+    raise AssertionError(f"never {'idle' if idle else 'invested'} within {limit} bars")
+
+
+def _paper_cash(engine, dep) -> float:
+    with engine.connect() as conn:
+        return float(
+            conn.execute(
+                sa.text("SELECT cash FROM trading.paper_accounts WHERE account = :a"),
+                {"a": f"{dep.name}/EURUSD"},
+            ).scalar_one()
+        )
+
+
+def test_a_capital_transfer_reaches_the_account_and_reconciles_exactly(engine, bars):
+    from trendcast.trading.capital import set_capital
+
+    dep = deploy(engine, bars, "sma-crossover", {"fast": 5, "slow": 20}, capital=10_000.0)
+    run_pending(engine, dep.name, bars=20)
+    _step_until(engine, dep, idle=True)
+    before = store.get(engine, dep.name)
+    free = float(
+        pd.read_sql(
+            sa.text("SELECT cash FROM trading.balances WHERE deployment_id = :d AND bar_time = :b"),
+            engine,
+            params={"d": dep.id, "b": before.last_bar},
+        )["cash"].iloc[0]
+    )
+    # a withdrawal beyond the free cash is refused by name and writes nothing
+    too_much = pytest.raises(InputError, match=rf"{dep.name}.*exceeds the free cash")
+    with too_much, engine.begin() as conn:
+        set_capital(conn, dep.name, before.capital - free - 1.0, "tester", "too much")
+    assert store.get(engine, dep.name).capital == before.capital
+    assert store.events(engine, before, ("capital",)) == []
+    # a deposit between runs: in the event log, in the paper account from the next bar stepped
+    with engine.begin() as conn:
+        set_capital(conn, dep.name, 25_000.0, "tester", "top up")
+    logged = store.events(engine, before, ("capital",))
+    assert len(logged) == 1 and logged[0]["actor"] == "tester"
+    assert logged[0]["details"]["amount"] == pytest.approx(15_000.0)
+    assert logged[0]["details"]["reason"] == "top up"
+    paper_before = _paper_cash(engine, dep)
+    run_pending(engine, dep.name, bars=1)
+    applied = store.events(engine, before, ("transfer_applied",))
+    assert len(applied) == 1 and applied[0]["subject"] == str(logged[0]["id"])
+    next_bar = store.get(engine, dep.name).last_bar
+    assert pd.Timestamp(applied[0]["details"]["bar"]) == pd.Timestamp(next_bar)
+    if _idle(engine, dep):  # flat through that open: the account holds exactly 15,000 more
+        assert _paper_cash(engine, dep) == pytest.approx(paper_before + 15_000.0, abs=1e-9)
+    # the next entry is sized from the new equity (~25,000, not ~10,000)
+    _step_until(engine, dep, idle=False)
+    run_pending(engine, dep.name, bars=60)
+    entries = orders(engine, dep)
+    after = entries[(entries["purpose"] == "entry") & (entries["bar_time"] >= next_bar)]
+    assert len(after) > 0 and after["quote_quantity"].iloc[0] > 20_000
+    # a running invested sleeve has no free cash: any withdrawal is refused
+    if not _idle(engine, dep):
+        with pytest.raises(InputError, match="reduce positions"), engine.begin() as conn:
+            set_capital(conn, dep.name, 24_000.0, "tester", "invested")
+    # a withdrawal of free cash, then the backtest equals the account across both transfers
+    _step_until(engine, dep, idle=True)
+    with engine.begin() as conn:
+        set_capital(conn, dep.name, store.get(conn, dep.name).capital - 5_000.0, "tester", "out")
+    run_pending(engine, dep.name, bars=60)
+    assert len(store.events(engine, before, ("transfer_applied",))) == 2
+    result = reconcile(engine, dep.name)
+    assert result.fills_live == result.fills_backtest > 0
+    assert result.max_equity_diff <= 1e-9, result.differences[:3]
+    assert result.max_fill_price_diff <= 1e-9 and result.max_fill_quantity_diff <= 1e-9
+    assert result.equal
+    # the paper account's cash is the money put in less what its fills cost
+    with engine.connect() as conn:
+        spent = conn.execute(
+            sa.text(
+                "SELECT coalesce(sum(CASE WHEN side = 'buy' THEN quantity ELSE -quantity END "
+                "* price + fee), 0) FROM trading.paper_fills WHERE account = :a"
+            ),
+            {"a": f"{dep.name}/EURUSD"},
+        ).scalar()
+    assert _paper_cash(engine, dep) == pytest.approx(10_000 + 15_000 - 5_000 - spent, abs=1e-6)
+
+
+def test_a_binance_deployment_takes_no_capital_transfer(engine, bars):
+    from trendcast.trading.capital import set_capital
+
+    dep = deploy(engine, bars, "buy-and-hold")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE trading.deployments SET broker = 'binance' WHERE id = :d"),
+            {"d": dep.id},
+        )
+    with pytest.raises(InputError, match="venue's balance"), engine.begin() as conn:
+        set_capital(conn, dep.name, 20_000.0, "tester", "more")
+    assert store.get(engine, dep.name).capital == 10_000.0

@@ -102,7 +102,7 @@ def _exit(trades, i, cash, shares, price, fee, entry_bar, bar, entry_price, reas
 
 
 @numba.njit(cache=True)
-def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, take_profit):
+def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, take_profit, flows):
     n = len(close)
     equity = np.empty(n)
     held = np.zeros(n)
@@ -182,6 +182,8 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
                 shares = 0.0
                 direction = 0.0
                 stopped = True
+        # 3. money moved in (> 0) or out (< 0) at the close, before the next decision sizes
+        cash += flows[t]
         held[t] = shares
         equity[t] = cash + shares * close[t]
     return equity, held, exposure, trades[:n_trades]
@@ -275,10 +277,12 @@ def run(
     capital: float = 10_000.0,
     max_position: float = 1.0,
     trade_from: int = 0,
+    flows: np.ndarray | None = None,
 ) -> BacktestResult:
     """Backtest ``strategy`` on one symbol's bars (open_time, open, high, low, close, ...).
     ``trade_from``: the account starts at that row; earlier rows are history the strategy sees
-    (warm-up), as a deployment that started there saw them."""
+    (warm-up), as a deployment that started there saw them. ``flows``: cash deposited (> 0) or
+    withdrawn (< 0) at each row's close (a deployment's capital transfers), aligned to ``frame``."""
     costs = costs or Costs()
     strategy = with_costs(strategy, costs)
     if capital <= 0:
@@ -292,8 +296,12 @@ def run(
     target = np.nan_to_num(target, nan=0.0)
     if not 0 <= trade_from < len(frame):
         raise InputError(f"trade_from {trade_from}: must be a row of the {len(frame)} bars")
+    flows = np.zeros(len(frame)) if flows is None else np.asarray(flows, dtype="float64")
+    if len(flows) != len(frame):
+        raise InputError(f"flows: {len(flows)} values for {len(frame)} bars")
     if trade_from:
         frame, target = frame.iloc[trade_from:].reset_index(drop=True), target[trade_from:]
+        flows = flows[trade_from:]
     stop_loss = strategy.params.get("stop_loss") or 0.0
     take_profit = strategy.params.get("take_profit") or 0.0
     columns = [frame[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")]
@@ -305,6 +313,7 @@ def run(
         capital,
         float(stop_loss),
         float(take_profit),
+        flows,
     )
     # naive UTC datetime64: a tz-aware column would become 10M Timestamp objects
     times = pd.DatetimeIndex(frame["open_time"]).tz_convert("UTC").tz_localize(None).to_numpy()

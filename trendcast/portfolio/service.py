@@ -6,7 +6,6 @@ backtest band (flag, propose or substitute, audited and alerted)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 
 import pandas as pd
@@ -18,6 +17,7 @@ from trendcast.portfolio import store
 from trendcast.portfolio.allocate import CASH
 from trendcast.portfolio.config import Member, PortfolioConfig, parse_config
 from trendcast.portfolio.evaluate import PortfolioReport, evaluate
+from trendcast.trading.capital import set_capital
 
 log = logging.getLogger("trendcast.portfolio")
 
@@ -115,20 +115,12 @@ def apply(engine: Engine, name: str, actor: str, reason: str) -> pd.DataFrame:
             if current.broker != "paper" or current.stage == "live":
                 raise InputError(
                     f"member {row.member}: deployment {row.deployment!r} is {current.stage} on "
-                    f"{current.broker}; portfolio apply sets paper deployments only"
+                    f"{current.broker}; portfolio apply sets paper deployments only (a venue "
+                    "account's capital is its balance: move the money at the venue)"
                 )
             capital = max(row.target_capital, MIN_CAPITAL)
-            conn.execute(
-                sa.text("UPDATE trading.deployments SET capital = :c WHERE name = :n"),
-                {"c": capital, "n": row.deployment},
-            )
-            details = {"from": current.capital, "to": capital, "portfolio": name, "why": reason}
-            conn.execute(  # the deployment's own audit log sees the move too
-                sa.text(
-                    "INSERT INTO trading.events (deployment_id, kind, subject, details, actor) "
-                    "VALUES (:d, 'capital', 'portfolio apply', CAST(:x AS jsonb), :a)"
-                ),
-                {"d": current.id, "x": json.dumps(details), "a": actor},
+            set_capital(
+                conn, row.deployment, capital, actor, reason, {"portfolio": name, "why": reason}
             )
             store.event(
                 conn,

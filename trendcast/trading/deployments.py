@@ -290,5 +290,48 @@ def alert(
     return True
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """Cash moved into (> 0) or out of (< 0) a deployment, split equally over its sleeves,
+    effective at the close of the first bar after ``after_bar`` (``None``: from the start)."""
+
+    id: int
+    amount: float
+    after_bar: dt.datetime | None
+
+    def effective(self, bar) -> bool:
+        """Whether the transfer is in the account at ``bar``'s close."""
+        return self.after_bar is None or bar > self.after_bar
+
+
+def transfers(conn: Connection, dep: Deployment) -> list[Transfer]:
+    """The deployment's capital transfers (its ``capital`` events that carry an amount)."""
+    import pandas as pd
+
+    rows = conn.execute(
+        sa.text(
+            "SELECT id, details FROM trading.events WHERE deployment_id = :d AND kind = 'capital' "
+            "AND details ->> 'amount' IS NOT NULL ORDER BY id"
+        ),
+        {"d": dep.id},
+    ).all()
+    out = []
+    for row in rows:
+        after = row.details.get("after_bar")
+        after = pd.Timestamp(after).tz_convert("UTC") if after else None
+        out.append(Transfer(row.id, float(row.details["amount"]), after))
+    return out
+
+
+def initial_capital(conn: Connection, dep: Deployment) -> float:
+    """The capital the deployment was funded with (its capital less every transfer since)."""
+    return dep.capital - sum(t.amount for t in transfers(conn, dep))
+
+
+def capital_at(initial: float, moves: list[Transfer], bar) -> float:
+    """The money put in by ``bar``'s close: the initial capital plus the transfers in effect."""
+    return initial + sum(t.amount for t in moves if bar is None or t.effective(bar))
+
+
 class DeploymentStopped(TrendcastError):
     """The deployment is stopped or killed: it does not trade."""

@@ -160,12 +160,14 @@ def make_broker(engine: Engine, dep: store.Deployment, settings=None) -> Broker:
         from trendcast.backtest import Costs
         from trendcast.trading.paper import PaperBroker
 
+        with engine.connect() as conn:  # a sleeve opens with the capital first funded
+            first = store.initial_capital(conn, dep) / len(dep.symbols)
         return PaperBroker(
             engine,
             dep.name,
             dep.interval,
             {s: Costs(**dep.costs[s]) for s in dep.symbols},
-            {s: dep.sleeve_capital for s in dep.symbols},
+            {s: first for s in dep.symbols},
         )
     try:
         from trendcast.trading import binance

@@ -256,6 +256,19 @@ class PaperBroker:
             for r in rows
         ]
 
+    def transfer(self, conn: Connection, symbol: str, amount: float) -> None:
+        """Deposit (> 0) or withdraw (< 0) cash of a sleeve, in the caller's transaction (which
+        records the transfer as applied, so a restart never applies it twice)."""
+        self._check_symbol(symbol)
+        self._open(conn, symbol)
+        conn.execute(
+            sa.text(
+                "UPDATE trading.paper_accounts SET cash = cash + :x, updated_at = now() "
+                "WHERE account = :a"
+            ),
+            {"a": self._sleeve(symbol), "x": float(amount)},
+        )
+
     def balances(self) -> dict[str, float]:
         """Cash of every sleeve under the quote currency, holdings under each symbol."""
         out: dict[str, float] = {QUOTE: 0.0}

@@ -8,6 +8,8 @@ equity snapshot of every bar with the backtest's equity at that bar. A differenc
 ``tolerance`` (relative) is *explained* when the audit log records, at or before its bar, an
 event that makes the live account leave the backtest's path (a skipped decision, a blocked,
 rejected or expired order, the kill switch, a stop, a refused model); otherwise unexplained.
+A capital transfer is no difference: the backtest receives the same cash at the close of the
+bar the runner put it in the account, so both still agree within the tolerance.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ def backtest_deployment(
 ) -> tuple[dict[str, object], dict[int, bool]]:
     """Per symbol, the backtest result from the deployment's start bar to ``end``."""
     results, on_record = {}, {}
+    with engine.connect() as conn:
+        moves = store.transfers(conn, dep)
+        initial = store.initial_capital(conn, dep)
     for symbol in dep.symbols:
         models, versions = None, {}
         if dep.model_name:
@@ -133,14 +138,23 @@ def backtest_deployment(
         start = pd.Timestamp(dep.start_bar).tz_convert("UTC")
         if start not in times:
             raise InputError(f"{dep.name}: its start bar {start} is not stored for {symbol}")
+        begin = int(times.get_loc(start))
+        # each transfer enters the backtest as cash at the close of the first bar it is in
+        # effect, as the runner funds the account there before deciding
+        flows = np.zeros(len(frame))
+        for move in moves:
+            due = np.flatnonzero([move.effective(t) for t in times[begin:]])
+            if len(due):
+                flows[begin + int(due[0])] += move.amount / len(dep.symbols)
         strategy = make_strategy(dep.strategy, model=models, **dep.params)
         results[symbol] = run(
             frame,
             strategy,
             Costs(**dep.costs[symbol]),
-            capital=dep.sleeve_capital,
+            capital=initial / len(dep.symbols),
             max_position=float(dep.risk.get("max_weight") or 1.0),
-            trade_from=int(times.get_loc(start)),
+            trade_from=begin,
+            flows=flows,
         )
     return results, on_record
 

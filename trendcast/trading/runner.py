@@ -94,7 +94,10 @@ class Runner:
         """(cash, shares, weight) of a symbol's sleeve from its fills before ``bar`` closed (a
         restart may already have recorded later fills of orders it sent before dying; a live
         venue stamps a fill a moment after the open it traded at, so not "up to the open")."""
-        cash, shares = self.dep.sleeve_capital, 0.0
+        n = len(self.dep.symbols)
+        moves = store.transfers(conn, self.dep)
+        cash = store.capital_at(store.initial_capital(conn, self.dep), moves, bar) / n
+        shares = 0.0
         for side, qty, price, fee in conn.execute(
             sa.text(
                 "SELECT side, quantity, price, fee FROM trading.fills "
@@ -421,6 +424,7 @@ class Runner:
                 f"deployment {self.dep.name} is {self.dep.state}: {self.dep.state_reason}"
             )
         self.sync()
+        self._fund(bar)
         closes = self._closes(bar)
         with self.engine.connect() as conn:
             sleeves = {s: self.sleeve(conn, s, bar) for s in self.dep.symbols}
@@ -449,6 +453,37 @@ class Runner:
         self.dep.last_bar = bar
         return {"bar": bar, "equity": equity, "targets": decided}
 
+    def _fund(self, bar: pd.Timestamp) -> None:
+        """Move the capital transfers in effect at ``bar`` into the venue's account, after the
+        open's fills (synced above) and before the decision sizes on them; once each (the
+        ``transfer_applied`` event is written in the same transaction as the cash)."""
+        transfer = getattr(self.broker, "transfer", None)
+        if transfer is None:
+            return
+        n = len(self.dep.symbols)
+        with self.engine.begin() as conn:
+            done = set(
+                conn.execute(
+                    sa.text(
+                        "SELECT subject FROM trading.events WHERE deployment_id = :d "
+                        "AND kind = 'transfer_applied'"
+                    ),
+                    {"d": self.dep.id},
+                ).scalars()
+            )
+            for move in store.transfers(conn, self.dep):
+                if str(move.id) in done or not move.effective(bar):
+                    continue
+                for symbol in self.dep.symbols:
+                    transfer(conn, symbol, move.amount / n)
+                store.event(
+                    conn,
+                    self.dep.id,
+                    "transfer_applied",
+                    str(move.id),
+                    {"amount": move.amount, "bar": bar, "venue": self.broker.name},
+                )
+
     def _closes(self, bar: pd.Timestamp) -> dict[str, float | None]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -472,11 +507,22 @@ class Runner:
             parts[symbol] = {"cash": c, "shares": shares, "equity": c + shares * close}
         equity = sum(p["equity"] for p in parts.values())
         with self.engine.begin() as conn:
-            peak = conn.execute(
-                sa.text("SELECT max(equity) FROM trading.balances WHERE deployment_id = :d"),
-                {"d": self.dep.id},
-            ).scalar()
-            peak = max(float(peak or self.dep.capital), self.dep.capital, equity)
+            # the peak moves with the money moved in or out, so a transfer is no gain or loss
+            moves = store.transfers(conn, self.dep)
+            initial = store.initial_capital(conn, self.dep)
+            prev = conn.execute(
+                sa.text(
+                    "SELECT bar_time, peak FROM trading.balances WHERE deployment_id = :d "
+                    "AND bar_time < :b ORDER BY bar_time DESC LIMIT 1"
+                ),
+                {"d": self.dep.id, "b": bar},
+            ).first()
+            now_in = store.capital_at(initial, moves, bar)
+            if prev is None:
+                peak = max(now_in, equity)
+            else:
+                then_in = store.capital_at(initial, moves, pd.Timestamp(prev.bar_time))
+                peak = max(float(prev.peak) + now_in - then_in, equity)
             conn.execute(
                 sa.text(
                     "INSERT INTO trading.balances (deployment_id, bar_time, equity, cash, peak, "
@@ -515,15 +561,22 @@ class Runner:
                 ),
                 {"d": self.dep.id, "b": bar},
             ).scalar_one()
+            moves = store.transfers(conn, self.dep)
+            initial = store.initial_capital(conn, self.dep)
             day_start = conn.execute(
                 sa.text(
-                    "SELECT equity FROM trading.balances WHERE deployment_id = :d AND "
+                    "SELECT bar_time, equity FROM trading.balances WHERE deployment_id = :d AND "
                     "bar_time < date_trunc('day', CAST(:b AS timestamptz) AT TIME ZONE 'UTC') "
                     "AT TIME ZONE 'UTC' ORDER BY bar_time DESC LIMIT 1"
                 ),
                 {"d": self.dep.id, "b": bar},
-            ).scalar()
-        day_start = float(day_start if day_start is not None else self.dep.capital)
+            ).first()
+        now_in = store.capital_at(initial, moves, bar)
+        if day_start is None:
+            day_start = now_in
+        else:  # shifted by the money moved since, so a transfer is no gain or loss
+            then_in = store.capital_at(initial, moves, pd.Timestamp(day_start.bar_time))
+            day_start = float(day_start.equity) + now_in - then_in
         drawdown = 1.0 - equity / float(peak)
         loss = 1.0 - equity / day_start
         if risk.get("max_drawdown") and drawdown >= float(risk["max_drawdown"]):

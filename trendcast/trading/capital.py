@@ -1,0 +1,117 @@
+"""A paper deployment's capital change as an audited transfer of cash into or out of its account.
+
+The new capital is recorded with the amount moved (a ``capital`` event: who, when, from, to,
+amount, reason) and is in effect at the close of the first bar the runner steps after the last
+one it stepped: the runner deposits it into (or withdraws it from) the paper account there,
+after that open's fills and before the decision, so the strategy sizes ``weight x equity`` on
+the new equity, and ``deploy reconcile`` gives the backtest the same cash at that bar. Binance
+deployments are refused: their capital is the venue's balance, moved at the venue.
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from trendcast.errors import InputError
+from trendcast.trading import deployments as store
+
+
+def free_cash(conn: Connection, dep: store.Deployment) -> dict[str, float]:
+    """Per symbol, the cash a withdrawal may take: the sleeve's cash at the last stepped bar,
+    or none when it holds a position or sent orders at that bar (its cash then changes at the
+    next open, before the withdrawal would take effect): reduce positions first."""
+    if dep.last_bar is None:
+        return {s: dep.sleeve_capital for s in dep.symbols}
+    parts = (
+        conn.execute(
+            sa.text(
+                "SELECT positions FROM trading.balances WHERE deployment_id = :d AND bar_time = :b"
+            ),
+            {"d": dep.id, "b": dep.last_bar},
+        ).scalar()
+        or {}
+    )
+    busy = set(
+        conn.execute(
+            sa.text(
+                "SELECT DISTINCT symbol FROM trading.orders WHERE deployment_id = :d "
+                "AND bar_time = :b"
+            ),
+            {"d": dep.id, "b": dep.last_bar},
+        ).scalars()
+    )
+    free = {}
+    for symbol in dep.symbols:
+        part = parts.get(symbol) or {}
+        flat = float(part.get("shares") or 0.0) == 0.0 and symbol not in busy
+        free[symbol] = float(part.get("cash") or 0.0) if flat else 0.0
+    return free
+
+
+def set_capital(
+    conn: Connection,
+    name: str,
+    capital: float,
+    actor: str,
+    reason: str,
+    details: dict | None = None,
+) -> float:
+    """Move a paper deployment to ``capital`` (inside the caller's transaction); returns the
+    amount transferred. A withdrawal beyond the free cash is refused and writes nothing."""
+    if not reason.strip():
+        raise InputError("reason: must say why the capital moves")
+    if not capital > 0:
+        raise InputError(f"capital {capital}: must be > 0")
+    conn.execute(
+        sa.text("SELECT 1 FROM trading.deployments WHERE name = :n FOR UPDATE"), {"n": name}
+    )
+    dep = store.get(conn, name)
+    if dep.broker != "paper":
+        raise InputError(
+            f"deployment {name!r}: broker {dep.broker}: its capital is the venue's balance; "
+            "move the money at the venue (only paper deployments take a capital transfer)"
+        )
+    if dep.state in ("stopped", "killed"):
+        raise InputError(f"deployment {name!r}: is {dep.state}; its capital no longer moves")
+    amount = float(capital) - dep.capital
+    if amount < 0:
+        share = -amount / len(dep.symbols)
+        free = free_cash(conn, dep)
+        short = [s for s in dep.symbols if share > free[s] + 1e-9]
+        if short:
+            raise InputError(
+                f"deployment {name!r}: withdrawal {-amount:,.2f} ({share:,.2f} per symbol) "
+                f"exceeds the free cash of {', '.join(f'{s} ({free[s]:,.2f})' for s in short)}; "
+                "a withdrawal takes only the cash of sleeves that hold no position and sent no "
+                "order at the last bar: reduce positions first"
+            )
+    conn.execute(
+        sa.text("UPDATE trading.deployments SET capital = :c WHERE id = :d"),
+        {"c": float(capital), "d": dep.id},
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO trading.events (deployment_id, kind, subject, details, actor) "
+            "VALUES (:d, 'capital', :s, CAST(:x AS jsonb), :a)"
+        ),
+        {
+            "d": dep.id,
+            "s": "deposit" if amount >= 0 else "withdrawal",
+            "x": json.dumps(
+                {
+                    "from": dep.capital,
+                    "to": float(capital),
+                    "amount": amount,
+                    # in effect at the close of the first bar stepped after this one
+                    "after_bar": dep.last_bar.isoformat() if dep.last_bar else None,
+                    "reason": reason,
+                    **(details or {}),
+                }
+            ),
+            "a": actor,
+        },
+    )
+    return amount
