@@ -373,3 +373,104 @@ def test_backtest_is_logged_to_mlflow_with_config_and_weights(streams, mlflow_ur
     local = client.download_artifacts(run_id, "weights.csv", str(home))
     weights = pd.read_csv(local, index_col=0)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_apply_moves_cash_into_a_running_paper_deployment(streams, db_url):
+    """`apply` between runs: the transfer is in the event log, the next entries are sized on
+    the new equity, reconcile stays exact; a withdrawal from an invested sleeve is refused and
+    writes nothing."""
+    from trendcast.trading import deployments as trading
+    from trendcast.trading.lifecycle import create, run_pending
+    from trendcast.trading.reconcile import reconcile
+
+    env, home = streams
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        times = (
+            conn.execute(
+                sa.text(
+                    "SELECT open_time FROM market.bars WHERE symbol = 'EURUSD' AND "
+                    "interval = '1h' ORDER BY open_time LIMIT 700"
+                )
+            )
+            .scalars()
+            .all()
+        )
+
+    def deployment(name, strategy, params, capital):
+        create(
+            engine,
+            name=name,
+            strategy=strategy,
+            params=params,
+            model=None,
+            symbols=["EURUSD"],
+            interval="1h",
+            broker="paper",
+            capital=capital,
+            risk={},
+            start=pd.Timestamp(times[400]),
+            warmup=300,
+        )
+        run_pending(engine, name, bars=40)
+        return trading.get(engine, name)
+
+    sma = deployment("pf-xfer-sma", "sma-crossover", {"fast": 5, "slow": 20}, 10.0)
+    config = _config(home, "p-xfer")
+    assert run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", env=env).returncode == 0
+    with engine.connect() as conn:
+        weights = conn.execute(
+            sa.text(
+                "SELECT report -> 'latest_weights' FROM portfolio.runs WHERE portfolio = "
+                "'p-xfer' ORDER BY id DESC LIMIT 1"
+            )
+        ).scalar_one()
+    members = [dict(m) for m in MEMBERS]
+    funded = max(members, key=lambda m: weights.get(m["name"], 0.0))  # a weight well above 0
+    funded["deployment"] = sma.name
+    config = _config(home, "p-xfer", members=members)
+    assert run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", env=env).returncode == 0
+    done = run_cli("portfolio", "apply", "p-xfer", "--reason", "fund it", env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    after = trading.get(engine, sma.name)
+    assert after.capital > 1_000  # the weight of 100,000, far above the 10 it had
+    logged = trading.events(engine, sma, ("capital",))
+    assert len(logged) == 1 and logged[0]["actor"] == "portfolio-tester"
+    assert logged[0]["details"]["amount"] == pytest.approx(after.capital - 10.0)
+    assert logged[0]["details"]["why"] == "fund it"
+    run_pending(engine, sma.name, bars=120)
+    assert len(trading.events(engine, sma, ("transfer_applied",))) == 1
+    with engine.connect() as conn:
+        entries = (
+            conn.execute(
+                sa.text(
+                    "SELECT quote_quantity FROM trading.orders WHERE deployment_id = :d AND "
+                    "purpose = 'entry' AND bar_time > :b ORDER BY bar_time"
+                ),
+                {"d": sma.id, "b": sma.last_bar},
+            )
+            .scalars()
+            .all()
+        )
+    assert entries and entries[0] > 100  # sized on the new equity, not on the 10 it had
+    result = reconcile(engine, sma.name)
+    assert result.fills_live == result.fills_backtest > 0
+    assert result.max_equity_diff <= 1e-9 and result.equal, result.differences[:3]
+
+    # buy-and-hold is always invested: its sleeve has no free cash, so a cut is refused
+    held = deployment("pf-xfer-bh", "buy-and-hold", {}, 10_000_000.0)
+    members = [dict(m) for m in MEMBERS]
+    members[3]["deployment"] = held.name
+    config = _config(home, "p-xfer-out", members=members)
+    assert run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", env=env).returncode == 0
+    refused = run_cli("portfolio", "apply", "p-xfer-out", "--reason", "cut", env=env)
+    assert refused.returncode == 1
+    assert held.name in refused.stderr and "reduce positions first" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert trading.get(engine, held.name).capital == 10_000_000.0
+    assert trading.events(engine, held, ("capital",)) == []
+    with engine.connect() as conn:
+        assert not conn.execute(
+            sa.text("SELECT 1 FROM portfolio.events WHERE portfolio = 'p-xfer-out'")
+        ).first()
+    engine.dispose()
