@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from trendcast.errors import InputError
 from trendcast.trading import deployments as store
@@ -115,3 +116,48 @@ def set_capital(
         },
     )
     return amount
+
+
+def shifted(conn: Connection, dep: store.Deployment, then, bar) -> float:
+    """A reference equity (``then``: (bar_time, value), or ``None`` for the capital put in)
+    carried to ``bar`` by the money moved in or out between them, so that a transfer is no
+    gain or loss for the peak and the day's first equity."""
+    moves = store.transfers(conn, dep)
+    initial = store.initial_capital(conn, dep)
+    now_in = store.capital_at(initial, moves, bar)
+    if then is None:
+        return now_in
+    when, value = then
+    return float(value) + now_in - store.capital_at(initial, moves, pd.Timestamp(when))
+
+
+def fund(engine: Engine, dep: store.Deployment, broker, bar) -> None:
+    """Move the transfers in effect at ``bar`` into the venue's account (after the open's
+    fills, before the decision sizes on them), once each: the ``transfer_applied`` event is
+    written in the same transaction as the cash. A venue without ``transfer`` is skipped."""
+    transfer = getattr(broker, "transfer", None)
+    if transfer is None:
+        return
+    n = len(dep.symbols)
+    with engine.begin() as conn:
+        done = set(
+            conn.execute(
+                sa.text(
+                    "SELECT subject FROM trading.events WHERE deployment_id = :d "
+                    "AND kind = 'transfer_applied'"
+                ),
+                {"d": dep.id},
+            ).scalars()
+        )
+        for move in store.transfers(conn, dep):
+            if str(move.id) in done or not move.effective(bar):
+                continue
+            for symbol in dep.symbols:
+                transfer(conn, symbol, move.amount / n)
+            store.event(
+                conn,
+                dep.id,
+                "transfer_applied",
+                str(move.id),
+                {"amount": move.amount, "bar": bar, "venue": broker.name},
+            )

@@ -45,6 +45,7 @@ from trendcast.trading.broker import (
     OrderRequest,
     VenueUnavailable,
 )
+from trendcast.trading.capital import fund, shifted
 from trendcast.trading.inputs import (
     ModelRefused,
     ServedModels,
@@ -454,35 +455,7 @@ class Runner:
         return {"bar": bar, "equity": equity, "targets": decided}
 
     def _fund(self, bar: pd.Timestamp) -> None:
-        """Move the capital transfers in effect at ``bar`` into the venue's account, after the
-        open's fills (synced above) and before the decision sizes on them; once each (the
-        ``transfer_applied`` event is written in the same transaction as the cash)."""
-        transfer = getattr(self.broker, "transfer", None)
-        if transfer is None:
-            return
-        n = len(self.dep.symbols)
-        with self.engine.begin() as conn:
-            done = set(
-                conn.execute(
-                    sa.text(
-                        "SELECT subject FROM trading.events WHERE deployment_id = :d "
-                        "AND kind = 'transfer_applied'"
-                    ),
-                    {"d": self.dep.id},
-                ).scalars()
-            )
-            for move in store.transfers(conn, self.dep):
-                if str(move.id) in done or not move.effective(bar):
-                    continue
-                for symbol in self.dep.symbols:
-                    transfer(conn, symbol, move.amount / n)
-                store.event(
-                    conn,
-                    self.dep.id,
-                    "transfer_applied",
-                    str(move.id),
-                    {"amount": move.amount, "bar": bar, "venue": self.broker.name},
-                )
+        fund(self.engine, self.dep, self.broker, bar)
 
     def _closes(self, bar: pd.Timestamp) -> dict[str, float | None]:
         with self.engine.connect() as conn:
@@ -507,9 +480,6 @@ class Runner:
             parts[symbol] = {"cash": c, "shares": shares, "equity": c + shares * close}
         equity = sum(p["equity"] for p in parts.values())
         with self.engine.begin() as conn:
-            # the peak moves with the money moved in or out, so a transfer is no gain or loss
-            moves = store.transfers(conn, self.dep)
-            initial = store.initial_capital(conn, self.dep)
             prev = conn.execute(
                 sa.text(
                     "SELECT bar_time, peak FROM trading.balances WHERE deployment_id = :d "
@@ -517,12 +487,8 @@ class Runner:
                 ),
                 {"d": self.dep.id, "b": bar},
             ).first()
-            now_in = store.capital_at(initial, moves, bar)
-            if prev is None:
-                peak = max(now_in, equity)
-            else:
-                then_in = store.capital_at(initial, moves, pd.Timestamp(prev.bar_time))
-                peak = max(float(prev.peak) + now_in - then_in, equity)
+            # the peak moves with the money moved in or out: a transfer is no gain or loss
+            peak = max(shifted(conn, self.dep, prev and (prev.bar_time, prev.peak), bar), equity)
             conn.execute(
                 sa.text(
                     "INSERT INTO trading.balances (deployment_id, bar_time, equity, cash, peak, "
@@ -561,8 +527,6 @@ class Runner:
                 ),
                 {"d": self.dep.id, "b": bar},
             ).scalar_one()
-            moves = store.transfers(conn, self.dep)
-            initial = store.initial_capital(conn, self.dep)
             day_start = conn.execute(
                 sa.text(
                     "SELECT bar_time, equity FROM trading.balances WHERE deployment_id = :d AND "
@@ -571,12 +535,7 @@ class Runner:
                 ),
                 {"d": self.dep.id, "b": bar},
             ).first()
-        now_in = store.capital_at(initial, moves, bar)
-        if day_start is None:
-            day_start = now_in
-        else:  # shifted by the money moved since, so a transfer is no gain or loss
-            then_in = store.capital_at(initial, moves, pd.Timestamp(day_start.bar_time))
-            day_start = float(day_start.equity) + now_in - then_in
+            day_start = shifted(conn, self.dep, day_start and tuple(day_start), bar)
         drawdown = 1.0 - equity / float(peak)
         loss = 1.0 - equity / day_start
         if risk.get("max_drawdown") and drawdown >= float(risk["max_drawdown"]):
