@@ -133,7 +133,8 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	@echo "latest weights applied to the paper deployment's capital (audited), members checked against"
 	@echo "their backtest band:"
 	$(TC) portfolio backtest --config portfolios/demo.yaml
-	$(TC) portfolio apply demo --reason "$(DEMO_PORTFOLIO_REASON)"
+	@echo "(a withdrawal beyond the deployment's free cash, e.g. a zero weight after a loss, is refused)"
+	-$(TC) portfolio apply demo --reason "$(DEMO_PORTFOLIO_REASON)"
 	$(TC) portfolio status demo
 	$(TC) portfolio check demo
 	$(TC) up --with dashboard
