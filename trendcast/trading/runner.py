@@ -90,18 +90,32 @@ class Runner:
 
     # -- state from the database -----------------------------------------------------------
 
-    def sleeve(self, conn, symbol: str, bar=None) -> tuple[float, float, float]:
+    def sleeve(
+        self, conn, symbol: str, bar=None, *, held: bool = False
+    ) -> tuple[float, float, float]:
         """(cash, shares, weight) of a symbol's sleeve from its fills before ``bar`` closed (a
         restart may already have recorded later fills of orders it sent before dying; a live
-        venue stamps a fill a moment after the open it traded at, so not "up to the open")."""
+        venue stamps a fill a moment after the open it traded at, so not "up to the open").
+
+        ``held``: what the account holds when deciding at ``bar``: every fill of the orders
+        decided before it, a late one (filled after ``bar`` closed) included, so a delayed
+        entry is never entered a second time."""
         cash, shares = self.dep.sleeve_capital, 0.0
         for side, qty, price, fee in conn.execute(
             sa.text(
-                "SELECT side, quantity, price, fee FROM trading.fills "
-                "WHERE deployment_id = :d AND symbol = :s "
-                "AND (CAST(:e AS timestamptz) IS NULL OR time < :e) ORDER BY time, id"
+                "SELECT f.side, f.quantity, f.price, f.fee FROM trading.fills f "
+                "JOIN trading.orders o ON o.id = f.order_id "
+                "WHERE f.deployment_id = :d AND f.symbol = :s "
+                "AND (CAST(:e AS timestamptz) IS NULL OR f.time < :e "
+                "OR (:held AND o.bar_time < :b)) ORDER BY f.time, f.id"
             ),
-            {"d": self.dep.id, "s": symbol, "e": None if bar is None else bar + self.step_len},
+            {
+                "d": self.dep.id,
+                "s": symbol,
+                "e": None if bar is None else bar + self.step_len,
+                "b": bar,
+                "held": held,
+            },
         ).all():
             signed = qty if side == "buy" else -qty
             cash -= signed * price + fee
@@ -243,8 +257,8 @@ class Runner:
                 r.client_order_id: r
                 for r in conn.execute(
                     sa.text(
-                        "SELECT id, client_order_id, intended_price FROM trading.orders "
-                        "WHERE deployment_id = :d AND symbol = :s"
+                        "SELECT id, client_order_id, intended_price, bar_time "
+                        "FROM trading.orders WHERE deployment_id = :d AND symbol = :s"
                     ),
                     {"d": self.dep.id, "s": symbol},
                 ).all()
@@ -285,6 +299,7 @@ class Runner:
                         fill.client_order_id,
                         {"price": fill.price, "quantity": fill.quantity, "slippage": slippage},
                     )
+                    self._late_fill(conn, symbol, order, fill)
                     if band and slippage > band:
                         wide.append((fill, slippage))
         for fill, slippage in wide:
@@ -300,6 +315,34 @@ class Runner:
                 threshold=band,
                 symbol=symbol,
             )
+
+    def _late_fill(self, conn, symbol: str, order, fill) -> None:
+        """Audit a fill that landed on a bar after the one its order was meant for (the stored
+        bar after its decision bar): the backtest traded it earlier."""
+        following = conn.execute(
+            sa.text(
+                "SELECT open_time FROM market.bars WHERE symbol = :s AND "
+                "interval = CAST(:i AS market.bar_interval) AND open_time > :b "
+                "ORDER BY open_time LIMIT 2"
+            ),
+            {"s": symbol, "i": self.dep.interval, "b": order.bar_time},
+        ).scalars()
+        meant, after = [*following, None, None][:2]
+        if meant is None or after is None or pd.Timestamp(fill.time) < pd.Timestamp(after):
+            return
+        store.event(
+            conn,
+            self.dep.id,
+            "late_fill",
+            fill.client_order_id,
+            {
+                # dated by the decision bar, like the order's other events
+                "bar": pd.Timestamp(order.bar_time).isoformat(),
+                "meant_for": pd.Timestamp(meant).isoformat(),
+                "time": pd.Timestamp(fill.time).isoformat(),
+                "reason": f"filled at {pd.Timestamp(fill.time)}, meant for {pd.Timestamp(meant)}",
+            },
+        )
 
     def _venue_down(self, exc: Exception) -> None:
         with self.engine.begin() as conn:
@@ -424,19 +467,18 @@ class Runner:
         closes = self._closes(bar)
         with self.engine.connect() as conn:
             sleeves = {s: self.sleeve(conn, s, bar) for s in self.dep.symbols}
+            held = {s: self.sleeve(conn, s, bar, held=True) for s in self.dep.symbols}
         equity = self._snapshot(bar, sleeves, closes)
         tripped = self._limits(bar, equity)
         if tripped:
-            self.flatten(bar, sleeves, closes, kind="kill_switch", reason=tripped)
+            self.flatten(bar, held, closes, kind="kill_switch", reason=tripped)
             return {"bar": bar, "killed": tripped}
         now = self.clock()
         stale = not self.replayed and now - (bar + self.step_len) > 2 * self.step_len
         version = None if stale else self._current_version()
         decided = {}
         for symbol in self.dep.symbols:
-            decided[symbol] = self._decide(
-                bar, symbol, sleeves[symbol], closes, stale, version, now
-            )
+            decided[symbol] = self._decide(bar, symbol, held[symbol], closes, stale, version, now)
         with self.engine.begin() as conn:
             conn.execute(
                 sa.text(
@@ -543,6 +585,19 @@ class Runner:
             ).first()
         if done is not None:  # decided before a restart: its orders were synced above
             return done.target
+        waiting = self._open_order(symbol)
+        if waiting is not None:
+            reason = f"waiting: order {waiting} is still open at the venue"
+            with self.engine.begin() as conn:
+                self._decision(conn, symbol, bar, version, None, None, reason)
+                store.event(
+                    conn,
+                    self.dep.id,
+                    "decision_waiting",
+                    symbol,
+                    {"bar": bar, "reason": reason, "order": waiting},
+                )
+            return None
         skipped = None
         if stale:
             skipped = f"stale: bar closed {bar + self.step_len}, now {now:%Y-%m-%d %H:%M}"
@@ -634,6 +689,18 @@ class Runner:
         for row in intents:
             self._submit(row)
         return want
+
+    def _open_order(self, symbol: str) -> str | None:
+        """The client id of the sleeve's oldest order not yet final after the sync: while one
+        is open no new order is sent, or a delayed entry could be filled twice."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.text(
+                    "SELECT client_order_id FROM trading.orders WHERE deployment_id = :d "
+                    "AND symbol = :s AND status NOT IN :final ORDER BY id LIMIT 1"
+                ).bindparams(sa.bindparam("final", expanding=True)),
+                {"d": self.dep.id, "s": symbol, "final": sorted(TERMINAL)},
+            ).scalar()
 
     def _decision(self, conn, symbol, bar, version, prediction, target, skipped) -> None:
         conn.execute(
