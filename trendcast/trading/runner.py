@@ -39,7 +39,6 @@ from trendcast.gaps import step_offset
 from trendcast.strategy import make_strategy
 from trendcast.trading import deployments as store
 from trendcast.trading.broker import (
-    TERMINAL,
     Broker,
     OrderRejected,
     OrderRequest,
@@ -53,6 +52,7 @@ from trendcast.trading.inputs import (
     strategy_frame,
 )
 from trendcast.trading.legs import Leg, client_order_id, plan_legs
+from trendcast.trading.open_orders import late_fill, open_order
 
 log = logging.getLogger("trendcast.trading")
 
@@ -299,7 +299,7 @@ class Runner:
                         fill.client_order_id,
                         {"price": fill.price, "quantity": fill.quantity, "slippage": slippage},
                     )
-                    self._late_fill(conn, symbol, order, fill)
+                    late_fill(conn, self.dep, symbol, order, fill)
                     if band and slippage > band:
                         wide.append((fill, slippage))
         for fill, slippage in wide:
@@ -315,34 +315,6 @@ class Runner:
                 threshold=band,
                 symbol=symbol,
             )
-
-    def _late_fill(self, conn, symbol: str, order, fill) -> None:
-        """Audit a fill that landed on a bar after the one its order was meant for (the stored
-        bar after its decision bar): the backtest traded it earlier."""
-        following = conn.execute(
-            sa.text(
-                "SELECT open_time FROM market.bars WHERE symbol = :s AND "
-                "interval = CAST(:i AS market.bar_interval) AND open_time > :b "
-                "ORDER BY open_time LIMIT 2"
-            ),
-            {"s": symbol, "i": self.dep.interval, "b": order.bar_time},
-        ).scalars()
-        meant, after = [*following, None, None][:2]
-        if meant is None or after is None or pd.Timestamp(fill.time) < pd.Timestamp(after):
-            return
-        store.event(
-            conn,
-            self.dep.id,
-            "late_fill",
-            fill.client_order_id,
-            {
-                # dated by the decision bar, like the order's other events
-                "bar": pd.Timestamp(order.bar_time).isoformat(),
-                "meant_for": pd.Timestamp(meant).isoformat(),
-                "time": pd.Timestamp(fill.time).isoformat(),
-                "reason": f"filled at {pd.Timestamp(fill.time)}, meant for {pd.Timestamp(meant)}",
-            },
-        )
 
     def _venue_down(self, exc: Exception) -> None:
         with self.engine.begin() as conn:
@@ -585,7 +557,7 @@ class Runner:
             ).first()
         if done is not None:  # decided before a restart: its orders were synced above
             return done.target
-        waiting = self._open_order(symbol)
+        waiting = open_order(self.engine, self.dep.id, symbol)
         if waiting is not None:
             reason = f"waiting: order {waiting} is still open at the venue"
             with self.engine.begin() as conn:
@@ -689,18 +661,6 @@ class Runner:
         for row in intents:
             self._submit(row)
         return want
-
-    def _open_order(self, symbol: str) -> str | None:
-        """The client id of the sleeve's oldest order not yet final after the sync: while one
-        is open no new order is sent, or a delayed entry could be filled twice."""
-        with self.engine.connect() as conn:
-            return conn.execute(
-                sa.text(
-                    "SELECT client_order_id FROM trading.orders WHERE deployment_id = :d "
-                    "AND symbol = :s AND status NOT IN :final ORDER BY id LIMIT 1"
-                ).bindparams(sa.bindparam("final", expanding=True)),
-                {"d": self.dep.id, "s": symbol, "final": sorted(TERMINAL)},
-            ).scalar()
 
     def _decision(self, conn, symbol, bar, version, prediction, target, skipped) -> None:
         conn.execute(
@@ -821,17 +781,3 @@ class Runner:
                 "deployment stopped",
                 action="review the deployment; create a new one to trade again",
             )
-
-
-def open_orders_unknown(engine: Engine, dep: store.Deployment) -> list[str]:
-    """Client ids of orders whose outcome is not final (unreconciled)."""
-    with engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.text(
-                    "SELECT client_order_id FROM trading.orders WHERE deployment_id = :d "
-                    "AND status NOT IN :final ORDER BY id"
-                ).bindparams(sa.bindparam("final", expanding=True)),
-                {"d": dep.id, "final": sorted(TERMINAL)},
-            ).scalars()
-        )
