@@ -245,14 +245,20 @@ def test_a_delayed_entry_is_never_entered_twice(engine, eurusd, venue, late):
     assert [pd.Timestamp(w["bar"]) for w in waiting] == [start + i * HOUR for i in range(1, late)]
     assert all(w["order"] == entry for w in waiting)
     with engine.connect() as conn:
-        skipped = conn.execute(
+        decisions = pd.read_sql(
             sa.text(
-                "SELECT count(*) FROM trading.decisions WHERE deployment_id = :d "
-                "AND skipped LIKE 'waiting: order ' || :c || '%'"
+                "SELECT bar_time, target, skipped FROM trading.decisions "
+                "WHERE deployment_id = :d ORDER BY bar_time"
             ),
-            {"d": dep.id, "c": entry},
-        ).scalar()
-    assert skipped == late - 1
+            conn,
+            params={"d": dep.id},
+        )
+    # the waiting bars' decisions say so; once the entry was final, deciding resumed (holding)
+    assert list(decisions["skipped"].notna()) == [False] + [True] * (late - 1) + [False] * (
+        8 - late
+    )
+    assert decisions["skipped"].dropna().str.startswith(f"waiting: order {entry}").all()
+    assert (decisions.loc[decisions["skipped"].isna(), "target"] == 1.0).all()
     result = reconcile(engine, dep.name)
     assert not result.equal and result.differences  # the backtest entered `late` bars earlier
     assert result.unexplained == []

@@ -557,24 +557,13 @@ class Runner:
             ).first()
         if done is not None:  # decided before a restart: its orders were synced above
             return done.target
-        waiting = open_order(self.engine, self.dep.id, symbol)
-        if waiting is not None:
-            reason = f"waiting: order {waiting} is still open at the venue"
-            with self.engine.begin() as conn:
-                self._decision(conn, symbol, bar, version, None, None, reason)
-                store.event(
-                    conn,
-                    self.dep.id,
-                    "decision_waiting",
-                    symbol,
-                    {"bar": bar, "reason": reason, "order": waiting},
-                )
-            return None
-        skipped = None
+        skipped, waiting = None, None
         if stale:
             skipped = f"stale: bar closed {bar + self.step_len}, now {now:%Y-%m-%d %H:%M}"
         elif closes.get(f"{symbol}@") != bar:
             skipped = "no bar for this symbol"
+        elif (waiting := open_order(self.engine, self.dep.id, symbol)) is not None:
+            skipped = f"waiting: order {waiting} is still open at the venue"
         frame = None
         if skipped is None:
             versions = self.versions(symbol)
@@ -598,7 +587,11 @@ class Runner:
             with self.engine.begin() as conn:
                 self._decision(conn, symbol, bar, version, None, None, skipped)
                 store.event(
-                    conn, self.dep.id, "decision_skipped", symbol, {"bar": bar, "reason": skipped}
+                    conn,
+                    self.dep.id,
+                    "decision_waiting" if waiting else "decision_skipped",
+                    symbol,
+                    {"bar": bar, "reason": skipped} | ({"order": waiting} if waiting else {}),
                 )
             return None
         strategy = with_costs(
