@@ -195,9 +195,11 @@ bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by 
 	$(VENV)/bin/python -m benchmarks.bench_features
 	$(VENV)/bin/python -m benchmarks.bench_backtest
 	$(VENV)/bin/python -m benchmarks.bench_serving
+	$(VENV)/bin/python -m benchmarks.profile_serving
 	$(VENV)/bin/python -m benchmarks.bench_venue
 	$(VENV)/bin/python -m benchmarks.bench_deploy
 	$(VENV)/bin/python -m benchmarks.bench_portfolio
+	$(VENV)/bin/python -m benchmarks.bench_cluster
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down

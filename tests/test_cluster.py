@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,9 @@ GRID = {
 }
 
 
-AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
+AWS = {  # moto's server takes any credentials: made per run, so no literal looks like a secret
+    "AWS_ACCESS_KEY_ID": uuid.uuid4().hex,
+    "AWS_SECRET_ACCESS_KEY": uuid.uuid4().hex,
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }

@@ -209,3 +209,58 @@ def test_kill_9_after_the_venue_took_the_order_then_restart_never_duplicates_it(
     result = reconcile(engine, dep.name)
     assert result.equal and result.bars == 30, result.differences[:3]
     assert venue_orders(venue) == len(our_orders(engine, dep)) == 1
+
+
+def events_of(engine, dep, kind) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT subject, details FROM trading.events WHERE deployment_id = :d "
+                "AND kind = :k ORDER BY id"
+            ),
+            {"d": dep.id, "k": kind},
+        ).all()
+    return [{"subject": r.subject, **r.details} for r in rows]
+
+
+@pytest.mark.parametrize("late", [1, 2])
+def test_a_delayed_entry_is_never_entered_twice(engine, eurusd, venue, late):
+    """The venue fills the entry ``late`` bars after its bar: while it is open the runner sends
+    nothing for the sleeve (the decision waits, naming the order), the late fill is counted in
+    the next decision, and reconcile explains every difference by the recorded events."""
+    delayed = {"kind": "delayed", "bars": late}
+    assert httpx.post(f"{venue.url}/replay/order-faults", json={"faults": [delayed]}).is_success
+    dep = deploy_and_step(engine, eurusd, venue, "buy-and-hold", {}, 8)
+    ours = our_orders(engine, dep)
+    # one order at the venue and on record: the entry, filled once, late
+    assert list(ours["purpose"]) == ["entry"] and list(ours["status"]) == ["filled"]
+    assert venue_orders(venue) == 1
+    entry = ours["client_order_id"].iloc[0]
+    start = pd.Timestamp(eurusd["open_time"].iloc[START_ROW])
+    [late_fill] = events_of(engine, dep, "late_fill")
+    assert late_fill["subject"] == entry
+    assert pd.Timestamp(late_fill["time"]) == start + (1 + late) * HOUR
+    # the bars decided while the entry was open waited on it, naming it
+    waiting = events_of(engine, dep, "decision_waiting")
+    assert [pd.Timestamp(w["bar"]) for w in waiting] == [start + i * HOUR for i in range(1, late)]
+    assert all(w["order"] == entry for w in waiting)
+    with engine.connect() as conn:
+        decisions = pd.read_sql(
+            sa.text(
+                "SELECT bar_time, target, skipped FROM trading.decisions "
+                "WHERE deployment_id = :d ORDER BY bar_time"
+            ),
+            conn,
+            params={"d": dep.id},
+        )
+    # the waiting bars' decisions say so; once the entry was final, deciding resumed (holding)
+    assert list(decisions["skipped"].notna()) == [False] + [True] * (late - 1) + [False] * (
+        8 - late
+    )
+    assert decisions["skipped"].dropna().str.startswith(f"waiting: order {entry}").all()
+    assert (decisions.loc[decisions["skipped"].isna(), "target"] == 1.0).all()
+    result = reconcile(engine, dep.name)
+    assert not result.equal and result.differences  # the backtest entered `late` bars earlier
+    assert result.unexplained == []
+    assert {d["kind"] for d in result.differences} >= {"fill_missing", "fill_extra", "equity"}
+    assert all(d["explained_by"].startswith("late_fill") for d in result.differences)

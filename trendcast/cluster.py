@@ -130,6 +130,7 @@ def map_unordered(
     its key). Pending tasks are cancelled when the caller stops (Ctrl-C, an error); a scheduler
     that goes away raises :class:`ClusterLost`."""
     from distributed import as_completed
+    from distributed.comm.core import CommClosedError
 
     client = where.client
     futures = [client.submit(function, *args, key=key, pure=False) for key, args in tasks]
@@ -150,8 +151,15 @@ def map_unordered(
             for future in batch:
                 if future.status == "cancelled":
                     _check_alive(where, done, len(tasks))
+                try:
+                    result = future.result()
+                except (CommClosedError, OSError):
+                    # the scheduler went away while the result was fetched (or the task itself
+                    # raised an OSError: then the scheduler is alive and it propagates)
+                    _check_alive(where, done, len(tasks))
+                    raise
                 done += 1
-                yield future.result()
+                yield result
     finally:
         left = [f for f in futures if not f.done()]
         if left:

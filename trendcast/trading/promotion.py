@@ -51,8 +51,8 @@ def live_requirements(dep: store.Deployment, settings) -> list[str]:
 
 def gates(engine: Engine, dep: store.Deployment, limits: Thresholds, client=None) -> dict:
     """Each gate's (passed, what it got)."""
+    from trendcast.trading.open_orders import open_orders_unknown
     from trendcast.trading.reconcile import reconcile
-    from trendcast.trading.runner import open_orders_unknown
 
     with engine.connect() as conn:
         span = conn.execute(

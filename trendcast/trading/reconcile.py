@@ -6,8 +6,9 @@ seeing the same warm-up history, each symbol on its own share of the capital. Ev
 fill is matched with the backtest's trade at the same bar (signed quantity and price), and the
 equity snapshot of every bar with the backtest's equity at that bar. A difference beyond
 ``tolerance`` (relative) is *explained* when the audit log records, at or before its bar, an
-event that makes the live account leave the backtest's path (a skipped decision, a blocked,
-rejected or expired order, the kill switch, a stop, a refused model); otherwise unexplained.
+event that makes the live account leave the backtest's path (a skipped decision or one waiting
+on an open order, a blocked, rejected or expired order, a late fill, the kill switch, a stop, a
+refused model); otherwise unexplained.
 A capital transfer is no difference: the backtest receives the same cash at the close of the
 bar the runner put it in the account, so both still agree within the tolerance.
 """
@@ -37,6 +38,8 @@ TOLERANCE = 1e-9
 #: Events after which the live account may rightly leave the backtest's path.
 DIVERGING = (
     "decision_skipped",
+    "decision_waiting",
+    "late_fill",
     "order_blocked",
     "order_rejected",
     "order_expired",

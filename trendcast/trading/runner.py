@@ -39,7 +39,6 @@ from trendcast.gaps import step_offset
 from trendcast.strategy import make_strategy
 from trendcast.trading import deployments as store
 from trendcast.trading.broker import (
-    TERMINAL,
     Broker,
     OrderRejected,
     OrderRequest,
@@ -54,6 +53,7 @@ from trendcast.trading.inputs import (
     strategy_frame,
 )
 from trendcast.trading.legs import Leg, client_order_id, plan_legs
+from trendcast.trading.open_orders import late_fill, open_order
 
 log = logging.getLogger("trendcast.trading")
 
@@ -91,21 +91,35 @@ class Runner:
 
     # -- state from the database -----------------------------------------------------------
 
-    def sleeve(self, conn, symbol: str, bar=None) -> tuple[float, float, float]:
+    def sleeve(
+        self, conn, symbol: str, bar=None, *, held: bool = False
+    ) -> tuple[float, float, float]:
         """(cash, shares, weight) of a symbol's sleeve from its fills before ``bar`` closed (a
         restart may already have recorded later fills of orders it sent before dying; a live
-        venue stamps a fill a moment after the open it traded at, so not "up to the open")."""
+        venue stamps a fill a moment after the open it traded at, so not "up to the open").
+
+        ``held``: what the account holds when deciding at ``bar``: every fill of the orders
+        decided before it, a late one (filled after ``bar`` closed) included, so a delayed
+        entry is never entered a second time."""
         n = len(self.dep.symbols)
         moves = store.transfers(conn, self.dep)
         cash = store.capital_at(store.initial_capital(conn, self.dep), moves, bar) / n
         shares = 0.0
         for side, qty, price, fee in conn.execute(
             sa.text(
-                "SELECT side, quantity, price, fee FROM trading.fills "
-                "WHERE deployment_id = :d AND symbol = :s "
-                "AND (CAST(:e AS timestamptz) IS NULL OR time < :e) ORDER BY time, id"
+                "SELECT f.side, f.quantity, f.price, f.fee FROM trading.fills f "
+                "JOIN trading.orders o ON o.id = f.order_id "
+                "WHERE f.deployment_id = :d AND f.symbol = :s "
+                "AND (CAST(:e AS timestamptz) IS NULL OR f.time < :e "
+                "OR (:held AND o.bar_time < :b)) ORDER BY f.time, f.id"
             ),
-            {"d": self.dep.id, "s": symbol, "e": None if bar is None else bar + self.step_len},
+            {
+                "d": self.dep.id,
+                "s": symbol,
+                "e": None if bar is None else bar + self.step_len,
+                "b": bar,
+                "held": held,
+            },
         ).all():
             signed = qty if side == "buy" else -qty
             cash -= signed * price + fee
@@ -247,8 +261,8 @@ class Runner:
                 r.client_order_id: r
                 for r in conn.execute(
                     sa.text(
-                        "SELECT id, client_order_id, intended_price FROM trading.orders "
-                        "WHERE deployment_id = :d AND symbol = :s"
+                        "SELECT id, client_order_id, intended_price, bar_time "
+                        "FROM trading.orders WHERE deployment_id = :d AND symbol = :s"
                     ),
                     {"d": self.dep.id, "s": symbol},
                 ).all()
@@ -289,6 +303,7 @@ class Runner:
                         fill.client_order_id,
                         {"price": fill.price, "quantity": fill.quantity, "slippage": slippage},
                     )
+                    late_fill(conn, self.dep, symbol, order, fill)
                     if band and slippage > band:
                         wide.append((fill, slippage))
         for fill, slippage in wide:
@@ -429,19 +444,18 @@ class Runner:
         closes = self._closes(bar)
         with self.engine.connect() as conn:
             sleeves = {s: self.sleeve(conn, s, bar) for s in self.dep.symbols}
+            held = {s: self.sleeve(conn, s, bar, held=True) for s in self.dep.symbols}
         equity = self._snapshot(bar, sleeves, closes)
         tripped = self._limits(bar, equity)
         if tripped:
-            self.flatten(bar, sleeves, closes, kind="kill_switch", reason=tripped)
+            self.flatten(bar, held, closes, kind="kill_switch", reason=tripped)
             return {"bar": bar, "killed": tripped}
         now = self.clock()
         stale = not self.replayed and now - (bar + self.step_len) > 2 * self.step_len
         version = None if stale else self._current_version()
         decided = {}
         for symbol in self.dep.symbols:
-            decided[symbol] = self._decide(
-                bar, symbol, sleeves[symbol], closes, stale, version, now
-            )
+            decided[symbol] = self._decide(bar, symbol, held[symbol], closes, stale, version, now)
         with self.engine.begin() as conn:
             conn.execute(
                 sa.text(
@@ -555,11 +569,13 @@ class Runner:
             ).first()
         if done is not None:  # decided before a restart: its orders were synced above
             return done.target
-        skipped = None
+        skipped, waiting = None, None
         if stale:
             skipped = f"stale: bar closed {bar + self.step_len}, now {now:%Y-%m-%d %H:%M}"
         elif closes.get(f"{symbol}@") != bar:
             skipped = "no bar for this symbol"
+        elif (waiting := open_order(self.engine, self.dep.id, symbol)) is not None:
+            skipped = f"waiting: order {waiting} is still open at the venue"
         frame = None
         if skipped is None:
             versions = self.versions(symbol)
@@ -583,7 +599,11 @@ class Runner:
             with self.engine.begin() as conn:
                 self._decision(conn, symbol, bar, version, None, None, skipped)
                 store.event(
-                    conn, self.dep.id, "decision_skipped", symbol, {"bar": bar, "reason": skipped}
+                    conn,
+                    self.dep.id,
+                    "decision_waiting" if waiting else "decision_skipped",
+                    symbol,
+                    {"bar": bar, "reason": skipped} | ({"order": waiting} if waiting else {}),
                 )
             return None
         strategy = with_costs(
@@ -766,17 +786,3 @@ class Runner:
                 "deployment stopped",
                 action="review the deployment; create a new one to trade again",
             )
-
-
-def open_orders_unknown(engine: Engine, dep: store.Deployment) -> list[str]:
-    """Client ids of orders whose outcome is not final (unreconciled)."""
-    with engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.text(
-                    "SELECT client_order_id FROM trading.orders WHERE deployment_id = :d "
-                    "AND status NOT IN :final ORDER BY id"
-                ).bindparams(sa.bindparam("final", expanding=True)),
-                {"d": dep.id, "final": sorted(TERMINAL)},
-            ).scalars()
-        )
