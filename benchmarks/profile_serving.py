@@ -35,10 +35,40 @@ SECONDS = 15
 RATE_HZ = 200
 
 
+#: Where a frame's file lives decides who asked for the work: our service, or the framework
+#: (libraries such as numpy, xgboost, pydantic and json work for whoever called them).
+FRAMEWORK = (
+    "_bentoml_impl/",
+    "_bentoml_sdk/",
+    "bentoml/",
+    "starlette/",
+    "uvicorn/",
+    "h11/",
+    "asyncio/",
+    "anyio/",
+    "opentelemetry/",
+    "click/",
+    "<frozen runpy>",
+)
+
+
+def _owner(frames: list[str]) -> str:
+    """The nearest frame to the sample's leaf that is either ours (serving/, trendcast/) or the
+    framework's (BentoML, Starlette, uvicorn, asyncio) owns the sample."""
+    for frame in reversed(frames):
+        where = frame.rpartition(" (")[2]
+        if where.startswith(("serving/", "trendcast/")):
+            return "ours: " + where.split(":", 1)[0]
+        if where.startswith(FRAMEWORK) or "/bentoml/" in where:
+            return "framework: " + where.split("/", 1)[0]
+    return "other"
+
+
 def summarise(raw: Path, top: int = 15) -> None:
     """Per-thread share of GIL-holding samples, then the most frequent leaf frames."""
     threads: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
+    owners: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -47,12 +77,16 @@ def summarise(raw: Path, top: int = 15) -> None:
         thread = next((f for f in frames if f.startswith("thread ")), "thread ?")
         threads[thread.split(": ", 1)[-1]] += n
         leaves[frames[-1]] += n
+        owners[_owner(frames)] += n
     if not total:
         print("   py-spy recorded no sample (no ptrace permission?)")
         return
     print(f"   {total:,} samples with the GIL held, {SECONDS} s at {RATE_HZ} Hz")
     for name, n in threads.most_common():
         print(f"   thread {name:<16} {n / total:6.1%}")
+    print("   by the code that asked for the work (libraries count for their caller):")
+    for owner, n in owners.most_common():
+        print(f"   {n / total:6.1%}  {owner}")
     print("   frames the samples end in:")
     for frame, n in leaves.most_common(top):
         print(f"   {n / total:6.1%}  {frame[:100]}")
