@@ -330,19 +330,22 @@ def log_inputs(dataset: Dataset, params: dict, symbol: str, interval: str) -> No
             "git_sha": producer_version(),
         }
     )
-    # Our snapshot fingerprint is the digest: MLflow's own digest code breaks on pandas 3
-    # string columns, and ours already identifies the exact rows.
+    mlflow.log_input(dataset_source(dataset), "training")
+    _log_reference(dataset)
+
+
+def dataset_source(dataset: Dataset):
+    """The snapshot as an MLflow dataset. Our snapshot fingerprint is the digest: MLflow's own
+    digest code breaks on pandas 3 string columns, and ours already identifies the exact rows."""
     with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
         warnings.simplefilter("ignore", UserWarning)
-        source = mlflow.data.from_pandas(
+        return mlflow.data.from_pandas(
             dataset.frame,
             source=str(dataset.snapshot.path),
             name=dataset.snapshot.path.name,
             targets="label",
             digest=dataset.snapshot.fingerprint[:16],
         )
-    mlflow.log_input(source, "training")
-    _log_reference(dataset)
 
 
 def train_series(

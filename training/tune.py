@@ -27,11 +27,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT as CONTEXT
 from sqlalchemy.engine import Engine
 
 from training.dataset import Dataset, build_dataset
 from training.grid import GridSpec, Period
-from training.train import Selection, TrainResult, train
+from training.train import Selection, TrainResult, dataset_source, train
 from trendcast.cluster import Placement, map_unordered
 from trendcast.errors import InputError
 from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric, selection_metric
@@ -217,6 +219,16 @@ def run_grid(
     client.log_dict(parent_id, spec.model_dump(mode="json"), "grid/spec.json")
     client.log_param(parent_id, "candidates", len(candidates))
     client.log_param(parent_id, "periods", ",".join(datasets))
+    # The periods' datasets are registered once here, before the candidates run: parallel
+    # candidates logging a dataset the experiment has never seen race on MLflow's insert of it
+    # (a unique-key violation that failed the run); once it exists they only link to it.
+    client.log_inputs(
+        parent_id,
+        datasets=[
+            DatasetInput(dataset_source(d)._to_mlflow_entity(), [InputTag(CONTEXT, "grid")])
+            for d in datasets.values()
+        ],
+    )
     tasks = [(i, params, period) for i, params in enumerate(candidates) for period in datasets]
     workers = min(spec.n_jobs, len(tasks))
     thread_cap = {"n_jobs": max(1, (os.cpu_count() or 1) // workers)}
