@@ -44,7 +44,7 @@ from trendcast.trading.broker import (
     OrderRequest,
     VenueUnavailable,
 )
-from trendcast.trading.capital import fund, shifted
+from trendcast.trading.capital import fund, shifted, stepping
 from trendcast.trading.inputs import (
     ModelRefused,
     ServedModels,
@@ -433,7 +433,13 @@ class Runner:
         return version
 
     def step(self, bar: pd.Timestamp) -> dict:
-        """Sync, snapshot, check the limits, decide and send for bar ``bar``."""
+        """Sync, snapshot, check the limits, decide and send for bar ``bar``, holding the
+        deployment's step lock throughout: a capital change made meanwhile waits for the
+        step to end and takes effect from the next bar, never half-way through this one."""
+        with stepping(self.engine, self.dep.id):
+            return self._step(bar)
+
+    def _step(self, bar: pd.Timestamp) -> dict:
         self.dep = store.get(self.engine, self.dep.name)
         if self.dep.state in ("stopped", "killed"):
             raise store.DeploymentStopped(
