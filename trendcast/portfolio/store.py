@@ -29,9 +29,26 @@ def alias_version(conn, model: str) -> tuple[str, int | None]:
     return name, version
 
 
-def stream_for(engine: Engine, member: Member) -> pd.Series | None:
+def stream_for(engine: Engine, member: Member, live: bool = False) -> pd.Series | None:
     """The member's backtest stream, newest version: a model member's from the training
-    backtest of the version its alias points at; buy-and-hold's from the benchmarks."""
+    backtest of the version its alias points at; buy-and-hold's from the benchmarks.
+
+    ``live``: a member trading on a deployment goes on with that deployment's stored live
+    returns after the backtest's last day, so a member that trades is never taken for one
+    whose stream has ended (the backtest keeps the days both cover)."""
+    backtest = _backtest_stream(engine, member)
+    if not live or not member.deployment:
+        return backtest
+    traded = streams.latest_deployment(engine, member.deployment)
+    if traded is None or traded.empty:
+        return backtest
+    if backtest is None or backtest.empty:
+        return traded
+    after = traded[traded.index > backtest.index[-1]]
+    return pd.concat([backtest, after]) if len(after) else backtest
+
+
+def _backtest_stream(engine: Engine, member: Member) -> pd.Series | None:
     if member.model:
         with engine.connect() as conn:
             name, version = alias_version(conn, member.model)
@@ -64,10 +81,11 @@ def active_members(engine: Engine, config: PortfolioConfig) -> list[Member]:
 
 
 def member_frame(engine: Engine, members: list[Member]) -> pd.DataFrame:
-    """Days x members of daily returns; refuses naming every member without a stream."""
+    """Days x members of daily returns (a deployed member's backtest followed by its live
+    returns); refuses naming every member without a stream."""
     found, missing = {}, []
     for member in members:
-        series = stream_for(engine, member)
+        series = stream_for(engine, member, live=True)
         if series is None or series.empty:
             missing.append(member.name)
         else:

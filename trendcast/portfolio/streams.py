@@ -160,6 +160,16 @@ def record_report(engine: Engine, report, actor: str = "trendcast", model: str |
     return kept
 
 
+def _returns(conn, stream_id: int) -> pd.Series:
+    rows = conn.execute(
+        sa.text("SELECT day, ret FROM portfolio.stream_returns WHERE stream_id = :i ORDER BY day"),
+        {"i": stream_id},
+    ).all()
+    return pd.Series(
+        [r.ret for r in rows], index=pd.DatetimeIndex([r.day for r in rows]), dtype=float
+    )
+
+
 def latest(engine: Engine, mid: str, sources: tuple[str, ...]) -> pd.Series | None:
     """The newest version of ``mid``'s stream from the first of ``sources`` that has one."""
     with engine.connect() as conn:
@@ -171,35 +181,53 @@ def latest(engine: Engine, mid: str, sources: tuple[str, ...]) -> pd.Series | No
                 ),
                 {"m": mid, "s": source},
             ).scalar()
-            if stream is None:
-                continue
-            rows = conn.execute(
-                sa.text(
-                    "SELECT day, ret FROM portfolio.stream_returns WHERE stream_id = :i "
-                    "ORDER BY day"
-                ),
-                {"i": stream},
-            ).all()
-            return pd.Series(
-                [r.ret for r in rows], index=pd.DatetimeIndex([r.day for r in rows]), dtype=float
-            )
+            if stream is not None:
+                return _returns(conn, stream)
     return None
 
 
 def deployment_returns(engine: Engine, deployment: str) -> pd.Series:
-    """A deployment's daily returns from its recorded equity (``trading.balances``)."""
+    """A deployment's daily returns from its recorded equity (``trading.balances``), net of
+    the capital moved in or out: a bar's return is its equity less the transfers that entered
+    the account at it, over the previous bar's equity (time-weighted), so a deposit or a
+    withdrawal is no gain or loss of the strategy."""
+    from trendcast.trading import deployments as trading
+
     with engine.connect() as conn:
+        dep = trading.get(conn, deployment)
+        moves = trading.transfers(conn, dep)
         rows = conn.execute(
             sa.text(
-                "SELECT b.bar_time, b.equity FROM trading.balances b JOIN trading.deployments d "
-                "ON d.id = b.deployment_id WHERE d.name = :n ORDER BY b.bar_time"
+                "SELECT bar_time, equity FROM trading.balances WHERE deployment_id = :d "
+                "ORDER BY bar_time"
             ),
-            {"n": deployment},
+            {"d": dep.id},
         ).all()
     if len(rows) < 2:
         return pd.Series(dtype=float)
-    equity = pd.Series([r.equity for r in rows], index=pd.DatetimeIndex([r.bar_time for r in rows]))
-    return daily_returns(equity)
+    times = pd.DatetimeIndex([r.bar_time for r in rows]).tz_convert("UTC")
+    equity = np.array([float(r.equity) for r in rows])
+    growth = np.ones(len(rows))
+    for i in range(1, len(rows)):
+        moved = sum(
+            t.amount for t in moves if t.effective(times[i]) and not t.effective(times[i - 1])
+        )
+        if equity[i - 1] > 0:
+            growth[i] = (equity[i] - moved) / equity[i - 1]
+    return daily_returns(pd.Series(np.cumprod(growth), index=times))
+
+
+def latest_deployment(engine: Engine, deployment: str) -> pd.Series | None:
+    """The newest stored live stream of ``deployment`` (``record_deployment``)."""
+    with engine.connect() as conn:
+        stream = conn.execute(
+            sa.text(
+                "SELECT id FROM portfolio.streams WHERE source = 'deployment' "
+                "AND inputs ->> 'deployment' = :d ORDER BY id DESC LIMIT 1"
+            ),
+            {"d": deployment},
+        ).scalar()
+        return None if stream is None else _returns(conn, stream)
 
 
 def record_deployment(engine: Engine, deployment: str, actor: str = "trendcast"):
