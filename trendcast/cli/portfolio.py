@@ -82,18 +82,30 @@ def portfolio_backtest(
         out.print(f"MLflow run {mlflow_run} (experiment 'portfolios')")
 
 
+def _money(value) -> str:
+    return "-" if value is None or value != value else f"{value:,.2f}"
+
+
 def _status_table(title: str, frame) -> Table:
+    """Targets against what each deployment holds (equity plus transfers not yet in it)."""
     table = Table(title=title)
-    for column in ("member", "weight", "target", "deployment", "actual"):
-        table.add_column(column, justify="left" if column in ("member", "deployment") else "right")
+    columns = ("member", "weight", "target", "deployment", "actual", "capital in", "to move",
+               "pending", "state")  # fmt: skip
+    for column in columns:
+        left = column in ("member", "deployment", "state")
+        table.add_column(column, justify="left" if left else "right")
     for row in frame.itertuples():
-        actual = row.actual_capital
+        member = row.member + (f" ({row.note})" if row.note else "")
         table.add_row(
-            row.member,
+            member,
             f"{row.weight:.1%}",
             f"{row.target_capital:,.2f}",
             row.deployment if isinstance(row.deployment, str) else "-",
-            "-" if actual is None or actual != actual else f"{actual:,.2f}",
+            _money(row.actual_capital),
+            _money(row.capital_in),
+            _money(row.to_move),
+            _money(row.pending),
+            row.state,
         )
     return table
 
@@ -103,7 +115,8 @@ def portfolio_apply(
     name: str = typer.Argument(..., help="Portfolio name."),
     reason: str = typer.Option(..., help="Why the capital moves (audited)."),
 ) -> None:
-    """Set each paper deployment's capital from the latest weights (audited)."""
+    """Bring each paper deployment to its target from the latest weights (audited); a cut
+    beyond the free cash takes what is free and leaves the rest pending."""
     from trendcast.portfolio import service
 
     frame = service.apply(_engine(), name, service.actor(), reason)
@@ -112,7 +125,7 @@ def portfolio_apply(
 
 @portfolio_app.command("status")
 def portfolio_status(name: str = typer.Argument(..., help="Portfolio name.")) -> None:
-    """Target capital from the latest weights against each deployment's actual capital."""
+    """Target capital from the latest weights against what each deployment holds."""
     from trendcast.portfolio import service
 
     out.print(_status_table(f"portfolio {name}", service.targets(_engine(), name)))
@@ -154,7 +167,8 @@ def portfolio_streams(
     for row in store.list_streams(engine).itertuples():
         table.add_row(
             row.member_id, row.source, str(row.version), row.strategy,
-            json.dumps(row.params, sort_keys=True), ",".join(row.symbols), row.model or "",
+            json.dumps(row.params, sort_keys=True), ",".join(row.symbols),
+            row.model if isinstance(row.model, str) else "",  # pandas reads None as NaN
             str(row.days), str(row.first_day), str(row.last_day),
         )  # fmt: skip
     out.print(table)

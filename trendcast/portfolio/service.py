@@ -17,7 +17,6 @@ from trendcast.portfolio import store
 from trendcast.portfolio.allocate import CASH
 from trendcast.portfolio.config import Member, PortfolioConfig, parse_config
 from trendcast.portfolio.evaluate import PortfolioReport, evaluate
-from trendcast.trading.capital import set_capital
 
 log = logging.getLogger("trendcast.portfolio")
 
@@ -29,8 +28,11 @@ def backtest(
     engine: Engine, config: PortfolioConfig, actor: str, tracking_uri: str | None = None
 ) -> tuple[PortfolioReport, int, str | None]:
     """Walk the portfolio forward on its members' stored streams; record the run (and, with
-    a tracking URI, an MLflow run in ``portfolios`` with the config and the weights)."""
+    a tracking URI, an MLflow run in ``portfolios`` with the config and the weights). The
+    live streams of the members' deployments are recorded first, from their equity, so a
+    deployed member goes on past its backtest with what it really earned."""
     members = store.active_members(engine, config)
+    record_live(engine, members, actor)
     frame = store.member_frame(engine, members)
     report = evaluate(frame, config)
     run_id = None
@@ -41,99 +43,197 @@ def backtest(
     return report, store.save_run(engine, report, actor, run_id), run_id
 
 
+def record_live(engine: Engine, members: list[Member], actor: str) -> None:
+    """Store each member's deployment's live stream (a deployment not created yet, or not
+    stepped yet, has none)."""
+    from trendcast.portfolio import streams
+    from trendcast.trading.deployments import DeploymentNotFound
+
+    for name in sorted({m.deployment for m in members if m.deployment}):
+        try:
+            streams.record_deployment(engine, name, actor)
+        except DeploymentNotFound:
+            log.info("deployment %s: not created yet, no live stream", name)
+
+
 def _config_of(engine: Engine, name: str) -> tuple[PortfolioConfig, dict]:
     run = store.latest_run(engine, name)
     return parse_config(run["config"], f"portfolio {name}"), run
 
 
+#: A deployment keeps at least this equity: a zero weight withdraws down to it (a paper
+#: account with no money at all has no return, and its loss limits divide by its equity).
+MIN_EQUITY = 1e-6
+#: Capital within this of its target is at its target (floats, and cents nobody moves).
+TOLERANCE = 1e-6
+
+
+def _replacements(engine: Engine, name: str) -> dict[str, Member]:
+    """Members replaced since they were backtested: name -> the bench member replacing it."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT m.name, b.spec FROM portfolio.members m JOIN portfolio.members b "
+                "ON b.portfolio = m.portfolio AND b.name = m.replaced_by "
+                "WHERE m.portfolio = :p AND m.status = 'replaced'"
+            ),
+            {"p": name},
+        ).all()
+    return {r.name: Member.model_validate(r.spec) for r in rows}
+
+
+def _slots(engine: Engine, config: PortfolioConfig, weights: dict) -> list[dict]:
+    """(member, weight, spec, note) per member of the latest weights; a member substituted
+    after that backtest hands its weight to its replacement and keeps none itself, so an
+    applied substitution moves the capital at the next apply, not at the next backtest."""
+    specs = {m.name: m for m in (*config.members, *config.bench)}
+    replaced = _replacements(engine, config.name)
+    slots = []
+    for member, weight in weights.items():
+        if member == CASH:
+            continue
+        new = replaced.get(member)
+        if new is not None and new.name not in weights:
+            slots.append({"member": member, "weight": 0.0, "spec": specs.get(member),
+                          "note": f"replaced by {new.name}"})  # fmt: skip
+            slots.append({"member": new.name, "weight": float(weight), "spec": new,
+                          "note": f"replaces {member}"})  # fmt: skip
+        else:
+            slots.append({"member": member, "weight": float(weight), "spec": specs.get(member),
+                          "note": ""})  # fmt: skip
+    return slots
+
+
+def _move(target: float, held) -> tuple[float, float]:
+    """(amount to transfer now, remainder pending) to bring ``held`` to ``target``: a cut
+    takes what is free now and leaves the rest pending until positions close."""
+    gap = max(target, MIN_EQUITY) - held.equity
+    if abs(gap) <= TOLERANCE * max(1.0, abs(target)):
+        return 0.0, 0.0
+    if gap > 0:
+        return gap, 0.0
+    now = min(-gap, max(0.0, held.withdrawable - MIN_EQUITY))
+    if now <= TOLERANCE:
+        now = 0.0
+    return -now, -gap - now
+
+
 def targets(engine: Engine, name: str) -> pd.DataFrame:
-    """Per member: its latest weight, the capital that makes, its deployment and the capital
-    that deployment holds now."""
+    """Per member: its latest weight, the capital that makes, its deployment, what that
+    deployment holds (equity at its last bar plus transfers not yet in it), the capital put
+    in, what `apply` would move now and what would stay pending, and whether it is at its
+    target."""
+    from trendcast.trading import capital as money
+    from trendcast.trading import deployments as trading
+
     config, run = _config_of(engine, name)
     weights = run["report"]["latest_weights"]
-    specs = {m.name: m for m in store.active_members(engine, config)}
     rows = []
     with engine.connect() as conn:
-        for member, weight in weights.items():
-            if member == CASH:
-                continue
-            spec = specs.get(member)
-            deployment = spec.deployment if spec else None
-            actual = None
-            if deployment:
-                actual = conn.execute(
-                    sa.text("SELECT capital FROM trading.deployments WHERE name = :n"),
-                    {"n": deployment},
-                ).scalar()
-            rows.append(
-                {
-                    "member": member,
-                    "weight": float(weight),
-                    "target_capital": float(weight) * config.capital,
-                    "deployment": deployment,
-                    "actual_capital": actual,
-                }
-            )
-    rows.append(
-        {
-            "member": CASH,
-            "weight": float(weights.get(CASH, 0.0)),
-            "target_capital": float(weights.get(CASH, 0.0)) * config.capital,
-            "deployment": None,
-            "actual_capital": None,
-        }
-    )
+        for slot in _slots(engine, config, weights):
+            spec = slot["spec"]
+            row = {
+                "member": slot["member"],
+                "weight": slot["weight"],
+                "target_capital": slot["weight"] * config.capital,
+                "deployment": spec.deployment if spec else None,
+                "actual_capital": None,
+                "capital_in": None,
+                "to_move": None,
+                "pending": None,
+                "state": "",
+                "note": slot["note"],
+            }
+            if row["deployment"]:
+                try:
+                    dep = trading.get(conn, row["deployment"])
+                except trading.DeploymentNotFound:
+                    row["state"] = "no such deployment"
+                else:
+                    held = money.holding(conn, dep)
+                    now, pending = _move(row["target_capital"], held)
+                    row.update(
+                        actual_capital=held.equity,
+                        capital_in=dep.capital,
+                        to_move=now,
+                        pending=pending,
+                        state=_state(now, pending),
+                    )
+            rows.append(row)
+    cash = float(weights.get(CASH, 0.0))
+    rows.append({"member": CASH, "weight": cash, "target_capital": cash * config.capital,
+                 "deployment": None, "actual_capital": None, "capital_in": None,
+                 "to_move": None, "pending": None, "state": "", "note": ""})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-#: A deployment's capital must stay above zero (trading.deployments CHECK): a zero weight
-#: leaves the deployment at this floor instead (it then holds no meaningful position).
-MIN_CAPITAL = 1e-6
+def _state(now: float, pending: float) -> str:
+    if pending > 0:
+        return "pending: positions open" if now == 0 else "apply: partly pending"
+    return "matched" if now == 0 else "apply to match"
 
 
 def apply(engine: Engine, name: str, actor: str, reason: str) -> pd.DataFrame:
-    """Set each paper deployment's capital to its member's target, in one transaction, each
-    change audited (who, when, from, to, weight, reason). Live deployments are refused: their
-    capital moves with money, not with a command."""
+    """Bring each paper deployment to its member's target (weight x capital) by a transfer
+    of the difference with what it holds (its equity, not the capital once put in), in one
+    transaction, each after the deployment's running bar step, each audited (who, when,
+    from, to, amount, weight, pending, reason). A cut takes only the free cash; the rest
+    stays pending (audited, shown by `status`) until positions close and `apply` runs again.
+    A deployment at its target moves nothing (applying twice moves money once). Live and
+    venue deployments are refused: their capital moves with money, not with a command."""
+    from trendcast.trading import capital as money
+    from trendcast.trading import deployments as trading
+
     if not reason.strip():
         raise InputError("reason: must say why the capital moves")
-    table = targets(engine, name)
-    deployed = table[table["deployment"].notna()]
-    if deployed.empty:
+    config, run = _config_of(engine, name)
+    slots = _slots(engine, config, run["report"]["latest_weights"])
+    deployed = [s for s in slots if s["spec"] is not None and s["spec"].deployment]
+    if not deployed:
         raise InputError(f"portfolio {name!r}: no member names a deployment to apply to")
     with engine.begin() as conn:
-        for row in deployed.itertuples():
+        for slot in deployed:
+            member, deployment = slot["member"], slot["spec"].deployment
+            money.hold_steps(conn, deployment)  # before the row lock: the step takes it last
             current = conn.execute(
-                sa.text(
-                    "SELECT id, capital, broker, stage FROM trading.deployments WHERE name = :n "
-                    "FOR UPDATE"
-                ),
-                {"n": row.deployment},
+                sa.text("SELECT broker, stage FROM trading.deployments WHERE name = :n FOR UPDATE"),
+                {"n": deployment},
             ).first()
             if current is None:
-                raise InputError(f"member {row.member}: deployment {row.deployment!r} not found")
+                raise InputError(f"member {member}: deployment {deployment!r} not found")
             if current.broker != "paper" or current.stage == "live":
                 raise InputError(
-                    f"member {row.member}: deployment {row.deployment!r} is {current.stage} on "
+                    f"member {member}: deployment {deployment!r} is {current.stage} on "
                     f"{current.broker}; portfolio apply sets paper deployments only (a venue "
                     "account's capital is its balance: move the money at the venue)"
                 )
-            capital = max(row.target_capital, MIN_CAPITAL)
-            set_capital(
-                conn, row.deployment, capital, actor, reason, {"portfolio": name, "why": reason}
-            )
+            dep = trading.get(conn, deployment)
+            held = money.holding(conn, dep)
+            target = slot["weight"] * config.capital
+            now, pending = _move(target, held)
+            if now == 0 and pending == 0:
+                continue
+            if now:
+                money.transfer(conn, deployment, now, actor, reason,
+                               {"portfolio": name, "why": reason})  # fmt: skip
             store.event(
                 conn,
                 name,
                 "apply",
                 reason,
                 actor,
-                member=row.member,
-                deployment=row.deployment,
+                member=member,
+                deployment=deployment,
                 details={
-                    "from_capital": current.capital,
-                    "to_capital": capital,
-                    "weight": row.weight,
+                    "from_capital": dep.capital,
+                    "to_capital": dep.capital + now,
+                    "weight": slot["weight"],
+                    "target": target,
+                    "equity_before": held.equity,
+                    "amount": now,
+                    "pending": pending,
+                    "free_cash": held.withdrawable,
+                    "substitution": slot["note"] or None,  # applied before the next backtest
                 },
             )
     return targets(engine, name)
@@ -268,7 +368,10 @@ def _act(engine, config, member, verdict, best, gates, actor, webhook) -> dict:
             details=details,
         )
     if substitute:
-        action = f"{best} replaced {member.name}; rerun `trendcast portfolio backtest` and apply"
+        action = (
+            f"{best} replaced {member.name}: `trendcast portfolio apply` gives it "
+            f"{member.name}'s weight now; the next `portfolio backtest` refits"
+        )
     elif best:
         action = f"replace {member.name} with {best} (passes the gates), or set auto_substitute"
     else:
