@@ -133,9 +133,13 @@ demo: setup  ## Start the stack, load history, ingest live bars, derive features
 	@echo "latest weights applied to the paper deployment's capital (audited), members checked against"
 	@echo "their backtest band:"
 	$(TC) portfolio backtest --config portfolios/demo.yaml
-	@echo "(a withdrawal beyond the deployment's free cash, e.g. a zero weight after a loss, is refused)"
-	-$(TC) portfolio apply demo --reason "$(DEMO_PORTFOLIO_REASON)"
+	@echo "Applied: the paper deployment gets the difference between its target and its equity, audited (a cut"
+	@echo "beyond its free cash takes what is free and shows the rest pending until positions close):"
+	$(TC) portfolio apply demo --reason "$(DEMO_PORTFOLIO_REASON)"
 	$(TC) portfolio status demo
+	@echo "The deployment trades on with the new cash from its next bar; the reconcile stays exact:"
+	$(TC) deploy run $(DEMO_DEPLOYMENT) --until $(REPLAY_START)
+	$(TC) deploy reconcile $(DEMO_DEPLOYMENT)
 	$(TC) portfolio check demo
 	$(TC) up --with dashboard
 	$(TC) bars

@@ -257,19 +257,31 @@ def test_demo_path_up_load_status_down(stack_env):
         timeout=10,
     )
     assert found.status_code == 200
-    # applied to the paper deployment the model member names: its capital moves, audited
+    # applied to the paper deployment the model member names: it gets the difference between
+    # its target and its equity, audited; status then shows it matched (or, when the demo
+    # deployment held a position at its last bar and the weight asks for a cut, the pending
+    # remainder); it trades on with the new cash and reconciles exactly
     weight = built["latest_weights"]["model-EURUSD"]
-    before = json.loads(run_cli("deploy", "status", demo, "--json", env=env).stdout)["deployment"]
+    held = json.loads(run_cli("deploy", "status", demo, "--json", env=env).stdout)
+    before, equity = held["deployment"], held["balance"]["equity"]
     applied = run_cli("portfolio", "apply", "demo", "--reason", "demo rebalance", env=env)
+    assert applied.returncode == 0, applied.stderr + applied.stdout
     shown = run_cli("portfolio", "status", "demo", env=env)
-    assert shown.returncode == 0 and "demo-eurusd" in shown.stdout
-    target = f"{max(weight * 100_000, 1e-6):,.2f}"
-    if applied.returncode == 0:  # a deposit, or a withdrawal within the sleeve's free cash
-        assert shown.stdout.count(target) >= 2, (target, shown.stdout)  # target == actual
-    else:  # a withdrawal beyond the free cash (e.g. a zero weight after a loss): refused
-        assert "demo-eurusd" in applied.stderr and "free cash" in applied.stderr
-        assert weight * 100_000 < before["capital"], applied.stderr
-        assert f"{before['capital']:,.2f}" in shown.stdout  # nothing moved
+    assert shown.returncode == 0, shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "demo-eurusd" in line)
+    target = max(weight * 100_000, 1e-6)
+    after = json.loads(run_cli("deploy", "status", demo, "--json", env=env).stdout)["deployment"]
+    moved = after["capital"] - before["capital"]
+    if "matched" in row:
+        assert row.count(f"{target:,.2f}") >= 2, (target, row)  # target == actual
+        assert moved == pytest.approx(target - equity, abs=1e-6)
+    else:  # a cut beyond the free cash: what is free moved, the rest shown pending
+        assert "pending: positions open" in row or "partly pending" in row, row
+        assert target < equity and -moved < equity - target
+    ran = run_cli("deploy", "run", demo, "--until", "2017-10-02T00:00:00Z", env=env)
+    assert ran.returncode == 0, ran.stderr
+    rechecked = json.loads(run_cli("deploy", "reconcile", demo, "--json", env=env).stdout)
+    assert rechecked["equal"] and rechecked["max_equity_diff"] <= 1e-9, rechecked
     checked = run_cli("portfolio", "check", "demo", env=env)
     assert checked.returncode == 0, checked.stderr + checked.stdout
 
