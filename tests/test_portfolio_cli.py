@@ -520,7 +520,7 @@ def _times(engine) -> list:
         )
 
 
-def _running(engine, name: str, capital: float, bars: int):
+def _running(engine, name: str, capital: float, bars: int, risk: dict | None = None):
     """A paper sma-crossover deployment on EURUSD, stepped ``bars`` bars."""
     from trendcast.trading import deployments as trading
     from trendcast.trading.lifecycle import create, run_pending
@@ -536,7 +536,7 @@ def _running(engine, name: str, capital: float, bars: int):
         interval="1h",
         broker="paper",
         capital=capital,
-        risk={},
+        risk=risk or {},
         start=pd.Timestamp(times[400]),
         warmup=300,
     )
@@ -595,7 +595,8 @@ def test_a_zero_weight_member_is_withdrawn_to_the_floor_after_a_loss_or_a_gain(
     """The target is compared with what the deployment holds (its equity), not with the
     capital once put in: after a loss the whole equity leaves (not the capital, which the
     account no longer has), after a gain the gains leave too (the capital put in goes below
-    zero). Applying twice moves money once; the reconcile stays exact."""
+    zero). Applying twice moves money once; the reconcile stays exact, and the cut trips no
+    loss limit (the peak and the day's first equity scale with it)."""
     from trendcast.trading import deployments as trading
     from trendcast.trading.lifecycle import run_pending
     from trendcast.trading.reconcile import reconcile
@@ -603,7 +604,7 @@ def test_a_zero_weight_member_is_withdrawn_to_the_floor_after_a_loss_or_a_gain(
     env, home = streams
     engine = sa.create_engine(db_url)
     name = f"pf-zero-{outcome}"
-    _running(engine, name, 10_000.0, bars=20)
+    _running(engine, name, 10_000.0, bars=20, risk={"max_drawdown": 0.2, "daily_loss": 0.2})
     want = (lambda e: e < 10_000) if outcome == "loss" else (lambda e: e > 10_000)
     equity = _step_until(engine, name, lambda flat, e: flat and want(e))
     members = [dict(m) for m in MEMBERS]
@@ -633,6 +634,13 @@ def test_a_zero_weight_member_is_withdrawn_to_the_floor_after_a_loss_or_a_gain(
     assert applied == 1
     run_pending(engine, name, bars=60)
     assert len(trading.events(engine, dep, ("transfer_applied",))) == 1
+    assert trading.get(engine, name).state == "running"  # not killed by its own cut
+    with engine.connect() as conn:
+        worst = conn.execute(
+            sa.text("SELECT max(drawdown) FROM trading.balances WHERE deployment_id = :d"),
+            {"d": dep.id},
+        ).scalar_one()
+    assert worst < 0.2
     result = reconcile(engine, name)
     assert result.max_equity_diff <= 1e-9 and result.equal, result.differences[:3]
     _, left = _flat(engine, name)

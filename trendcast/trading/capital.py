@@ -210,15 +210,30 @@ def transfer(
 
 def shifted(conn: Connection, dep: store.Deployment, then, bar) -> float:
     """A reference equity (``then``: (bar_time, value), or ``None`` for the capital put in)
-    carried to ``bar`` by the money moved in or out between them, so that a transfer is no
-    gain or loss for the peak and the day's first equity."""
+    carried to ``bar`` across the money moved in or out between them, so that a transfer is no
+    gain or loss for the peak and the day's first equity: each transfer scales the reference
+    by the ratio it changed the account's equity by (its equity at the bar the transfer was
+    made after, plus the amount, over that equity), so the drawdown and the day's loss keep
+    their size as a fraction: a sleeve cut to almost nothing after a loss is not taken for one
+    that lost almost everything. Without that equity (or with none left) it adds the amount."""
     moves = store.transfers(conn, dep)
-    initial = store.initial_capital(conn, dep)
-    now_in = store.capital_at(initial, moves, bar)
     if then is None:
-        return now_in
-    when, value = then
-    return float(value) + now_in - store.capital_at(initial, moves, pd.Timestamp(when))
+        return store.capital_at(store.initial_capital(conn, dep), moves, bar)
+    when, value = pd.Timestamp(then[0]), float(then[1])
+    for move in moves:
+        if not move.effective(bar) or move.effective(when):
+            continue
+        base = conn.execute(
+            sa.text(
+                "SELECT equity FROM trading.balances WHERE deployment_id = :d AND bar_time = :b"
+            ),
+            {"d": dep.id, "b": move.after_bar},
+        ).scalar()
+        if base is not None and base > 0 and base + move.amount > 0:
+            value *= (base + move.amount) / base
+        else:
+            value += move.amount
+    return value
 
 
 def fund(engine: Engine, dep: store.Deployment, broker, bar) -> None:
