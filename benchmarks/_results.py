@@ -160,7 +160,8 @@ class Recorder:
         params: dict | None = None,
         measures: Iterable[str] = (),
     ) -> None:
-        self.name, self.title, self.script = name, title, script
+        self.name, self.title = name, title
+        self.script = str(Path(script).resolve().relative_to(REPO))
         self.description = " ".join(description.split())
         self.params = dict(params or {})
         self.measures = list(measures)
