@@ -254,7 +254,18 @@ class Recorder:
         return next(p.seconds for p in self.phases if p.name == phase)
 
     def write(self) -> Path:
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        # results written earlier in the same `make bench` do not make the tree dirty
+        dirty = bool(
+            _git(
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!benchmarks/results",
+                ":!benchmarks/RESULTS.md",
+            )
+        )
         result = Result(
             name=self.name,
             title=self.title,
