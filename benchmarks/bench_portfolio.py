@@ -139,12 +139,6 @@ def main() -> None:
             label=f"{method}: time, ours / direct",
         )
         rec.figure(
-            f"{method}_rss_ratio",
-            a.peak_rss_mb / b.peak_rss_mb,
-            "x",
-            label=f"{method}: peak RSS, ours / direct",
-        )
-        rec.figure(
             f"{method}_traced_ratio",
             (ta.peak_traced_mb or 0) / max(tb.peak_traced_mb or 0, 1e-9),
             "x",
