@@ -702,8 +702,12 @@ def test_apply_waits_for_a_bar_step_in_progress(streams, db_url):
     engine = sa.create_engine(db_url)
     name = "pf-midbar"
     dep = _running(engine, name, 10.0, bars=30)
+    config = _config(home, "p-midbar")
+    assert run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", env=env).returncode == 0
+    weights = _weights(engine, "p-midbar")
     members = [dict(m) for m in MEMBERS]
-    members[0].update(deployment=name, min_weight=0.3)
+    funded = max(members, key=lambda m: weights.get(m["name"], 0.0))  # a weight well above 0
+    funded["deployment"] = name
     config = _config(home, "p-midbar", members=members)
     assert run_cli("portfolio", "backtest", "-c", config, "--no-mlflow", env=env).returncode == 0
 
@@ -747,7 +751,7 @@ def test_apply_waits_for_a_bar_step_in_progress(streams, db_url):
     assert out["apply"].returncode == 0, out["apply"].stderr + out["apply"].stdout
     stepped = out["step"].last["bar"]
     logged = trading.events(engine, dep, ("capital",))
-    assert len(logged) == 1 and logged[0]["details"]["amount"] > 1_000
+    assert len(logged) == 1 and logged[0]["details"]["amount"] > 1_000, out["apply"].stdout
     assert pd.Timestamp(logged[0]["details"]["after_bar"]) == stepped  # the bar just stepped
     run_pending(engine, name, bars=40)
     assert len(trading.events(engine, dep, ("transfer_applied",))) == 1

@@ -114,7 +114,7 @@ def _move(target: float, held) -> tuple[float, float]:
         return gap, 0.0
     now = min(-gap, max(0.0, held.withdrawable - MIN_EQUITY))
     if now <= TOLERANCE:
-        now = 0.0
+        return 0.0, -gap
     return -now, -gap - now
 
 
