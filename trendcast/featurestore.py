@@ -43,7 +43,7 @@ def register(engine: Engine, fs: FeatureSet) -> None:
             {"key": fs.key},
         ).first()
         if row is not None:
-            if row.fingerprint != fs.fingerprint:
+            if row.fingerprint != fs.fingerprint and row.fingerprint not in fs.same_bits_as:
                 raise InputError(
                     f"feature set {fs.key}: its definition changed (fingerprint {row.fingerprint} "
                     f"stored, {fs.fingerprint} now); a changed definition needs a new version"
