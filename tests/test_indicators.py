@@ -111,7 +111,7 @@ def test_compiled_window_sums_match_numpy_bit_for_bit():
         x[700] = 1e300  # a huge value swamps its windows: order of additions shows
         for n in range(1, 129):
             for length in (n, n + 1, n + 255, n + 256, n + 257, len(x)):
-                got = kernel(np.ascontiguousarray(x[:length]), n)
+                got = kernel(np.ascontiguousarray(x[:length]), n, np.empty(length - n + 1))
                 want = window_sums.window_sums_numpy(x[:length], n)
                 assert np.array_equal(got.view("int64"), want.view("int64")), (scale, n, length)
 

@@ -51,8 +51,9 @@ def core_v1(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
     out["sma_7_25_diff"] = (sma[7] - sma[25]) / close
     out["sma_25_99_diff"] = (sma[25] - sma[99]) / close
     out["sma_7_99_diff"] = (sma[7] - sma[99]) / close
+    seasonal = ind.seasonal_means(close, phase, SMA_WINDOWS)
     for n in SMA_WINDOWS:
-        out[f"seas_sma_{n}_ratio"] = close / ind.seasonal_mean(close, phase, n) - 1.0
+        out[f"seas_sma_{n}_ratio"] = close / seasonal[n] - 1.0
     for h in RETURN_HORIZONS:
         out[f"logret_{h}"] = ind.log_return(close, h)
     out["vol_20"] = ind.rolling_std(out["logret_1"], 20)

@@ -9,16 +9,21 @@ A value at bar t uses bars <= t only; where a window is not full the value is Na
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from trendcast.window_sums import window_sums
 
 
-def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
-    """Mean of the last ``n`` values at each position (NaN until ``n`` values exist)."""
-    out = np.full(len(x), np.nan)
+def rolling_mean(x: np.ndarray, n: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Mean of the last ``n`` values at each position (NaN until ``n`` values exist), into
+    ``out`` if given (no temporaries: 10M bars pass through memory once)."""
+    out = np.empty(len(x)) if out is None else out
+    out[: n - 1] = np.nan
     if len(x) >= n:
-        out[n - 1 :] = window_sums(x, n) / n
+        window_sums(x, n, out=out[n - 1 :])
+        out[n - 1 :] /= n
     return out
 
 
@@ -29,8 +34,13 @@ def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
     if len(x) >= n:
         total = window_sums(x, n)
         squares = window_sums(x * x, n)
-        variance = np.maximum(squares - total * total / n, 0.0) / (n - 1)
-        out[n - 1 :] = np.sqrt(variance)
+        # max(squares - total * total / n, 0) / (n - 1), in place
+        total *= total
+        total /= n
+        squares -= total
+        np.maximum(squares, 0.0, out=squares)
+        squares /= n - 1
+        np.sqrt(squares, out=out[n - 1 :])
     return out
 
 
@@ -61,14 +71,25 @@ def rsi(close: np.ndarray, n: int = 14) -> np.ndarray:
 def seasonal_mean(x: np.ndarray, phase: np.ndarray, n: int) -> np.ndarray:
     """Mean of the last ``n`` values observed at the same phase (hour of day, minute of hour),
     including the current one: the seasonal counterpart of ``rolling_mean``."""
-    out = np.full(len(x), np.nan)
+    return seasonal_means(x, phase, (n,))[n]
+
+
+def seasonal_means(
+    x: np.ndarray, phase: np.ndarray, windows: tuple[int, ...]
+) -> dict[int, np.ndarray]:
+    """``seasonal_mean`` for several windows, grouping the values by phase once."""
     # phases are small: as int16 the stable sort is a radix sort (the same order, faster)
     small = phase
     if len(phase) and phase.min() >= 0 and phase.max() < 2**15:
         small = phase.astype(np.int16)
     order = np.argsort(small, kind="stable")
-    sorted_phase = phase[order]
-    bounds = np.flatnonzero(np.diff(sorted_phase)) + 1
-    for group in np.split(order, bounds):
-        out[group] = rolling_mean(x[group], n)
-    return out
+    grouped = x[order]  # each phase's values, in time order, side by side
+    edges = [0, *(np.flatnonzero(np.diff(small[order])) + 1).tolist(), len(x)]
+    found = {}
+    for n in windows:
+        means = np.empty(len(x))
+        for start, stop in pairwise(edges):
+            rolling_mean(grouped[start:stop], n, out=means[start:stop])
+        found[n] = np.empty(len(x))
+        found[n][order] = means
+    return found

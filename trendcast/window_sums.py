@@ -31,23 +31,23 @@ _kernel: Callable[[np.ndarray, int], np.ndarray] | None = None
 _kernel_tried = False
 
 
-def window_sums_numpy(x: np.ndarray, n: int) -> np.ndarray:
+def window_sums_numpy(x: np.ndarray, n: int, out: np.ndarray | None = None) -> np.ndarray:
     """The reference: NumPy's own sum of each window (len(x) - n + 1 values)."""
-    return sliding_window_view(x, n).sum(axis=1)
+    return np.sum(sliding_window_view(x, n), axis=1, out=out)
 
 
-def window_sums(x: np.ndarray, n: int) -> np.ndarray:
+def window_sums(x: np.ndarray, n: int, out: np.ndarray | None = None) -> np.ndarray:
     """Sum of each ``n``-wide window of ``x`` (float64, len(x) >= n): ``len(x) - n + 1``
-    values, bit-identical to ``window_sums_numpy``."""
+    values (into ``out`` if given), bit-identical to ``window_sums_numpy``."""
     x = np.ascontiguousarray(x, dtype=np.float64)
-    if len(x) >= COMPILED_FROM and n <= _WIDEST:
+    if len(x) >= COMPILED_FROM and n <= _WIDEST and (out is None or out.flags.c_contiguous):
         kernel = compiled()
         if kernel is not None:
-            return kernel(x, n)
-    return window_sums_numpy(x, n)
+            return kernel(x, n, np.empty(len(x) - n + 1) if out is None else out)
+    return window_sums_numpy(x, n, out)
 
 
-def compiled() -> Callable[[np.ndarray, int], np.ndarray] | None:
+def compiled() -> Callable[[np.ndarray, int, np.ndarray], np.ndarray] | None:
     """The compiled kernel (compiled on first use), or None without Numba or with
     ``TRENDCAST_NO_NUMBA=1`` (the NumPy path gives the same bits)."""
     global _kernel, _kernel_tried
@@ -61,16 +61,15 @@ def compiled() -> Callable[[np.ndarray, int], np.ndarray] | None:
     return _kernel
 
 
-def _build() -> Callable[[np.ndarray, int], np.ndarray]:
+def _build() -> Callable[[np.ndarray, int, np.ndarray], np.ndarray]:
     import numba
 
     njit = numba.njit(nogil=True, cache=False, fastmath=False, error_model="numpy")
 
     @njit
-    def sums(x, n):
+    def sums(x, n, out):
         # per window, NumPy's pairwise_sum for float64 (n <= 128), blocks of windows at once
         m = len(x) - n + 1
-        out = np.empty(m)
         a0, a1, a2, a3 = np.empty(_BLOCK), np.empty(_BLOCK), np.empty(_BLOCK), np.empty(_BLOCK)
         a4, a5, a6, a7 = np.empty(_BLOCK), np.empty(_BLOCK), np.empty(_BLOCK), np.empty(_BLOCK)
         res = np.empty(_BLOCK)
