@@ -2,7 +2,8 @@
 the exchange replay on loopback.
 
 Baseline, measured in the same run: a naive ingester that GETs each symbol's klines and INSERTs
-the closed ones row by row with ON CONFLICT DO NOTHING (no validation, no gap repair, no run records).
+the closed ones row by row with ON CONFLICT DO NOTHING (no validation, no gap repair, no run
+records).
 Like for like: each runs on its own fresh database on the same server, pre-loaded with the same
 history; each first does one warm-up invocation (one new bar per symbol, so connections, pools
 and caches are warm for both), then the clock moves on and the measured invocation fetches and

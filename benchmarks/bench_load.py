@@ -195,7 +195,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=2_000_000)
     parser.add_argument("--slice", type=int, default=50_000, help="rows for row-by-row INSERT")
-    parser.add_argument("--warmup", type=int, default=20_000, help="warm-up rows per table")
+    parser.add_argument("--warmup", type=int, default=5_000, help="warm-up rows per table")
     parser.add_argument("--repeats", type=int, default=3, help="alternating repeats, median")
     parser.add_argument("--skip-reference", action="store_true", help="skip ON CONFLICT path")
     args = parser.parse_args()
@@ -271,8 +271,8 @@ def main() -> int:
         engine.dispose()
 
     loads.sort(key=lambda item: item[0])
-    load_s, first, spent = loads[len(loads) // 2]
-    bare_s = statistics.median(bares)
+    load_s, first, spent = loads[(len(loads) - 1) // 2]  # the median (the lower one if even)
+    bare_s = statistics.median_low(bares)
     n = first.inserted
     load_rate, bare_rate, row_rate = n / load_s, args.bars / bare_s, args.slice / row_s
     label = f"{args.bars:,} bars"
