@@ -185,16 +185,28 @@ def case(rec: Recorder, server: sa.URL, symbols: list[str], new_bars: int) -> No
         label=f"{label}: both wrote every new bar and hold the same bars",
         role="check",
     )
-    exchange_s, commit_s = spent.get("exchange request", 0.0), spent.get("commit", 0.0)
-    rec.figure(
-        f"stage_{k}_exchange_s", exchange_s, "s", label=f"handler, {label}: exchange requests"
-    )
-    rec.figure(f"stage_{k}_commit_s", commit_s, "s", label=f"handler, {label}: commits")
+    # Top-level stages do not overlap: exchange requests, pages stored (validation, COPY,
+    # quarantine, run counts, commit) and the gap scan; the rest is run records, the calendar,
+    # the last stored bar, hole bookkeeping and Python.
+    parts = {
+        "exchange": ("exchange request", "exchange requests"),
+        "store": ("store pages", "store pages (validate, write, quarantine, commit)"),
+        "scan": ("gap scan", "scan the repair window for gaps"),
+    }
+    for part, (stage_name, what) in parts.items():
+        rec.figure(f"stage_{k}_{part}_s", spent.get(stage_name, 0.0), "s", label=f"{label}: {what}")
+    rest = ours_s - sum(spent.get(stage_name, 0.0) for stage_name, _ in parts.values())
     rec.figure(
         f"stage_{k}_rest_s",
-        ours_s - exchange_s - commit_s,
+        rest,
         "s",
-        label=f"handler, {label}: the rest (database reads and writes, Python)",
+        label=f"{label}: the rest (run records, calendar, last bar, holes, Python)",
+    )
+    rec.figure(
+        f"stage_{k}_commit_s",
+        spent.get("commit", 0.0),
+        "s",
+        label=f"{label}: of all that, commits of pages, gaps and holes (driver cursor)",
     )
     if new_bars == 1:
         rec.target("one_bar", f"handler, {label}", ours_s, "<=", 2.0, " s")
