@@ -154,13 +154,15 @@ def case(rec: Recorder, server: sa.URL, symbols: list[str], new_bars: int) -> No
 
     k = f"{new_bars}"
     label = f"{name} new bars"
-    rec.figure(f"ours_{k}_s", ours_s, "s", label=f"handler, {label}")
-    rec.figure(f"ours_{k}_rate", summary["inserted"] / ours_s, "bars/s", label=f"handler, {label}")
+    rec.figure(f"ours_{k}_s", ours_s, "s", label=f"handler time, {label}")
+    rec.figure(
+        f"ours_{k}_rate", summary["inserted"] / ours_s, "bars/s", label=f"handler rate, {label}"
+    )
     rec.figure(
         f"ours_{k}_inserted", summary["inserted"], "bars", label=f"handler, {label}: written"
     )
     rec.figure(f"ours_{k}_errors", ours_errors, "series", label=f"handler, {label}: failed series")
-    rec.figure(f"naive_{k}_s", naive_s, "s", label=f"naive, {label}", role="baseline")
+    rec.figure(f"naive_{k}_s", naive_s, "s", label=f"naive time, {label}", role="baseline")
     rec.figure(
         f"naive_{k}_written", written, "bars", label=f"naive, {label}: written", role="baseline"
     )
@@ -194,22 +196,27 @@ def case(rec: Recorder, server: sa.URL, symbols: list[str], new_bars: int) -> No
         "scan": ("gap scan", "scan the repair window for gaps"),
     }
     for part, (stage_name, what) in parts.items():
-        rec.figure(f"stage_{k}_{part}_s", spent.get(stage_name, 0.0), "s", label=f"{label}: {what}")
+        rec.figure(
+            f"stage_{k}_{part}_s",
+            spent.get(stage_name, 0.0),
+            "s",
+            label=f"handler stage, {label}: {what}",
+        )
     rest = ours_s - sum(spent.get(stage_name, 0.0) for stage_name, _ in parts.values())
     rec.figure(
         f"stage_{k}_rest_s",
         rest,
         "s",
-        label=f"{label}: the rest (run records, calendar, last bar, holes, Python)",
+        label=f"handler stage, {label}: the rest (run records, calendar, last bar, holes)",
     )
     rec.figure(
         f"stage_{k}_commit_s",
         spent.get("commit", 0.0),
         "s",
-        label=f"{label}: of all that, commits of pages, gaps and holes (driver cursor)",
+        label=f"handler stage, {label}: of all that, commits of pages, gaps and holes",
     )
     if new_bars == 1:
-        rec.target("one_bar", f"handler, {label}", ours_s, "<=", 2.0, " s")
+        rec.target("one_bar", f"handler time, {label}", ours_s, "<=", 2.0, " s")
 
 
 def main() -> int:
