@@ -8,6 +8,8 @@ as ``trendcast load-history``. In the same run, on the same server and database:
   table with only the primary key; only the COPY and its commit are timed;
 - baseline: plain row-by-row INSERT (no ON CONFLICT) of a slice of the same rows into an empty
   table of market.bars's schema (same constraints), one transaction; rate per row compares;
+- reference: the same COPY into an empty table with market.bars's constraints (what the CHECKs
+  cost, so the rest of the gap to the anchor is ours);
 - reference: a staging table and ``INSERT … ON CONFLICT DO NOTHING`` (the design the loader
   replaced), into an empty table of the same schema.
 
@@ -80,8 +82,9 @@ def checkpoint(engine: sa.Engine, *tables: str) -> None:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("CHECKPOINT"))
 
 
-def bare_copy(engine: sa.Engine, body: bytes) -> float:
-    """Seconds for COPY + commit of a prebuilt payload into the primary-key-only table."""
+def bare_copy(engine: sa.Engine, body: bytes, table: str = "bench.bare") -> float:
+    """Seconds for COPY + commit of a prebuilt payload into ``table`` (by default the
+    primary-key-only one)."""
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
@@ -89,7 +92,7 @@ def bare_copy(engine: sa.Engine, body: bytes) -> float:
         began = time.perf_counter()
         with conn.cursor() as cur:
             cur.copy_expert(
-                f"COPY bench.bare ({_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
+                f"COPY {table} ({_COLUMNS}) FROM STDIN WITH (FORMAT binary)",
                 stream,
                 size=1 << 20,
             )
@@ -209,7 +212,9 @@ def main() -> int:
             "ingest_time, the `bar_changes` outbox row, the run record, one durable commit). "
             "Anchor, same run and server: the same rows as the same binary COPY payload, built "
             "before timing, copied into a table with only the primary key (COPY and commit "
-            "timed). Baseline: plain row-by-row INSERT, no ON CONFLICT, of a slice of the same "
+            "timed); for reference, the same COPY into a table with market.bars's constraints "
+            "(what the CHECKs cost). Baseline: plain row-by-row INSERT, no ON CONFLICT, of a "
+            "slice of the same "
             "rows into an empty table with market.bars's schema and constraints, one "
             "transaction, compared per row. Every table was warmed the same way (a small load "
             "through the same path, then emptied) and every timed load starts empty after a "
@@ -233,12 +238,13 @@ def main() -> int:
         row_slice = good.iloc[: args.slice]
     loads: list[tuple[float, LoadSummary, dict]] = []
     bares: list[float] = []
+    constrained: list[float] = []
     with scratch_database() as url:
         engine = sa.create_engine(url)
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE SCHEMA bench"))
             conn.execute(sa.text(_BARE_DDL))
-            for table in ("row_by_row", "staged"):
+            for table in ("row_by_row", "staged", "constrained"):
                 conn.execute(
                     sa.text(f"CREATE TABLE bench.{table} (LIKE market.bars INCLUDING ALL)")
                 )
@@ -246,6 +252,7 @@ def main() -> int:
         with rec.phase("warm-up: one small load into each table through its own path"):
             ours(engine, warm_path, WARM_SYMBOL)
             bare_copy(engine, warm_body)
+            bare_copy(engine, warm_body, "bench.constrained")
             row_by_row(engine, warm_rows, WARM_SYMBOL)
             if not args.skip_reference:
                 staging_on_conflict(engine, warm_body)
@@ -253,6 +260,9 @@ def main() -> int:
             checkpoint(engine, "bench.bare")
             with rec.phase(f"bare COPY into a primary-key-only table, repeat {i}"):
                 bares.append(bare_copy(engine, body))
+            checkpoint(engine, "bench.constrained")
+            with rec.phase(f"bare COPY into a table with market.bars's constraints, repeat {i}"):
+                constrained.append(bare_copy(engine, body, "bench.constrained"))
             checkpoint(engine, *ours_tables)
             with rec.phase(f"load-history, repeat {i}"):
                 loads.append(ours(engine, path, SYMBOL))
@@ -280,6 +290,13 @@ def main() -> int:
     rec.figure("load_rate", load_rate, "bars/s", label="load-history rate")
     rec.figure("bare_s", bare_s, "s", label=f"bare binary COPY, {label} (median)", role="baseline")
     rec.figure("bare_rate", bare_rate, "bars/s", label="bare binary COPY rate", role="baseline")
+    rec.figure(
+        "constrained_rate",
+        args.bars / statistics.median_low(constrained),
+        "bars/s",
+        label="the same COPY into a table with market.bars's constraints (its CHECKs' cost)",
+        role="reference",
+    )
     rec.figure(
         "row_rate",
         row_rate,
