@@ -517,12 +517,21 @@ def simulate(
         raise InputError(str(error)) from None
     # naive UTC datetime64: a tz-aware column would become 10M Timestamp objects
     times = pd.DatetimeIndex(frame["open_time"]).tz_convert("UTC").tz_localize(None).to_numpy()
-    trades = pd.DataFrame(raw, columns=TRADE_COLUMNS)
-    if len(trades):
-        trades["entry_time"] = pd.to_datetime(times[trades["entry"].astype(int)], utc=True)
-        trades["exit_time"] = pd.to_datetime(times[trades["exit"].astype(int)], utc=True)
-        trades["reason"] = np.asarray(REASONS)[trades["reason"].to_numpy(dtype=int)]
-    return BacktestResult(times, equity, held, exposure, trades, None, costs, {})
+    return BacktestResult(times, equity, held, exposure, _trade_frame(raw, times), None, costs, {})
+
+
+def _trade_frame(raw: np.ndarray, times: np.ndarray | None = None) -> pd.DataFrame:
+    """The loop's trade rows as a DataFrame: reasons named, entry and exit times when known.
+    Built column by column in one call (inserting columns one at a time costs more than the
+    loop on a short series)."""
+    if not len(raw):
+        return pd.DataFrame(raw, columns=TRADE_COLUMNS)
+    columns = {name: raw[:, i] for i, name in enumerate(TRADE_COLUMNS)}
+    columns["reason"] = np.asarray(REASONS)[raw[:, 6].astype(int)]
+    if times is not None:
+        columns["entry_time"] = pd.to_datetime(times[raw[:, 0].astype(int)], utc=True)
+        columns["exit_time"] = pd.to_datetime(times[raw[:, 1].astype(int)], utc=True)
+    return pd.DataFrame(columns)
 
 
 @dataclass
@@ -584,10 +593,8 @@ def simulate_batch(
     slot = np.cumsum(bounds) - bounds
     done = np.cumsum(counts) - counts
     rows = np.arange(counts.sum()) + np.repeat(slot - done, counts)
-    trades = pd.DataFrame(raw[rows], columns=TRADE_COLUMNS)
+    trades = _trade_frame(raw[rows])
     trades.insert(0, "asset", np.repeat(np.arange(len(counts)), counts))
-    if len(trades):
-        trades["reason"] = np.asarray(REASONS)[trades["reason"].to_numpy(dtype=int)]
     return BatchResult(equity, held, exposure, trades)
 
 
