@@ -160,7 +160,8 @@ class Recorder:
         params: dict | None = None,
         measures: Iterable[str] = (),
     ) -> None:
-        self.name, self.title, self.script = name, title, script
+        self.name, self.title = name, title
+        self.script = str(Path(script).resolve().relative_to(REPO))
         self.description = " ".join(description.split())
         self.params = dict(params or {})
         self.measures = list(measures)
@@ -169,6 +170,7 @@ class Recorder:
         self.phases: list[Phase] = []
         self._load_before = [round(x, 2) for x in os.getloadavg()]
         self._date = datetime.now(UTC)
+        self._commit = _git("rev-parse", "HEAD") or "unknown"
         print(f"== {title}")
         print(f"   {self._date:%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores ({_cpu_model()})")
 
@@ -253,7 +255,19 @@ class Recorder:
         return next(p.seconds for p in self.phases if p.name == phase)
 
     def write(self) -> Path:
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        # results written earlier in the same `make bench` do not make the tree dirty; a commit
+        # made while the benchmark ran does (the code measured is then not one commit's)
+        dirty = self._commit != (_git("rev-parse", "HEAD") or "unknown") or bool(
+            _git(
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!benchmarks/results",
+                ":!benchmarks/RESULTS.md",
+            )
+        )
         result = Result(
             name=self.name,
             title=self.title,
@@ -262,7 +276,7 @@ class Recorder:
                 ["python", "-m", f"benchmarks.{Path(self.script).stem}", *sys.argv[1:]]
             ),
             description=self.description,
-            commit=_git("rev-parse", "HEAD") or "unknown",
+            commit=self._commit,
             dirty=dirty,
             date=self._date.strftime("%Y-%m-%d %H:%M UTC"),
             machine=Machine(

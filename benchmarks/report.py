@@ -94,13 +94,21 @@ def section(r: Result) -> list[str]:
                 p.name,
                 fmt(p.seconds, "s"),
                 fmt(p.peak_rss_mb, "MB"),
+                fmt(p.peak_rss_mb - p.rss_start_mb, "MB"),
                 fmt(p.peak_tree_rss_mb, "MB"),
                 "" if p.peak_traced_mb is None else fmt(p.peak_traced_mb, "MB"),
             ]
             for p in r.phases
         ]
-        header = ["phase", "time", "peak RSS", "peak RSS with children", "tracemalloc peak"]
-        out += ["", *_table(header, rows, "lrrrr")]
+        header = [
+            "phase",
+            "time",
+            "peak RSS",
+            "above the phase's start",
+            "with child processes",
+            "tracemalloc peak",
+        ]
+        out += ["", *_table(header, rows, "lrrrrr")]
     prose = PROSE_DIR / f"{r.name}.md"
     if prose.exists():
         out += ["", "Prose (hand-written; the figures are in the tables above):", ""]

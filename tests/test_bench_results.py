@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from benchmarks import report
 from benchmarks.results_schema import REPO, RESULTS_DIR, Result, load, load_all, stale_sources
 
-BENCHES = sorted(p.stem.removeprefix("bench_") for p in (REPO / "benchmarks").glob("bench_*.py"))
+SCRIPTS = {
+    p.stem.removeprefix("bench_"): p
+    for pattern in ("bench_*.py", "profile_*.py")
+    for p in (REPO / "benchmarks").glob(pattern)
+}
+BENCHES = sorted(SCRIPTS)
 
 
 def test_every_benchmark_has_a_result_and_every_result_a_benchmark():
@@ -27,18 +31,17 @@ def test_every_benchmark_has_a_result_and_every_result_a_benchmark():
 @pytest.mark.parametrize("name", BENCHES)
 def test_result_is_committed_current_and_consistent(name):
     path = RESULTS_DIR / f"{name}.json"
+    script = f"benchmarks/{SCRIPTS[name].name}"
     if not path.exists():
-        pytest.fail(
-            f"no result for benchmarks/bench_{name}.py: run python -m benchmarks.bench_{name}"
-        )
+        pytest.fail(f"no result for {script}: run python -m benchmarks.{SCRIPTS[name].stem}")
     result = load(path)
-    assert result.name == name and Path(result.script).name == f"bench_{name}.py"
+    assert result.name == name and result.script == script
     assert not result.dirty, f"{path.name} was measured on an uncommitted tree"
-    assert f"benchmarks/bench_{name}.py" in result.sources, "the benchmark itself is not hashed"
+    assert script in result.sources, "the benchmark itself is not hashed"
     stale = stale_sources(result)
     assert not stale, (
         f"{path.name} (commit {result.commit[:10]}) is stale: {', '.join(stale)} changed since; "
-        f"rerun python -m benchmarks.bench_{name} on an idle machine"
+        f"rerun python -m benchmarks.{SCRIPTS[name].stem} on an idle machine"
     )
     assert result.figures, "a result with no figures"
     for t in result.targets:
