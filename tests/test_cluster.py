@@ -375,3 +375,75 @@ def test_a_scheduler_lost_mid_grid_fails_with_one_line_and_keeps_finished_runs(c
     assert up.returncode == 0, up.stderr + up.stdout
     parts = {p["name"]: p for p in json.loads(run_cli("status", "--json", env=env).stdout)}
     assert parts["cluster"]["state"] == "up" and "2 worker(s)" in parts["cluster"]["detail"]
+
+
+def portfolio_rows(home: Path, run_id: int) -> tuple[list[tuple], list[tuple]]:
+    """A stored portfolio run's weights and daily returns, in a fixed order."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"postgresql+psycopg2://postgres@/trendcast?host={home}/pg")
+    try:
+        with engine.connect() as conn:
+            weights = conn.execute(
+                sa.text(
+                    "SELECT rebalance, member, weight FROM portfolio.run_weights "
+                    "WHERE run_id = :r ORDER BY rebalance, member"
+                ),
+                {"r": run_id},
+            ).all()
+            returns = conn.execute(
+                sa.text(
+                    "SELECT series, day, ret FROM portfolio.run_returns WHERE run_id = :r "
+                    "ORDER BY series, day"
+                ),
+                {"r": run_id},
+            ).all()
+        return [tuple(w) for w in weights], [tuple(r) for r in returns]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "rebalance",
+    [{"rule": "calendar", "every": "monthly"}, {"rule": "drift", "band": 0.05}],
+    ids=["calendar-a-task-per-rebalance", "drift-the-walk-a-task"],
+)
+def test_portfolio_backtest_on_the_cluster_equals_in_process(cluster, rebalance):
+    env, home, base = cluster
+    tested = run_cli("backtest", "--symbols", "all", env=env)  # the members' streams
+    assert tested.returncode == 0, tested.stderr
+    members = [
+        {"name": f"sma-{s}", "strategy": "sma-crossover", "symbols": [s]}
+        for s in ("GOOGL", "AAPL", "MSFT", "IBM")
+    ] + [{"name": "bh-IBM", "strategy": "buy-and-hold", "symbols": ["IBM"]}]
+    path = base / f"portfolio-{rebalance['rule']}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": f"cluster-{rebalance['rule']}",
+                "method": "mean-cvar",
+                "lookback_days": 120,
+                "min_history_days": 30,
+                "risk": {"max_weight": 0.5},
+                "rebalance": rebalance,
+                "members": members,
+            }
+        )
+    )
+    command = ("portfolio", "backtest", "--config", str(path), "--no-mlflow", "--json")
+    local = run_cli(*command, env=env)
+    spread = run_cli(*command, "--cluster", env=env)
+    assert local.returncode == 0 and spread.returncode == 0, local.stderr + spread.stderr
+    assert "portfolio backtest ran in-process" in local.stderr
+    assert "portfolio backtest ran on dask tcp://127.0.0.1:" in spread.stderr
+    assert "(2 workers)" in spread.stderr
+    mine, theirs = json.loads(local.stdout), json.loads(spread.stdout)
+    assert mine["rebalances"] >= (10 if rebalance["rule"] == "calendar" else 2)
+    assert mine.pop("run") != theirs.pop("run")  # two recorded runs ...
+    assert theirs == mine  # ... with every figure of the report the same, to the bit
+    # and every stored weight and daily return
+    assert portfolio_rows(home, json.loads(spread.stdout)["run"]) == portfolio_rows(
+        home, json.loads(local.stdout)["run"]
+    )
+    shown = run_cli(*command[:-1], "--cluster", env=env)  # the table says where it ran too
+    assert shown.returncode == 0 and "portfolio backtest ran on dask" in shown.stdout
