@@ -447,3 +447,66 @@ def test_portfolio_backtest_on_the_cluster_equals_in_process(cluster, rebalance)
     )
     shown = run_cli(*command[:-1], "--cluster", env=env)  # the table says where it ran too
     assert shown.returncode == 0 and "portfolio backtest ran on dask" in shown.stdout
+
+
+def test_ctrl_c_on_a_cluster_grid_exits_like_in_process_and_leaves_the_cluster_idle(cluster):
+    """Mirrors test_grid's Ctrl-C test on the cluster path: exit 130 with one line, finished
+    runs kept, the rest KILLED, and no task still running on the workers afterwards."""
+    from distributed import Client
+
+    from trendcast.cluster import _running_keys
+
+    env, _, base = cluster
+    client = tracking(env)
+    before = set(parents(client))
+    many = grid_file(
+        base,
+        "EURUSD_interrupted",
+        params={
+            "max_depth": [2, 3, 4, 5, 6],
+            "min_child_weight": [1, 2, 3, 4, 5, 6, 7, 8],
+            "n_estimators": [25],
+        },
+    )
+    tasks = 40 * len(GRID["periods"])
+    exe = Path(sys.executable).with_name("trendcast")
+    process = subprocess.Popen(
+        [str(exe), "train", "--grid", str(many), "--cluster"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # as a terminal's process gets Ctrl-C (see test_grid: a background job ignores SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        parent_id = wait_for_child(client, before, "FINISHED", timeout_s=180)
+        finished = {
+            c.info.run_id for c in children(client, parent_id) if c.info.status == "FINISHED"
+        }
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in stderr
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "KILLED" and parent.data.tags["grid_status"] == "interrupted"
+    assert parent.data.tags["grid_placement"] == "dask"
+    address = f"tcp://127.0.0.1:{env['TRENDCAST_DASK_SCHEDULER_PORT']}"
+    with Client(address, timeout=10, set_as_default=False) as dask:
+        running = dask.run(_running_keys)
+        processing = dask.processing()
+    assert len(running) == 2 and not any(running.values()), running  # the workers are idle
+    assert not any(processing.values()), processing
+    runs = children(client, parent_id)
+    assert finished <= {c.info.run_id for c in runs if c.info.status == "FINISHED"}
+    assert {c.info.status for c in runs} <= {"FINISHED", "KILLED"}  # none left RUNNING
+    assert len(runs) < tasks  # it really stopped early
+    time.sleep(3)  # nothing goes on writing after the command has gone
+    later = children(client, parent_id)
+    assert sorted((c.info.run_id, c.info.status) for c in later) == sorted(
+        (c.info.run_id, c.info.status) for c in runs
+    )

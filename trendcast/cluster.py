@@ -10,7 +10,9 @@ with one line (:class:`ClusterLost`); results already gathered stay wherever the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,7 +135,9 @@ def map_unordered(
     from distributed.comm.core import CommClosedError
 
     client = where.client
-    futures = [client.submit(function, *args, key=key, pure=False) for key, args in tasks]
+    futures = [
+        client.submit(_stoppable, function, *args, key=key, pure=False) for key, args in tasks
+    ]
     ready = as_completed(futures, loop=client.loop)
     done = 0
     last_check = time.monotonic()
@@ -160,11 +164,80 @@ def map_unordered(
                     raise
                 done += 1
                 yield result
+    except (ClusterLost, ClusterUnavailable):
+        _cancel(where, futures, drain=False)  # nothing to wait for: the cluster is gone
+        raise
+    except BaseException:  # Ctrl-C, an error, the caller stopped: stop the running tasks too
+        _cancel(where, futures, drain=True)
+        raise
     finally:
-        left = [f for f in futures if not f.done()]
-        if left:
-            with contextlib.suppress(Exception):  # the scheduler may be gone already
-                client.cancel(left, force=True)
+        _cancel(where, futures, drain=False)
+
+
+class TaskCancelled(Exception):
+    """Raised inside a running task once its command cancelled it (Ctrl-C, an error)."""
+
+
+def _stoppable(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)`` in a Dask task that stops once the scheduler cancels it.
+
+    Dask cannot stop a running task: a cancelled one runs to its end on the worker, writing
+    what it writes after its command has gone. A watcher thread sees the task cancelled on its
+    worker and raises :class:`TaskCancelled` in the task's thread (delivered at its next Python
+    instruction, so within a boosting round or a query), leaving the cluster idle."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker
+        return function(*args)
+    key = worker.get_current_task()
+    target = threading.get_ident()
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.2):
+            state = worker.state.tasks.get(key)
+            if state is None or state.state in ("cancelled", "released", "forgotten"):
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(target), ctypes.py_object(TaskCancelled)
+                )
+                return
+
+    watcher = threading.Thread(target=watch, name=f"stop-{key}", daemon=True)
+    watcher.start()
+    try:
+        return function(*args)
+    finally:
+        finished.set()
+        watcher.join()
+
+
+def _running_keys(dask_worker) -> list[str]:
+    """The keys occupying a worker's threads, cancelled ones included (run on each worker)."""
+    return [str(ts.key) for ts in dask_worker.state.all_running_tasks]
+
+
+def _cancel(where: Placement, futures: list, *, drain: bool) -> None:
+    """Cancel the tasks not done; with ``drain``, wait (up to the connect timeout) until none
+    of them still runs on a worker, so the command ends with the cluster idle."""
+    left = [f for f in futures if not f.done()]
+    if not left:
+        return
+    client = where.client
+    with contextlib.suppress(Exception):  # the scheduler may be gone already
+        client.cancel(left, force=True)
+    if not drain:
+        return
+    keys = {str(f.key) for f in left}
+    deadline = time.monotonic() + where.timeout_s
+    with contextlib.suppress(Exception):
+        while time.monotonic() < deadline:
+            running = client.run(_running_keys, on_error="return")
+            busy = {k for keys_ in running.values() if isinstance(keys_, list) for k in keys_}
+            if not busy & keys:
+                return
+            time.sleep(0.2)
 
 
 def _check_workers(where: Placement, since: float | None, done: int, total: int) -> float | None:
