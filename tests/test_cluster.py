@@ -510,3 +510,52 @@ def test_ctrl_c_on_a_cluster_grid_exits_like_in_process_and_leaves_the_cluster_i
     assert sorted((c.info.run_id, c.info.status) for c in later) == sorted(
         (c.info.run_id, c.info.status) for c in runs
     )
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise _Stop
+
+
+def test_a_cancelled_task_stops_on_its_worker(cluster):
+    """Dask cannot stop a running task; ours raise in their own thread once cancelled, so a
+    command that stops (Ctrl-C, an error) leaves no task of its own running on the cluster
+    (the grid's tasks are too short to show it: waiting them out would pass as well)."""
+    from distributed import Client
+
+    from trendcast.cluster import Placement, _running_keys, map_unordered
+
+    def slow(marker: str) -> str:
+        """A minute in Python (as a task between boosting rounds), marking start and end;
+        local, so it travels by value (the workers cannot import this module)."""
+        Path(f"{marker}.started").write_text("started")
+        for _ in range(600):
+            time.sleep(0.1)
+        Path(f"{marker}.ended").write_text("ran to its end")
+        return marker
+
+    env, _, base = cluster
+    address = f"tcp://127.0.0.1:{env['TRENDCAST_DASK_SCHEDULER_PORT']}"
+    markers = [base / f"slow-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    previous = signal.signal(signal.SIGALRM, _stop)  # an interrupt while the tasks run
+    try:
+        with Client(address, timeout=10, set_as_default=False) as dask:
+            where = Placement(dask, address, 2, timeout_s=10)
+            tasks = [(f"slow-{m.name}", (str(m),)) for m in markers]
+            signal.setitimer(signal.ITIMER_REAL, 8)
+            stopped = time.monotonic()
+            with pytest.raises(_Stop):
+                list(map_unordered(where, slow, tasks))
+            running = dask.run(_running_keys)
+        waited = time.monotonic() - stopped
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert all(Path(f"{m}.started").exists() for m in markers), "the tasks never ran"
+    assert not any(running.values()), running  # stopped on the workers, not left running
+    assert waited < 8 + 5, waited  # stopped within moments, not waited out
+    time.sleep(1)
+    assert not any(Path(f"{m}.ended").exists() for m in markers)
