@@ -256,7 +256,8 @@ def test_distributed_training_registers_like_a_local_model_and_is_deterministic(
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         versions[name] = client.get_model_version(name, "1")
-    assert "regressor fitted with xgboost.dask" in done.stdout and "ran on dask" in done.stdout
+    assert "regressor and classifier fitted with xgboost.dask" in done.stdout
+    assert "ran on dask" in done.stdout
     runs = {n: client.get_run(v.run_id) for n, v in versions.items()}
     exported = Path(runs["EURUSD_dask_a"].data.tags["export"])
     assert [p.name for p in exported.iterdir() if p.is_dir()] == ["symbol=EURUSD"]
@@ -559,3 +560,41 @@ def test_a_cancelled_task_stops_on_its_worker(cluster):
     assert waited < 8 + 5, waited  # stopped within moments, not waited out
     time.sleep(1)
     assert not any(Path(f"{m}.ended").exists() for m in markers)
+
+
+def test_grid_tasks_log_as_the_commands_mlflow_user_with_auth_on(cluster):
+    """With MLflow auth on, the workers (started without any MLflow identity) log the grid's
+    nested runs as the user who ran the command; the password reaches no file or log."""
+    from sqlalchemy.engine import make_url
+
+    from trendcast.mlflow_auth import SCIENTIST
+    from trendcast.stack import mlflow_server
+
+    env, home, base = cluster
+    server = make_url(f"postgresql+psycopg2://postgres@/trendcast?host={home}/pg")
+    with mlflow_server.throwaway(server, base / "auth", auth=True) as (url, _):
+        password = (base / "auth" / "mlflow-auth" / f"{SCIENTIST}.password").read_text().strip()
+        as_scientist = {
+            **env,
+            "TRENDCAST_MLFLOW_TRACKING_URI": url,
+            "TRENDCAST_MLFLOW_USERNAME": SCIENTIST,
+            "TRENDCAST_MLFLOW_PASSWORD": password,
+        }
+        path = grid_file(base, "EURUSD_auth")
+        done = run_cli("train", "--grid", str(path), "--cluster", env=as_scientist)
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert "grid ran on dask" in done.stdout
+        client = MlflowClient(url, registry_uri=url)
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            SCIENTIST,
+            password,
+        )
+        try:
+            (parent_id,) = parents(client)
+            runs = children(client, parent_id)
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    # the workers have no identity of their own: without the command's, MLflow answers 401
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    leaked = [p for p in home.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert not leaked, leaked  # not in the workers' logs, not anywhere under home

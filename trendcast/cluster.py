@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import SecretStr
 
 from trendcast.config import Settings
 from trendcast.errors import InputError, TrendcastError
@@ -135,8 +138,10 @@ def map_unordered(
     from distributed.comm.core import CommClosedError
 
     client = where.client
+    identity = mlflow_identity()
     futures = [
-        client.submit(_stoppable, function, *args, key=key, pure=False) for key, args in tasks
+        client.submit(_stoppable, identity, function, *args, key=key, pure=False)
+        for key, args in tasks
     ]
     ready = as_completed(futures, loop=client.loop)
     done = 0
@@ -178,8 +183,46 @@ class TaskCancelled(Exception):
     """Raised inside a running task once its command cancelled it (Ctrl-C, an error)."""
 
 
-def _stoppable(function: Callable[..., Any], *args: Any) -> Any:
-    """``function(*args)`` in a Dask task that stops once the scheduler cancels it.
+def mlflow_identity() -> tuple[str, SecretStr] | None:
+    """The MLflow user this command authenticates as (auth on), for its tasks: the workers of a
+    shared or remote cluster have no identity of their own, or another user's. The password
+    travels inside the task as a ``SecretStr`` (masked wherever Dask prints a task's
+    arguments), in memory only."""
+    from trendcast.config import get_settings
+    from trendcast.mlflow_auth import client_environment
+
+    known = {**client_environment(get_settings()), **os.environ}
+    user, password = known.get("MLFLOW_TRACKING_USERNAME"), known.get("MLFLOW_TRACKING_PASSWORD")
+    return (user, SecretStr(password)) if user and password else None
+
+
+@contextmanager
+def _as_identity(identity: tuple[str, SecretStr] | None) -> Iterator[None]:
+    """MLflow's client reads its credentials from the environment at each request: set them
+    for the task's duration, then put back what the worker had. Process-wide: two tasks of
+    different users in threads of one worker would share one (the local workers run a single
+    thread each)."""
+    if identity is None:
+        yield
+        return
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ[names[0]], os.environ[names[1]] = identity[0], identity[1].get_secret_value()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _stoppable(
+    identity: tuple[str, SecretStr] | None, function: Callable[..., Any], *args: Any
+) -> Any:
+    """``function(*args)`` in a Dask task, as ``identity`` on MLflow, that stops once the
+    scheduler cancels it.
 
     Dask cannot stop a running task: a cancelled one runs to its end on the worker, writing
     what it writes after its command has gone. A watcher thread sees the task cancelled on its
@@ -190,7 +233,8 @@ def _stoppable(function: Callable[..., Any], *args: Any) -> Any:
     try:
         worker = get_worker()
     except ValueError:  # not on a worker
-        return function(*args)
+        with _as_identity(identity):
+            return function(*args)
     key = worker.get_current_task()
     target = threading.get_ident()
     finished = threading.Event()
@@ -207,7 +251,8 @@ def _stoppable(function: Callable[..., Any], *args: Any) -> Any:
     watcher = threading.Thread(target=watch, name=f"stop-{key}", daemon=True)
     watcher.start()
     try:
-        return function(*args)
+        with _as_identity(identity):
+            return function(*args)
     finally:
         finished.set()
         watcher.join()
