@@ -188,18 +188,14 @@ wrk:  ## Install wrk with apt-get when it is missing
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk; }
 
-bench: setup wrk  ## Run the benchmarks; figures go to benchmarks/RESULTS.md by hand
-	$(VENV)/bin/python -m benchmarks.bench_load
-	$(VENV)/bin/python -m benchmarks.bench_durability
-	$(VENV)/bin/python -m benchmarks.bench_ingest
-	$(VENV)/bin/python -m benchmarks.bench_features
-	$(VENV)/bin/python -m benchmarks.bench_backtest
-	$(VENV)/bin/python -m benchmarks.bench_serving
-	$(VENV)/bin/python -m benchmarks.profile_serving
-	$(VENV)/bin/python -m benchmarks.bench_venue
-	$(VENV)/bin/python -m benchmarks.bench_deploy
-	$(VENV)/bin/python -m benchmarks.bench_portfolio
-	$(VENV)/bin/python -m benchmarks.bench_cluster
+# One result file per benchmark (benchmarks/results/NAME.json); RESULTS.md is generated from them.
+BENCHES ?= bench_load bench_durability bench_ingest bench_features bench_backtest bench_serving \
+	profile_serving bench_venue bench_deploy bench_portfolio bench_cluster
+bench: setup wrk  ## Run the benchmarks (BENCHES="bench_load ..." for some) and regenerate benchmarks/RESULTS.md
+	@failed=""; for b in $(BENCHES); do \
+		$(VENV)/bin/python -m benchmarks.$$b || failed="$$failed $$b"; done; \
+	$(VENV)/bin/python -m benchmarks.report; \
+	if [ -n "$$failed" ]; then echo "benchmarks failed:$$failed"; exit 1; fi
 
 clean:  ## Remove environments and local state (stop the stack first)
 	-$(TC) down

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._harness import banner
+from benchmarks._results import Recorder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,19 +98,13 @@ def scheduler_overhead(where, tasks: int = 2000) -> float:
     return (time.perf_counter() - started) / tasks
 
 
-def scaling_model(task_s: float, overhead_s: float, tasks: int) -> list[str]:
+def scaling_model(
+    task_s: float, overhead_s: float, tasks: int, workers: int
+) -> tuple[float, float]:
     """Wall time of ``tasks`` equal tasks on W workers: ceil(tasks / W) waves of the task cost,
-    plus the scheduler's per-task cost, which one scheduler pays serially."""
-    lines = []
-    for workers in (2, 8, 32, 128):
-        waves = -(-tasks // workers)
-        wall = waves * task_s + tasks * overhead_s
-        ideal = tasks * task_s / workers
-        lines.append(
-            f"   {workers:>4} workers: {wall:8.1f} s for {tasks} tasks "
-            f"(ideal {ideal:7.1f} s, efficiency {ideal / wall:5.1%})"
-        )
-    return lines
+    plus the scheduler's per-task cost, which one scheduler pays serially; and the ideal."""
+    waves = -(-tasks // workers)
+    return waves * task_s + tasks * overhead_s, tasks * task_s / workers
 
 
 def main() -> None:
@@ -119,9 +113,22 @@ def main() -> None:
     parser.add_argument("--periods", type=int, default=4)
     parser.add_argument("--trees", type=int, default=30)
     args = parser.parse_args()
-    banner(
-        f"cluster: grid of {args.candidates} candidates x {args.periods} periods, "
-        "in-process (joblib, 2 processes) vs Dask (2 workers x 1 thread)"
+    rec = Recorder(
+        "cluster",
+        "Cluster: the grid in-process against a two-worker Dask cluster",
+        script=__file__,
+        description=(
+            f"A grid of {args.candidates} candidates x {args.periods} periods (one MLflow run "
+            "each) through `training.tune.run_grid`, in-process (joblib, two processes) against "
+            "a local Dask cluster of two one-thread workers started through the CLI, at equal "
+            "cores, on the same stack (embedded PostgreSQL, one MLflow server), warmed alike (a "
+            "small grid first on each side), same XGBoost threads per task; the rankings must be "
+            "identical. The scheduler's per-task overhead from a batch of no-op tasks. The "
+            "scaling model projects the measured task cost and overhead to more workers: "
+            "ceil(tasks / W) waves of the task cost plus the per-task overhead paid serially by "
+            "one scheduler."
+        ),
+        params={"candidates": args.candidates, "periods": args.periods, "trees": args.trees},
     )
     base = Path(tempfile.mkdtemp(prefix="tcbc"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRENDCAST_")}
@@ -135,13 +142,13 @@ def main() -> None:
         cli("load-sample", "-s", "EURUSD", "--until", "2017-10-02T00:00Z", env=env)
         cli("features", "build", "--runner", "python", env=env)
         os.environ.update({k: v for k, v in env.items() if k.startswith("TRENDCAST_")})
-        run(args)
+        run(rec, args)
     finally:
         cli("down", env=env)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(args) -> None:
+def run(rec: Recorder, args) -> None:
     from trendcast.cluster import Placement, placement
     from trendcast.config import Settings
     from trendcast.db import get_engine
@@ -152,31 +159,36 @@ def run(args) -> None:
     warm = grid_spec(4, 1, args.trees)
     tasks = len(spec.candidates()) * len(spec.periods)
     with placement(settings, use_cluster=True) as where:
-        timed_grid(engine, settings, warm, Placement())  # warm both sides alike
-        timed_grid(engine, settings, warm, where)
-        local_s, local = timed_grid(engine, settings, spec, Placement())
-        dask_s, spread = timed_grid(engine, settings, spec, where)
-        overhead_s = scheduler_overhead(where)
+        with rec.phase("warm-up grids, both sides"):
+            timed_grid(engine, settings, warm, Placement())
+            timed_grid(engine, settings, warm, where)
+        with rec.phase("grid in-process"):
+            local_s, local = timed_grid(engine, settings, spec, Placement())
+        with rec.phase("grid on the cluster"):
+            dask_s, spread = timed_grid(engine, settings, spec, where)
+        with rec.phase("no-op tasks on the cluster"):
+            overhead_s = scheduler_overhead(where)
     same = local.ranking.equals(spread.ranking)
     ratio = dask_s / local_s
     task_s = dask_s * where.workers / tasks  # one task's cost on one one-thread worker
-    print(f"   in-process: {local_s:7.1f} s for {tasks} runs ({local_s / tasks * 2:.2f} s a run)")
-    print(f"   dask:       {dask_s:7.1f} s for {tasks} runs ({task_s:.2f} s a run)")
-    print(f"   ratio dask / in-process: {ratio:.3f} (overhead {ratio - 1:+.1%}; target <= +10%)")
-    print(f"   rankings identical: {same}")
-    print(f"   scheduler overhead: {overhead_s * 1e3:.2f} ms a task (no-op tasks, one batch)")
-    print(f"   scaling model ({tasks} tasks of {task_s:.2f} s, {overhead_s * 1e3:.2f} ms each):")
-    for line in scaling_model(task_s, overhead_s, tasks):
-        print(line)
-    print(
-        "   assumptions: tasks are independent and cost the same on every worker (one core "
-        "each, as here); one scheduler adds its measured per-task cost serially; MLflow and "
-        "PostgreSQL keep up with W writers (here each run makes ~tens of MLflow calls: at 128 "
-        "workers the tracking server and database, not Dask, are the likely limit, so they "
-        "would need to scale too); loopback latency here, an AWS VPC adds ~0.1-0.5 ms a "
-        "message; the rows of a period travel inside each task (fine for these MB-sized "
-        "periods, not for GB-sized ones)."
+    rec.figure("local_s", local_s, "s", label=f"grid in-process, {tasks} runs", role="baseline")
+    rec.figure("dask_s", dask_s, "s", label=f"grid on two Dask workers, {tasks} runs")
+    rec.figure("task_s", task_s, "s", label="one task on one one-thread worker")
+    rec.figure("overhead_ms", overhead_s * 1e3, "ms", label="scheduler overhead per task")
+    rec.figure("rankings_identical", str(same), role="check", label="rankings identical")
+    rec.target(
+        "cluster_overhead", "cluster time against in-process at equal cores", ratio, "<=", 1.10, "x"
     )
+    for workers in (2, 8, 32, 128):
+        wall, ideal = scaling_model(task_s, overhead_s, tasks, workers)
+        rec.figure(f"model_{workers}_s", wall, "s", label=f"scaling model: {workers} workers")
+        rec.figure(
+            f"model_{workers}_eff",
+            100 * ideal / wall,
+            "%",
+            label=f"scaling model: {workers} workers, efficiency against ideal",
+        )
+    rec.write()
     if not same:
         raise SystemExit("rankings differ")
 

@@ -21,7 +21,8 @@ import time
 
 import sqlalchemy as sa
 
-from benchmarks._harness import banner, scratch_database
+from benchmarks._harness import scratch_database
+from benchmarks._results import Recorder
 from trendcast.bar_store import write_bars
 from trendcast.bars import validate_bars
 from trendcast.db import driver_cursor
@@ -60,7 +61,19 @@ def main() -> int:
     parser.add_argument("--commits", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    banner("Durable commits: synchronous_commit on vs off")
+    rec = Recorder(
+        "durability",
+        "Durable commits: synchronous_commit on against off",
+        script=__file__,
+        description=(
+            "What `synchronous_commit = on` costs (Trendcast keeps it on, so a load that reported "
+            "success survives a crash right after). Baseline: the same code and data on a twin "
+            "database with `synchronous_commit = off`, same server, same run, alternating; the "
+            "median of the repeats. Workloads: one history load in one transaction; many "
+            "ingestion-sized commits of 60 bars through `write_bars`."
+        ),
+        params={"bars": args.bars, "commits": args.commits, "repeats": args.repeats},
+    )
     bars = synth_bars(args.bars, interval="1m", seed=3)
     small = validate_bars(synth_bars(args.commits * 60, interval="1m", seed=4), "1m").good
     pages = [small.iloc[i : i + 60] for i in range(0, len(small), 60)]
@@ -76,29 +89,32 @@ def main() -> int:
         with fast.connect() as conn:
             assert conn.execute(sa.text("SHOW synchronous_commit")).scalar_one() == "off"
         times: dict[tuple[str, str], list[float]] = {}
-        for _ in range(args.repeats):
-            for setting, engine in (("on", durable), ("off", fast)):
-                times.setdefault(("load", setting), []).append(history_load(engine, bars))
-                times.setdefault(("commits", setting), []).append(small_commits(engine, pages))
+        with rec.phase(f"{args.repeats} alternating repeats of both workloads, on and off"):
+            for _ in range(args.repeats):
+                for setting, engine in (("on", durable), ("off", fast)):
+                    times.setdefault(("load", setting), []).append(history_load(engine, bars))
+                    times.setdefault(("commits", setting), []).append(small_commits(engine, pages))
         durable.dispose()
         fast.dispose()
     median = {k: statistics.median(v) for k, v in times.items()}
     load_on, load_off = median[("load", "on")], median[("load", "off")]
     commits_on, commits_off = median[("commits", "on")], median[("commits", "off")]
-    print(f"   history load, {args.bars:,} bars, one transaction (median of {args.repeats}):")
-    print(f"     synchronous_commit on : {load_on:7.2f} s  ({args.bars / load_on:,.0f} bars/s)")
-    print(f"     synchronous_commit off: {load_off:7.2f} s  ({args.bars / load_off:,.0f} bars/s)")
-    print(f"     cost of durability: {load_on / load_off:.3f}x")
-    print(f"   {args.commits} commits of 60 bars each (ingestion-sized pages):")
-    print(
-        f"     synchronous_commit on : {commits_on:7.2f} s  "
-        f"({commits_on / args.commits * 1000:.2f} ms per commit)"
+    label = f"history load, {args.bars:,} bars, one transaction"
+    rec.figure("load_on_s", load_on, "s", label=f"{label}, synchronous_commit on")
+    rec.figure("load_off_s", load_off, "s", label=f"{label}, off", role="baseline")
+    rec.figure("load_on_rate", args.bars / load_on, "bars/s", label=f"{label}, on, rate")
+    rec.figure("load_cost", load_on / load_off, "x", label="cost of durability, history load")
+    label = f"{args.commits} commits of 60 bars"
+    rec.figure("commits_on_ms", commits_on / args.commits * 1000, "ms/commit", label=f"{label}, on")
+    rec.figure(
+        "commits_off_ms",
+        commits_off / args.commits * 1000,
+        "ms/commit",
+        label=f"{label}, off",
+        role="baseline",
     )
-    print(
-        f"     synchronous_commit off: {commits_off:7.2f} s  "
-        f"({commits_off / args.commits * 1000:.2f} ms per commit)"
-    )
-    print(f"     cost of durability: {commits_on / commits_off:.3f}x")
+    rec.figure("commits_cost", commits_on / commits_off, "x", label="cost of durability, commits")
+    rec.write()
     return 0
 
 

@@ -13,6 +13,7 @@ Run: `.venv/bin/python -m benchmarks.bench_serving` (part of `make bench`).
 from __future__ import annotations
 
 import asyncio
+import getpass
 import http.client
 import json
 import os
@@ -30,10 +31,12 @@ from pathlib import Path
 import httpx
 import mlflow
 import numpy as np
+import psutil
 import sqlalchemy as sa
 from mlflow import MlflowClient
 
-from benchmarks._harness import banner, scratch_database
+from benchmarks._harness import scratch_database
+from benchmarks._results import Recorder
 from training.dataset import build_dataset
 from training.train import train
 from trendcast import feature_pipeline
@@ -44,7 +47,9 @@ from trendcast.stack import mlflow_server
 from trendcast.tracking import mlflow_client, use_mlflow
 
 NAME = "EURUSD_1h_h4_bench"
-SECONDS = 20  # per mode: long enough to include the full collections that made the tail
+SECONDS = int(
+    os.environ.get("TRENDCAST_BENCH_SERVING_SECONDS", "20")
+)  # per mode: long enough to include the full collections that made the tail
 SEQUENTIAL = 1500
 CONCURRENT = 16
 PER_CLIENT = 300
@@ -168,13 +173,49 @@ def wrk(port: int, path: str, body: dict, connections: int, seconds: int) -> dic
     return {"p50": _wrk_ms(percentiles["50"]), "p99": _wrk_ms(percentiles["99"]), "rps": rps}
 
 
-def measure(label: str, port: int, path: str, body: dict) -> dict:
+def _cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
+    seconds = {}
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+            seconds[proc.pid] = times.user + times.system
+        except psutil.Error:
+            continue
+    return seconds
+
+
+def _server_tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _our_postgres() -> list[psutil.Process]:
+    """The benchmark's embedded PostgreSQL: postgres processes of this user (the machine's own
+    service, if any, runs as another user and is idle)."""
+    me = getpass.getuser()
+    return [
+        p
+        for p in psutil.process_iter(["name", "username"])
+        if p.info["name"] == "postgres" and p.info["username"] == me
+    ]
+
+
+def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def measure(label: str, port: int, path: str, body: dict, pid: int) -> dict:
     """Sequential (one connection) and 16 concurrent connections; wrk when installed, else
-    Python threads on keep-alive connections (then the client's own CPU shows in the figures)."""
+    Python threads on keep-alive connections (then the client's own CPU shows in the figures).
+    Also the CPU time the server (``pid`` and its children) and PostgreSQL spent per request:
+    on 2 cores shared with the client, CPU another process takes is latency for the server."""
     out = {}
     modes = (("sequential", 1, SEQUENTIAL), ("16 clients", CONCURRENT, PER_CLIENT))
     load(port, path, body, 1, 50)  # warm-up
     for mode, clients, per in modes:
+        server, postgres = _server_tree(pid), _our_postgres()
+        server_before, pg_before = _cpu_seconds(server), _cpu_seconds(postgres)
+        began = time.perf_counter()
         if shutil.which("wrk"):
             out[mode] = wrk(port, path, body, clients, SECONDS)
         else:
@@ -184,6 +225,11 @@ def measure(label: str, port: int, path: str, body: dict) -> dict:
                 "p99": float(np.percentile(latencies, 99)),
                 "rps": len(latencies) / wall,
             }
+        requests = out[mode]["rps"] * (time.perf_counter() - began)
+        server_cpu = _cpu_used(server_before, _cpu_seconds(_server_tree(pid)))
+        pg_cpu = _cpu_used(pg_before, _cpu_seconds(_our_postgres()))
+        out[mode]["cpu_server_ms"] = server_cpu / requests * 1000
+        out[mode]["cpu_pg_ms"] = pg_cpu / requests * 1000
         print(
             f"   {label:<24} {mode:<11} p50 {out[mode]['p50']:6.2f} ms  "
             f"p99 {out[mode]['p99']:6.2f} ms  {out[mode]['rps']:7.0f} req/s"
@@ -260,11 +306,31 @@ def real_time_path(engine, frame, port: int, bars: int = 10) -> dict:
 
 
 def main() -> None:
-    banner(
-        "serving: ASGI floor, no-op BentoML (as shipped, fixed), Trendcast, "
-        "`mlflow models serve`; one worker each"
+    client = "wrk (Debian package)" if shutil.which("wrk") else "Python threads"
+    rec = Recorder(
+        "serving",
+        "Serving: one-row requests against the ASGI floor, BentoML and mlflow models serve",
+        script=__file__,
+        description=(
+            f"One-row `/predict` requests at one and at {CONCURRENT} connections, {SECONDS} s "
+            f"each, client {client}, one server at a time (every other server stopped), one "
+            "worker each, the same client and body: a plain Starlette app on uvicorn (the ASGI "
+            "floor), a no-op BentoML service as shipped, with `serving/bentoml_fixes.py`, and "
+            "with BentoML's telemetry off too; Trendcast's service with BentoML's telemetry on "
+            "and as shipped (off); `mlflow models serve` on the same registered model. Then the "
+            f"hot swap under {CONCURRENT} streaming clients, and the real-time path (bar stored "
+            "to `predict_latest` answering on it). PostgreSQL and the MLflow tracking server "
+            "stay up throughout: the service needs them."
+        ),
+        params={"seconds_per_mode": SECONDS, "connections": CONCURRENT, "client": client},
+        measures=[
+            "serving",
+            "benchmarks/_asgi_floor.py",
+            "benchmarks/_noop_service.py",
+            "benchmarks/_noop_fixed_service.py",
+            "benchmarks/_noop_quiet_service.py",
+        ],
     )
-    print(f"   client: {'wrk (Debian package)' if shutil.which('wrk') else 'Python threads'}")
     with scratch_database() as url, tempfile.TemporaryDirectory(prefix="tcbs") as tmp:
         home = Path(tmp)
         engine = sa.create_engine(url)
@@ -274,11 +340,32 @@ def main() -> None:
         dataset = build_dataset(engine, "EURUSD", "1h", home / "snapshots", horizon=4)
         admin = url.set(database="postgres")
         with mlflow_server.throwaway(admin, home / "mlflow") as (tracking, _):
-            run(engine, frame, dataset, url, tracking, home)
+            run(rec, engine, frame, dataset, url, tracking, home)
         engine.dispose()
+    rec.write()
 
 
-def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
+def _record_modes(rec: Recorder, key: str, label: str, out: dict, role: str = "ours") -> None:
+    for mode, short in (("sequential", "1c"), ("16 clients", f"{CONCURRENT}c")):
+        conns = "1 connection" if short == "1c" else f"{CONCURRENT} connections"
+        stats = (
+            ("p50", "ms", "p50"),
+            ("p99", "ms", "p99"),
+            ("rps", "req/s", "requests/s"),
+            ("cpu_server_ms", "ms", "CPU per request, server"),
+            ("cpu_pg_ms", "ms", "CPU per request, PostgreSQL"),
+        )
+        for stat, unit, name in stats:
+            rec.figure(
+                f"{key}_{short}_{stat}",
+                out[mode][stat],
+                unit,
+                label=f"{label}, {conns}, {name}",
+                role=role,
+            )
+
+
+def run(rec: Recorder, engine, frame, dataset, url, tracking: str, home: Path) -> None:
     """Train two versions; measure, one server at a time on the same client: the ASGI floor,
     the no-op BentoML service (as shipped and with serving/bentoml_fixes.py), ours and
     `mlflow models serve`; then the swap and the real-time path on ours."""
@@ -323,7 +410,7 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
             services.append(process)
             try:
                 wait_http(f"http://127.0.0.1:{port}{health}", process)
-                return measure(label, port, path, payload)
+                return measure(label, port, path, payload, process.pid)
             finally:
                 stop(process)
                 services.remove(process)
@@ -346,7 +433,7 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
             body,
             "floor.log",
         )
-        alone(
+        noop = alone(
             "no-op BentoML",
             lambda port: bentoml_serve("benchmarks._noop_service:Noop", port),
             "/readyz",
@@ -354,7 +441,7 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
             body,
             "noop.log",
         )
-        alone(
+        noop_fixed = alone(
             "no-op BentoML + fixes",
             lambda port: bentoml_serve("benchmarks._noop_fixed_service:NoopFixed", port),
             "/readyz",
@@ -405,65 +492,105 @@ def run(engine, frame, dataset, url, tracking: str, home: Path) -> None:
         ours = spawn(bentoml_serve("serving.service:Trendcast", ours_port), env, home / "bento.log")
         services.append(ours)
         wait_http(f"http://127.0.0.1:{ours_port}/readyz", ours)
-        ours_result = measure("Trendcast (BentoML)", ours_port, "/predict", body)
+        ours_result = measure("Trendcast (BentoML)", ours_port, "/predict", body, ours.pid)
 
-        one = ours_result["sequential"]["p99"]
+        for key, label, out, role in (
+            ("floor", "ASGI floor (Starlette on uvicorn)", floor, "reference"),
+            ("noop", "no-op BentoML as shipped", noop, "reference"),
+            ("noop_fixed", "no-op BentoML + bentoml_fixes", noop_fixed, "reference"),
+            ("noop_quiet", "no-op BentoML + fixes, telemetry off", quiet, "reference"),
+            ("mlflow", "mlflow models serve", theirs_result, "baseline"),
+            ("ours_telemetry", "Trendcast, BentoML telemetry on", loud, "reference"),
+            ("ours", "Trendcast as shipped", ours_result, "ours"),
+        ):
+            _record_modes(rec, key, label, out, role)
         many, floor_many = ours_result["16 clients"]["p99"], floor["16 clients"]["p99"]
-        ratio = ours_result["16 clients"]["rps"] / theirs_result["16 clients"]["rps"]
-        print(f"   p99 at 1 connection: {one:.2f} ms (target <= 20 ms: {_met(one <= 20)})")
-        print(
-            f"   p99 at 16 connections: {many:.2f} ms = {many / floor_many:.1f}x the ASGI "
-            f"floor's {floor_many:.2f} ms (target <= 3x: {_met(many <= 3 * floor_many)})"
-        )
         quiet_many = quiet["16 clients"]["p99"]
-        print(
-            f"   the framework's share: no-op BentoML (fixes, telemetry off) p99 at 16 "
-            f"connections {quiet_many:.2f} ms = {quiet_many / floor_many:.1f}x the floor's; "
-            f"Trendcast with BentoML's telemetry on: "
-            f"{loud['16 clients']['p99']:.2f} ms p99, {loud['16 clients']['rps']:.0f} req/s"
+        rec.target(
+            "p99_1c", "p99 at one connection", ours_result["sequential"]["p99"], "<=", 20, " ms"
         )
-        print(
-            f"   throughput at 16 connections: {ratio:.2f}x `mlflow models serve` "
-            f"(target >= 5x: {_met(ratio >= 5)})"
+        rec.target(
+            "p99_16c_vs_floor",
+            f"p99 at {CONCURRENT} connections against the ASGI floor's",
+            many / floor_many,
+            "<=",
+            3,
+            "x",
+        )
+        rec.figure(
+            "framework_p99_16c_vs_floor",
+            quiet_many / floor_many,
+            "x",
+            label=f"the framework's share: no-op BentoML (fixes, telemetry off) p99 at "
+            f"{CONCURRENT} connections against the floor's",
+            role="reference",
+        )
+        rec.target(
+            "rps_vs_mlflow",
+            f"throughput at {CONCURRENT} connections against mlflow models serve",
+            ours_result["16 clients"]["rps"] / theirs_result["16 clients"]["rps"],
+            ">=",
+            5,
+            "x",
         )
         swap = asyncio.run(
             swap_under_load(
                 f"http://127.0.0.1:{ours_port}", {"rows": [row]}, client, engine, second.version
             )
         )
-        print(
-            f"   swap under {CONCURRENT} streaming clients: {swap['failures']} failed of "
-            f"{swap['requests']} requests; new version answering {swap['seconds']:.2f} s "
-            "after the alias moved (poll interval 1 s)"
+        rec.figure(
+            "swap_requests",
+            swap["requests"],
+            "requests",
+            label=f"swap under {CONCURRENT} streaming clients: requests answered",
         )
+        rec.figure(
+            "swap_failed",
+            swap["failures"],
+            "requests",
+            role="check",
+            label="swap: requests failed (counted apart from the answered ones)",
+        )
+        rec.figure(
+            "swap_seconds",
+            swap["seconds"],
+            "s",
+            label="swap: new version answering after the alias moved (poll every 1 s)",
+        )
+        rec.target("swap_failed", "no request fails during the swap", swap["failures"], "==", 0)
         fresh = real_time_path(engine, frame, ours_port)
-        print(
-            f"   real-time path: new bar stored -> predict_latest answered on it in "
-            f"{fresh['median']:.0f} ms median, {fresh['max']:.0f} ms max over "
-            f"{fresh['n']} bars (target <= 1 s), features computed on the spot"
+        rec.figure(
+            "realtime_median_ms",
+            fresh["median"],
+            "ms",
+            label=f"real-time path, bar stored to predict_latest on it, median of {fresh['n']}",
         )
+        rec.figure("realtime_max_ms", fresh["max"], "ms", label="real-time path, max")
+        rec.target("realtime_max", "real-time path, slowest bar", fresh["max"], "<=", 1000, " ms")
         time.sleep(2)  # the last batch lingers 0.5 s before its commit
         with engine.connect() as conn:
             logged = conn.execute(sa.text("SELECT count(*) FROM serving.predictions")).scalar()
-        print(f"   prediction log rows written: {logged:,}")
+        rec.figure("log_rows", int(logged), "rows", label="prediction log rows written")
         metrics = httpx.get(f"http://127.0.0.1:{ours_port}/metrics", timeout=10).text
         for name in ("dropped", "spilled"):
-            line = next(
+            value = next(
                 (
-                    x
+                    float(x.split()[-1])
                     for x in metrics.splitlines()
                     if x.startswith(f"trendcast_prediction_log_{name}_total")
                 ),
-                f"trendcast_prediction_log_{name}_total 0",
+                0.0,
             )
-            print(f"   {line}")
+            rec.figure(
+                f"log_{name}",
+                int(value),
+                "rows",
+                role="check",
+                label=f"prediction log rows {name} (from /metrics)",
+            )
     finally:
         for service in services:
             stop(service)
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from pathlib import Path
 import mlflow
 import sqlalchemy as sa
 
-from benchmarks._harness import banner, scratch_database
+from benchmarks._harness import scratch_database
+from benchmarks._results import Recorder
 from benchmarks.bench_serving import BIN, NAME, _move, free_port, spawn, stop, wait_http, wrk
 from training.dataset import build_dataset
 from training.train import train
@@ -64,8 +65,8 @@ def _owner(frames: list[str]) -> str:
     return "other"
 
 
-def summarise(raw: Path, top: int = 15) -> None:
-    """Per-thread share of GIL-holding samples, then the most frequent leaf frames."""
+def summarise(rec: Recorder, raw: Path, top: int = 12) -> None:
+    """Per-thread share of GIL-holding samples, the share by owner, the most frequent leaves."""
     threads: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     owners: Counter[str] = Counter()
@@ -79,25 +80,34 @@ def summarise(raw: Path, top: int = 15) -> None:
         leaves[frames[-1]] += n
         owners[_owner(frames)] += n
     if not total:
-        print("   py-spy recorded no sample (no ptrace permission?)")
-        return
-    print(f"   {total:,} samples with the GIL held, {SECONDS} s at {RATE_HZ} Hz")
-    for name, n in threads.most_common():
-        print(f"   thread {name:<16} {n / total:6.1%}")
-    print("   by the code that asked for the work (libraries count for their caller):")
-    for owner, n in owners.most_common():
-        print(f"   {n / total:6.1%}  {owner}")
-    print("   frames the samples end in:")
-    for frame, n in leaves.most_common(top):
-        print(f"   {n / total:6.1%}  {frame[:100]}")
+        raise SystemExit("py-spy recorded no sample (no ptrace permission?)")
+    rec.figure("samples", total, "samples", label="samples with the GIL held")
+    for i, (name, n) in enumerate(threads.most_common()):
+        rec.figure(f"thread_{i}", 100 * n / total, "%", label=f"thread {name}")
+    for i, (owner, n) in enumerate(owners.most_common()):
+        rec.figure(f"owner_{i}", 100 * n / total, "%", label=f"asked for by {owner}")
+    for i, (frame, n) in enumerate(leaves.most_common(top)):
+        rec.figure(f"leaf_{i}", 100 * n / total, "%", label=f"leaf frame {frame[:90]}")
 
 
 def main() -> None:
-    banner(f"serving profile: GIL holders in Trendcast's worker under wrk -c16 ({SECONDS} s)")
     spy = shutil.which("py-spy") or str(BIN / "py-spy")
     if not Path(spy).exists() or not shutil.which("wrk"):
-        print("   needs py-spy (dev dependency) and wrk (`make wrk`)")
-        return
+        raise SystemExit("profile_serving needs py-spy (dev dependency) and wrk (`make wrk`)")
+    rec = Recorder(
+        "profile_serving",
+        "Serving profile: who holds the GIL in Trendcast's worker under load",
+        script=__file__,
+        description=(
+            f"py-spy samples the thread holding the GIL in the service's worker at {RATE_HZ} Hz "
+            f"for {SECONDS} s while wrk sends one-row requests at 16 connections. Each sample "
+            "is owned by the nearest frame that is ours (`serving/`, `trendcast/`) or the "
+            "framework's (BentoML, Starlette, uvicorn, asyncio); libraries count for their "
+            "caller. Sampling slows the service: latency figures are in bench_serving."
+        ),
+        params={"seconds": SECONDS, "rate_hz": RATE_HZ},
+        measures=["serving"],
+    )
     with scratch_database() as url, tempfile.TemporaryDirectory(prefix="tcps") as tmp:
         home = Path(tmp)
         engine = sa.create_engine(url)
@@ -161,17 +171,16 @@ def main() -> None:
                 time.sleep(1)
                 load = wrk(port, "/predict", body, 16, SECONDS - 2)
                 _, errors = sampler.communicate(timeout=SECONDS + 60)
-                print(
-                    f"   under the sampler: p50 {load['p50']:.2f} ms, p99 {load['p99']:.2f} ms, "
-                    f"{load['rps']:.0f} req/s (sampling slows the service; see bench_serving)"
+                rec.figure(
+                    "rps_sampled", load["rps"], "req/s", label="throughput under the sampler"
                 )
                 if not raw.exists():
-                    print(f"   py-spy failed: {errors.decode(errors='replace')[-300:]}")
-                    return
-                summarise(raw)
+                    raise SystemExit(f"py-spy failed: {errors.decode(errors='replace')[-300:]}")
+                summarise(rec, raw)
             finally:
                 stop(service)
         engine.dispose()
+    rec.write()
 
 
 if __name__ == "__main__":
