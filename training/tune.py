@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from training.dataset import Dataset, build_dataset
 from training.grid import GridSpec, Period
 from training.train import Selection, TrainResult, dataset_source, train
-from trendcast.cluster import Placement, TaskCancelled, map_unordered
+from trendcast.cluster import Placement, map_unordered, task_cancelled
 from trendcast.errors import InputError
 from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric, selection_metric
 from trendcast.tracking import mlflow_client, use_mlflow
@@ -96,8 +96,9 @@ def _run_candidate(
                 **({"grid_replaces": ",".join(replaced)} if replaced else {}),
             },
         )
-    except TaskCancelled:  # the grid stopped (Ctrl-C): this run was cut short, like a killed one
-        _mark_cut_short(client, experiment_id, parent_run_id, task_key)
+    except BaseException:
+        if task_cancelled():  # the grid stopped (Ctrl-C): cut short, like a killed run
+            _mark_cut_short(client, experiment_id, parent_run_id, task_key)
         raise
     finally:
         engine.dispose()

@@ -183,6 +183,21 @@ class TaskCancelled(Exception):
     """Raised inside a running task once its command cancelled it (Ctrl-C, an error)."""
 
 
+#: Keys of the tasks this worker process stopped (read by :func:`task_cancelled`).
+_STOPPED: set[str] = set()
+
+
+def task_cancelled() -> bool:
+    """Whether the current Dask task was stopped: code that catches what the stop raised (an
+    HTTP client wrapping it in its own error) can still tell a stop from a failure."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().get_current_task()) in _STOPPED
+    except ValueError:  # not on a worker
+        return False
+
+
 def mlflow_identity() -> tuple[str, SecretStr] | None:
     """The MLflow user this command authenticates as (auth on), for its tasks: the workers of a
     shared or remote cluster have no identity of their own, or another user's. The password
@@ -243,6 +258,7 @@ def _stoppable(
         while not finished.wait(0.2):
             state = worker.state.tasks.get(key)
             if state is None or state.state in ("cancelled", "released", "forgotten"):
+                _STOPPED.add(str(key))
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(target), ctypes.py_object(TaskCancelled)
                 )
