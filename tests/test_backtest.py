@@ -4,6 +4,7 @@ no look-ahead through the public API, stops, reports and the performance filter.
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -221,3 +222,64 @@ def test_fractional_targets_rebalance_like_vectorbt(eurusd):
     ).value()
     assert np.max(np.abs(ours / theirs.to_numpy() - 1)) < 1e-9
     assert (np.diff(bt.run(eurusd, Fractions(), bt.Costs()).position) != 0).sum() > 100
+
+
+class _Fixed(Strategy):
+    """Given positions, with stops: a strategy the look-ahead guard can check."""
+
+    name = "fixed"
+    defaults: ClassVar[dict] = {"stop_loss": None, "take_profit": None}
+
+    def __init__(self, model=None, target=None, **params):
+        super().__init__(model, **params)
+        self.target = target
+
+    def set_params(self, **params):
+        return type(self)(target=self.target, **{**self.params, **params})
+
+    def signals(self, frame):
+        return self.target[: len(frame)]
+
+
+def test_a_batch_equals_its_assets_run_one_by_one():
+    """1,000 assets in one ``simulate_batch`` call give, column by column, exactly the curves,
+    positions, exposures and trades of 1,000 single-asset runs: longs, shorts, fractional
+    weights, stops, spread and slippage all exercised."""
+    assets, bars = 1_000, 300
+    frame = synth_bars(assets * bars, interval="1m", seed=21)
+    rng = np.random.default_rng(8)
+    levels = np.array([-1.0, -0.4, 0.0, 0.0, 0.3, 0.7, 1.0])
+    flat = levels[rng.integers(0, len(levels), assets * bars // 6 + 1)].repeat(6)
+    target = flat[: assets * bars].reshape(assets, bars).T  # (bars, assets)
+    prices = [frame[c].to_numpy().reshape(assets, bars).T for c in ("open", "high", "low", "close")]
+    costs = bt.Costs(fee=0.0007, spread=0.0004, slippage=0.0002)
+    stops = {"stop_loss": 0.003, "take_profit": 0.004}
+    batch = bt.simulate_batch(*prices, target, costs, **stops)
+    assert batch.equity.shape == (bars, assets)
+    reasons = set()
+    for j in range(assets):
+        rows = frame.iloc[j * bars : (j + 1) * bars]
+        one = bt.simulate(rows, target[:, j], costs, **stops)
+        assert np.array_equal(batch.equity[:, j], one.equity), j
+        assert np.array_equal(batch.position[:, j], one.position), j
+        assert np.array_equal(batch.exposure[:, j], one.exposure), j
+        mine = batch.trades[batch.trades["asset"] == j].drop(columns="asset")
+        assert mine.reset_index(drop=True).equals(one.trades[bt.TRADE_COLUMNS]), j
+        reasons |= set(one.trades["reason"])
+        if j < 3:  # and the product path, guard included, agrees with the engine
+            full = bt.run(rows, _Fixed(target=target[:, j], **stops), costs)
+            assert np.array_equal(full.equity, one.equity)
+    assert reasons == set(bt.REASONS)
+    assert (batch.position < 0).any() and len(batch.trades) > assets
+
+
+def test_batch_refuses_bad_input_by_name():
+    ones = np.ones((50, 3))
+    with pytest.raises(InputError, match="target: NaN"):
+        bt.simulate_batch(ones, ones, ones, ones, np.full((50, 3), np.nan))
+    with pytest.raises(InputError, match=r"high: shape \(50, 2\)"):
+        bt.simulate_batch(ones, ones[:, :2], ones, ones, ones)
+    with pytest.raises(InputError, match="open: must be 2-D"):
+        bt.simulate_batch(ones[:, 0], ones, ones, ones, ones)
+    with pytest.raises(InputError, match="stop_loss"):
+        bt.simulate_batch(ones, ones, ones, ones, ones, stop_loss=1.5)

@@ -157,6 +157,27 @@ def test_a_changed_definition_cannot_overwrite_a_version(engine, eurusd):
     assert len(stored(engine)) == 300
 
 
+def test_a_store_registered_by_code_with_the_same_bits_keeps_accepting_writes(engine, eurusd):
+    # a store made before the compiled window sums holds core v1 under the NumPy-only fingerprint
+    load(engine, eurusd.iloc[:300])
+    pipeline.build(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE features.feature_sets SET fingerprint = :fp WHERE key = :key"),
+            {"fp": FS.same_bits_as[0], "key": FS.key},
+        )
+    load(engine, eurusd.iloc[300:310])
+    assert pipeline.build(engine)["rows_written"] == 10
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE features.feature_sets SET fingerprint = 'other' WHERE key = :key"),
+            {"key": FS.key},
+        )
+    load(engine, eurusd.iloc[310:312])
+    with pytest.raises(InputError, match=r"definition changed"):
+        pipeline.build(engine)
+
+
 def test_training_snapshot_is_immutable_and_fingerprinted(engine, eurusd, tmp_path):
     load(engine, eurusd.iloc[:600])
     pipeline.build(engine)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from indicators_reference import core_v1_reference
 
 from trendcast import indicators as ind
+from trendcast import window_sums
 from trendcast.feature_sets import CORE_V1, phase_of
+from trendcast.sample_data import SAMPLES
 from trendcast.synth import synth_bars
 
 X = np.array([1.0, 2.0, 3.0, 4.0, 6.0])
@@ -79,3 +82,63 @@ def test_changed_definition_changes_the_fingerprint():
     )
     assert other.fingerprint != CORE_V1.fingerprint
     assert dataclasses.replace(CORE_V1).fingerprint == CORE_V1.fingerprint
+
+
+# --- the compiled window sums give today's bits ------------------------------------------------
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def window_path(request, monkeypatch):
+    """Run the indicators on the compiled kernel for every series length, or on NumPy only."""
+    if request.param == "compiled":
+        if window_sums.compiled() is None:
+            pytest.skip("numba is not installed in this environment")
+        monkeypatch.setattr(window_sums, "COMPILED_FROM", 0)
+    else:
+        monkeypatch.setattr(window_sums, "_kernel", None)
+        monkeypatch.setattr(window_sums, "_kernel_tried", True)
+    return request.param
+
+
+def test_compiled_window_sums_match_numpy_bit_for_bit():
+    kernel = window_sums.compiled()
+    if kernel is None:
+        pytest.skip("numba is not installed in this environment")
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 1e-6, 1e9):
+        x = np.cumsum(rng.standard_normal(1_200)) * scale + 50 * scale
+        x[::41], x[300:340], x[500:540] = -0.0, -0.0, 0.0  # signed zeros, all-zero windows
+        x[700] = 1e300  # a huge value swamps its windows: order of additions shows
+        for n in range(1, 129):
+            for length in (n, n + 1, n + 255, n + 256, n + 257, len(x)):
+                got = kernel(np.ascontiguousarray(x[:length]), n, np.empty(length - n + 1))
+                want = window_sums.window_sums_numpy(x[:length], n)
+                assert np.array_equal(got.view("int64"), want.view("int64")), (scale, n, length)
+
+
+def _same_bits(frame: pd.DataFrame, reference: pd.DataFrame) -> bool:
+    assert list(frame.columns) == list(reference.columns)
+    return np.array_equal(
+        frame.to_numpy(dtype="float64").view("int64"),
+        reference.to_numpy(dtype="float64").view("int64"),
+    )
+
+
+@pytest.mark.parametrize(("interval", "n"), [("1m", 30_000), ("1h", 8_000), ("1d", 3_000)])
+def test_core_v1_gives_the_bits_of_the_numpy_only_code_on_synthetic_bars(window_path, interval, n):
+    bars = synth_bars(n, interval=interval, seed=17)
+    assert _same_bits(CORE_V1.compute(bars, interval), core_v1_reference(bars, interval))
+
+
+def test_core_v1_gives_the_bits_of_the_numpy_only_code_on_real_bars(window_path):
+    for sample in SAMPLES:
+        bars, _ = sample.reader()
+        assert _same_bits(
+            CORE_V1.compute(bars, sample.interval), core_v1_reference(bars, sample.interval)
+        ), sample.symbol
+
+
+def test_faster_code_keeps_the_fingerprint_of_the_code_it_reproduces():
+    # the NumPy-only code's fingerprint: stores registered under it keep accepting core v1
+    assert "39eb3e89b61d7098" in CORE_V1.same_bits_as
+    assert CORE_V1.fingerprint not in CORE_V1.same_bits_as

@@ -143,3 +143,54 @@ def test_sample_history_is_real_and_loads_clean(engine):
         engine,
     )
     assert first.iloc[0].tolist() == [1.05236, 1.05227]  # the file's first row
+
+
+def test_a_load_streamed_in_pieces_stores_every_bar_once(engine, tmp_path, monkeypatch):
+    """Above COPY_CHUNK_ROWS the payload is built on a producer thread, piece by piece, while
+    the server ingests: every bar arrives once, in one transaction, with progress for each."""
+    from trendcast import bar_store
+
+    monkeypatch.setattr(bar_store, "COPY_CHUNK_ROWS", 1_000)
+    path = tmp_path / "big.parquet"
+    bars = synth_bars(5_500, interval="1m", seed=21)
+    write_bars(bars, path)
+    seen: list[int] = []
+    summary = load_history(
+        engine, path, symbol="STREAM", interval="1m", source="synthetic", on_progress=seen.append
+    )
+    assert summary.inserted == 5_500 and sum(seen) == 5_500 and len(seen) == 6
+    stored = pd.read_sql(
+        "SELECT open_time, close, ingest_time FROM market.bars WHERE symbol = 'STREAM' "
+        "ORDER BY open_time",
+        engine,
+    )
+    assert stored["close"].tolist() == bars["close"].tolist()
+    assert (stored["ingest_time"] == stored["open_time"] + pd.Timedelta(minutes=1)).all()
+    assert count(engine, "SELECT count(*) FROM market.bar_changes WHERE symbol = 'STREAM'") == 1
+
+
+def test_a_streamed_load_that_fails_midway_stores_nothing(engine, tmp_path, monkeypatch):
+    """A piece that cannot be built aborts the COPY: the transaction rolls back, the error
+    reaches the caller, and no producer thread is left behind."""
+    import threading
+
+    from trendcast import bar_store
+
+    monkeypatch.setattr(bar_store, "COPY_CHUNK_ROWS", 1_000)
+    real = bar_store.copy_payload
+    built = []
+
+    def third_piece_fails(chunk, *args, **kwargs):
+        built.append(len(chunk))
+        if len(built) == 3:
+            raise MemoryError("out of memory building piece 3")
+        return real(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(bar_store, "copy_payload", third_piece_fails)
+    path = tmp_path / "big.parquet"
+    write_bars(synth_bars(5_500, interval="1m", seed=22), path)
+    with pytest.raises(MemoryError, match="piece 3"):
+        load_history(engine, path, symbol="HALF", interval="1m", source="synthetic")
+    assert count(engine, "SELECT count(*) FROM market.bars WHERE symbol = 'HALF'") == 0
+    assert count(engine, "SELECT count(*) FROM market.bar_changes WHERE symbol = 'HALF'") == 0
+    assert not [t for t in threading.enumerate() if t.name == "copy-payload"]

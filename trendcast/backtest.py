@@ -101,14 +101,161 @@ def _exit(trades, i, cash, shares, price, fee, entry_bar, bar, entry_price, reas
     return cash + value - abs(value) * fee
 
 
+NAN_TARGET = "target: NaN positions; use 0 for flat"
+
+
 @numba.njit(cache=True)
+def _max_trades(target):
+    """An upper bound on the trades: every entry needs the wanted position to have changed
+    (from flat at the start, after an exit on a signal, or after a stop), so there are no more
+    trades than changes of ``target``. -1 when ``target`` holds a NaN."""
+    count = 0
+    last = 0.0
+    for t in range(len(target)):
+        x = target[t]
+        if x != last:
+            if x != x:
+                return -1
+            count += 1
+            last = x
+    return count
+
+
 def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, take_profit, flows):
+    """One asset: (equity, shares held, exposure, trades). The outputs are allocated by NumPy,
+    which asks the kernel for huge pages: on 10M bars, faulting in 240 MB page by page costs
+    more than the loop itself."""
     n = len(close)
-    equity = np.empty(n)
-    held = np.zeros(n)
-    exposure = np.zeros(n)
+    equity, held, exposure = np.empty(n), np.empty(n), np.empty(n)
+    bound = _max_trades(target)
+    if bound < 0:
+        raise ValueError(NAN_TARGET)
     # trades: entry bar, exit bar, direction, entry price, exit price, return, reason
-    trades = np.full((n, 7), np.nan)
+    trades = np.empty((bound, 7))
+    n_trades = _simulate_into(
+        open_,
+        high,
+        low,
+        close,
+        target,
+        fee,
+        cost,
+        capital,
+        stop_loss,
+        take_profit,
+        flows,
+        equity,
+        held,
+        exposure,
+        trades,
+    )
+    return equity, held, exposure, trades[:n_trades]
+
+
+@numba.njit(cache=True)
+def _column_bounds(target):
+    m = target.shape[1]
+    bounds = np.empty(m, dtype=np.int64)
+    for j in range(m):
+        bounds[j] = _max_trades(target[:, j])
+        if bounds[j] < 0:
+            raise ValueError(NAN_TARGET)
+    return bounds
+
+
+def _simulate_batch(open_, high, low, close, target, fee, cost, capital, stop_loss, take_profit):
+    """Each column of the (bars, assets) column-major inputs through ``_simulate_into``, one
+    after the other: the single-asset loop itself, so a batch cannot drift from ``run``."""
+    n, m = close.shape
+    # column-major like the inputs: each asset's curve is contiguous
+    equity, held, exposure = (np.empty((m, n)).T for _ in range(3))
+    bounds = _column_bounds(target)
+    trades = np.empty((int(bounds.sum()), 7))
+    counts = _simulate_columns(
+        open_,
+        high,
+        low,
+        close,
+        target,
+        fee,
+        cost,
+        capital,
+        stop_loss,
+        take_profit,
+        equity,
+        held,
+        exposure,
+        trades,
+        bounds,
+    )
+    return equity, held, exposure, trades, bounds, counts
+
+
+@numba.njit(cache=True)
+def _simulate_columns(
+    open_,
+    high,
+    low,
+    close,
+    target,
+    fee,
+    cost,
+    capital,
+    stop_loss,
+    take_profit,
+    equity,
+    held,
+    exposure,
+    trades,
+    bounds,
+):
+    m = close.shape[1]
+    flows = np.empty(0)
+    counts = np.empty(m, dtype=np.int64)
+    start = 0
+    for j in range(m):
+        counts[j] = _simulate_into(
+            open_[:, j],
+            high[:, j],
+            low[:, j],
+            close[:, j],
+            target[:, j],
+            fee,
+            cost,
+            capital,
+            stop_loss,
+            take_profit,
+            flows,
+            equity[:, j],
+            held[:, j],
+            exposure[:, j],
+            trades[start : start + bounds[j]],
+        )
+        start += bounds[j]
+    return counts
+
+
+@numba.njit(cache=True)
+def _simulate_into(
+    open_,
+    high,
+    low,
+    close,
+    target,
+    fee,
+    cost,
+    capital,
+    stop_loss,
+    take_profit,
+    flows,
+    equity,
+    held,
+    exposure,
+    trades,
+):
+    """The execution loop for one asset, writing into the given arrays; returns the number of
+    trades recorded."""
+    n = len(close)
     n_trades = 0
     cash = capital
     shares = 0.0
@@ -183,10 +330,11 @@ def _simulate(open_, high, low, close, target, fee, cost, capital, stop_loss, ta
                 direction = 0.0
                 stopped = True
         # 3. money moved in (> 0) or out (< 0) at the close, before the next decision sizes
-        cash += flows[t]
+        if len(flows):
+            cash += flows[t]
         held[t] = shares
         equity[t] = cash + shares * close[t]
-    return equity, held, exposure, trades[:n_trades]
+    return n_trades
 
 
 #: Every one of the first DENSE_DECISIONS decisions is recomputed from its own prefix.
@@ -296,35 +444,158 @@ def run(
     target = np.nan_to_num(target, nan=0.0)
     if not 0 <= trade_from < len(frame):
         raise InputError(f"trade_from {trade_from}: must be a row of the {len(frame)} bars")
-    flows = np.zeros(len(frame)) if flows is None else np.asarray(flows, dtype="float64")
-    if len(flows) != len(frame):
-        raise InputError(f"flows: {len(flows)} values for {len(frame)} bars")
+    if flows is not None:
+        flows = np.asarray(flows, dtype="float64")
+        if len(flows) != len(frame):
+            raise InputError(f"flows: {len(flows)} values for {len(frame)} bars")
     if trade_from:
         frame, target = frame.iloc[trade_from:].reset_index(drop=True), target[trade_from:]
-        flows = flows[trade_from:]
-    stop_loss = strategy.params.get("stop_loss") or 0.0
-    take_profit = strategy.params.get("take_profit") or 0.0
-    columns = [frame[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")]
-    equity, held, exposure, raw = _simulate(
-        *columns,
+        flows = None if flows is None else flows[trade_from:]
+    result = simulate(
+        frame,
         target,
-        costs.fee,
-        costs.spread / 2 + costs.slippage,
-        capital,
-        float(stop_loss),
-        float(take_profit),
-        flows,
+        costs,
+        capital=capital,
+        stop_loss=float(strategy.params.get("stop_loss") or 0.0),
+        take_profit=float(strategy.params.get("take_profit") or 0.0),
+        flows=flows,
     )
+    result.strategy, result.inputs = strategy, inputs
+    return result
+
+
+TRADE_COLUMNS = ["entry", "exit", "direction", "entry_price", "exit_price", "return", "reason"]
+
+
+def _check_account(capital: float, stop_loss: float, take_profit: float) -> None:
+    if capital <= 0:
+        raise InputError(f"capital {capital}: must be > 0")
+    if not 0 <= stop_loss < 1:
+        raise InputError(f"stop_loss {stop_loss}: must be a fraction of the entry price in [0, 1)")
+    if not take_profit >= 0:
+        raise InputError(f"take_profit {take_profit}: must be a fraction >= 0 of the entry price")
+
+
+def simulate(
+    frame: pd.DataFrame,
+    target: np.ndarray,
+    costs: Costs | None = None,
+    *,
+    capital: float = 10_000.0,
+    stop_loss: float = 0.0,
+    take_profit: float = 0.0,
+    flows: np.ndarray | None = None,
+) -> BacktestResult:
+    """The engine alone: positions already decided (``target[t]`` wanted from bar t+1's open)
+    traded on ``frame``'s bars. ``run`` calls it after the look-ahead guard has proven the
+    strategy's positions causal; called directly, the caller vouches for ``target``."""
+    costs = costs or Costs()
+    _check_account(capital, stop_loss, take_profit)
+    frame = frame.reset_index(drop=True)
+    target = np.ascontiguousarray(target, dtype="float64")
+    if len(target) != len(frame):
+        raise InputError(f"target: {len(target)} positions for {len(frame)} bars")
+    if flows is None:
+        flows = np.empty(0)  # the loop skips an empty one
+    else:
+        flows = np.ascontiguousarray(flows, dtype="float64")
+        if len(flows) != len(frame):
+            raise InputError(f"flows: {len(flows)} values for {len(frame)} bars")
+    columns = [frame[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")]
+    try:
+        equity, held, exposure, raw = _simulate(
+            *columns,
+            target,
+            costs.fee,
+            costs.spread / 2 + costs.slippage,
+            capital,
+            stop_loss,
+            take_profit,
+            flows,
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from None
     # naive UTC datetime64: a tz-aware column would become 10M Timestamp objects
     times = pd.DatetimeIndex(frame["open_time"]).tz_convert("UTC").tz_localize(None).to_numpy()
-    trades = pd.DataFrame(
-        raw, columns=["entry", "exit", "direction", "entry_price", "exit_price", "return", "reason"]
-    )
-    if len(trades):
-        trades["entry_time"] = pd.to_datetime(times[trades["entry"].astype(int)], utc=True)
-        trades["exit_time"] = pd.to_datetime(times[trades["exit"].astype(int)], utc=True)
-        trades["reason"] = np.asarray(REASONS)[trades["reason"].to_numpy(dtype=int)]
-    return BacktestResult(times, equity, held, exposure, trades, strategy, costs, inputs)
+    return BacktestResult(times, equity, held, exposure, _trade_frame(raw, times), None, costs, {})
+
+
+def _trade_frame(raw: np.ndarray, times: np.ndarray | None = None) -> pd.DataFrame:
+    """The loop's trade rows as a DataFrame: reasons named, entry and exit times when known.
+    Built column by column in one call (inserting columns one at a time costs more than the
+    loop on a short series)."""
+    if not len(raw):
+        return pd.DataFrame(raw, columns=TRADE_COLUMNS)
+    columns = {name: raw[:, i] for i, name in enumerate(TRADE_COLUMNS)}
+    columns["reason"] = np.asarray(REASONS)[raw[:, 6].astype(int)]
+    if times is not None:
+        columns["entry_time"] = pd.to_datetime(times[raw[:, 0].astype(int)], utc=True)
+        columns["exit_time"] = pd.to_datetime(times[raw[:, 1].astype(int)], utc=True)
+    return pd.DataFrame(columns)
+
+
+@dataclass
+class BatchResult:
+    """Many assets' backtests: (bars, assets) arrays, column j being asset j's run."""
+
+    equity: np.ndarray
+    position: np.ndarray  # signed shares held at each bar's close
+    exposure: np.ndarray  # signed weight targeted for each bar
+    trades: pd.DataFrame  # TRADE_COLUMNS plus ``asset`` (the column index)
+
+
+def simulate_batch(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    target: np.ndarray,
+    costs: Costs | None = None,
+    *,
+    capital: float = 10_000.0,
+    stop_loss: float = 0.0,
+    take_profit: float = 0.0,
+) -> BatchResult:
+    """The engine on many assets in one call: (bars, assets) prices and decided positions,
+    each asset its own account of ``capital``, every column exactly what ``simulate`` gives
+    for it alone (the same compiled loop). Column-major inputs (a wide DataFrame's
+    ``to_numpy()``) are used without a copy."""
+    costs = costs or Costs()
+    _check_account(capital, stop_loss, take_profit)
+    arrays = {}
+    for name, values in (
+        ("open", open_),
+        ("high", high),
+        ("low", low),
+        ("close", close),
+        ("target", target),
+    ):
+        values = np.asfortranarray(values, dtype="float64")
+        if values.ndim != 2:
+            raise InputError(f"{name}: must be 2-D (bars, assets), got {values.ndim}-D")
+        if values.shape != np.shape(close):
+            raise InputError(f"{name}: shape {values.shape}, close has {np.shape(close)}")
+        arrays[name] = values
+    if 0 in arrays["close"].shape:
+        raise InputError(f"close: shape {arrays['close'].shape}, need at least one bar and asset")
+    try:
+        equity, held, exposure, raw, bounds, counts = _simulate_batch(
+            *arrays.values(),
+            costs.fee,
+            costs.spread / 2 + costs.slippage,
+            capital,
+            stop_loss,
+            take_profit,
+        )
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    # asset j's trades sit at the start of its slot of ``bounds[j]`` rows: keep those
+    slot = np.cumsum(bounds) - bounds
+    done = np.cumsum(counts) - counts
+    rows = np.arange(counts.sum()) + np.repeat(slot - done, counts)
+    trades = _trade_frame(raw[rows])
+    trades.insert(0, "asset", np.repeat(np.arange(len(counts)), counts))
+    return BatchResult(equity, held, exposure, trades)
 
 
 def with_costs(strategy: Strategy, costs: Costs) -> Strategy:

@@ -174,8 +174,9 @@ def _parse_numbers(path: Path, column: pd.Series, name: str) -> pd.Series:
 
 def _parse_times(path: Path, column: pd.Series, time_format: str | None) -> pd.Series:
     """Epoch numbers (s, ms, µs or ns, by magnitude) or date strings; naive times are UTC."""
-    if pd.api.types.is_datetime64_any_dtype(column):
-        stamps = pd.to_datetime(column, utc=True)
+    if pd.api.types.is_datetime64_any_dtype(column):  # typed already (Parquet): no parsing
+        aware = isinstance(column.dtype, pd.DatetimeTZDtype)
+        stamps = column.dt.tz_convert("UTC") if aware else column.dt.tz_localize("UTC")
     elif pd.api.types.is_numeric_dtype(column):
         stamps = _epoch_to_utc(column.astype("float64"))
     else:

@@ -1,13 +1,16 @@
 """Write bars to ``market.bars`` fast and atomically.
 
 One transaction per load: take the series' advisory lock, read the bars already stored in the
-span, binary-COPY only the new bars straight into ``market.bars``, quarantine the rejected rows
+span, binary-COPY only the new bars straight into ``market.bars`` (a large load's payload is
+built piece by piece on a producer thread while the server ingests the previous piece, so the
+client's work overlaps the server's), quarantine the rejected rows
 and the bars that differ from the stored ones (or, asked to revise, keep the replaced values in
 ``market.bar_revisions``), and record the run. A crash leaves nothing half-written; a re-load
 inserts nothing.
 
-Why not a staging table and ``INSERT … ON CONFLICT DO NOTHING``? Measured here on 2M bars:
-the speculative insertion behind ON CONFLICT costs ~2.7x a plain insert (21 s vs 7.7 s). The
+Why not a staging table and ``INSERT … ON CONFLICT DO NOTHING``? The speculative insertion
+behind ON CONFLICT costs a multiple of a plain insert (benchmarks/bench_load.py measures that
+design as its reference figure in every run). The
 advisory lock makes the anti-join exact for every writer that takes it (history load and the
 ingestion Lambda); a writer that does not gets a unique violation and a rolled-back load,
 never a duplicate.
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,8 +32,11 @@ from trendcast import pgcopy
 from trendcast.bars import NUMERIC_COLUMNS
 from trendcast.db import driver_cursor
 from trendcast.schema import SeriesKey
+from trendcast.stages import stage
 
-COPY_CHUNK_ROWS = 500_000
+#: Rows per piece of a COPY stream: the client builds the next piece while the server ingests
+#: this one (a piece is a few MB; at most a few wait, so memory stays small).
+COPY_CHUNK_ROWS = 50_000
 _FLOATS = NUMERIC_COLUMNS
 COPY_COLUMNS = ("symbol", "interval", "open_time", *NUMERIC_COLUMNS, "trades", "source")
 
@@ -259,8 +265,11 @@ def write_bars(
     result = WriteResult()
     if bars.empty:
         return result
-    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (series_lock_key(key),))
-    stored = _stored_bars(cur, key, bars)
+    with stage("lock and read the stored span"):
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (series_lock_key(key),)
+        )
+        stored = _stored_bars(cur, key, bars)
     if len(stored):
         t_us = bars["open_time"].to_numpy(dtype="datetime64[ns]").view("int64") // 1000
         t_us = t_us - pgcopy.PG_EPOCH_US
@@ -295,14 +304,28 @@ def write_bars(
     columns = ", ".join(COPY_COLUMNS) + (", ingest_time" if with_ingest else "")
     copy_sql = f"COPY market.bars ({columns}) FROM STDIN WITH (FORMAT binary)"
     for group in groups:
-        for chunk in _chunks(group, COPY_CHUNK_ROWS):
-            # Each COPY statement is a complete binary stream: header, rows, trailer.
-            body = copy_payload(chunk, key, source, with_ingest_time=with_ingest)
-            pgcopy.copy_in(cur, copy_sql, body)
-            if on_progress:
-                on_progress(len(chunk))
+        with stage("COPY"):
+            if len(group) <= COPY_CHUNK_ROWS:  # one piece: no producer thread to start
+                with stage("build COPY payload"):
+                    body = copy_payload(group, key, source, with_ingest_time=with_ingest)
+                pgcopy.copy_in(cur, copy_sql, body)
+                if on_progress:
+                    on_progress(len(group))
+            else:
+                pieces = _payload_pieces(group, key, source, with_ingest)
+                pgcopy.copy_in_stream(cur, copy_sql, pieces, on_progress)
     result.inserted = len(bars)
     return result
+
+
+def _payload_pieces(
+    bars: pd.DataFrame, key: SeriesKey, source: str, with_ingest: bool
+) -> Iterator[tuple[bytes, int]]:
+    """COPY rows for ``bars`` a chunk at a time (run on the COPY's producer thread)."""
+    for chunk in _chunks(bars, COPY_CHUNK_ROWS):
+        with stage("build COPY payload"):
+            body = copy_payload(chunk, key, source, with_ingest_time=with_ingest)
+        yield body, len(chunk)
 
 
 def copy_new_bars(

@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from trendcast.config import Settings, get_settings
 from trendcast.errors import DatabaseUnavailable
+from trendcast.stages import stage
 
 Which = Literal["trendcast", "mlflow"]
 DRIVER = "postgresql+psycopg2"
@@ -117,7 +118,8 @@ def driver_cursor(engine: Engine) -> Iterator:
         conn = raw.driver_connection
         with conn.cursor() as cur:
             yield cur
-        conn.commit()
+        with stage("commit"):
+            conn.commit()
     except BaseException:
         raw.driver_connection.rollback()
         raise

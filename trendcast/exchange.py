@@ -24,6 +24,7 @@ from tenacity import (
 
 from trendcast.bar_store import Rejected
 from trendcast.errors import TrendcastError
+from trendcast.stages import stage
 
 KLINES_PATH = "/api/v3/klines"
 TIME_PATH = "/api/v3/time"
@@ -170,7 +171,8 @@ class BinanceClient:
         def attempt() -> object:
             self.budget.check(need=0.05)
             timeout = min(self.timeout_s, self.budget.remaining)
-            response = self.http.get(path, params=params, timeout=timeout)
+            with stage("exchange request"):
+                response = self.http.get(path, params=params, timeout=timeout)
             if response.status_code in (418, 429) or response.status_code >= 500:
                 raise RetryableResponse(response.status_code, _retry_after(response), response.text)
             if response.status_code >= 400:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from trendcast import indicators as ind
+from trendcast import window_sums
 from trendcast.schema import INTERVALS
 
 SMA_WINDOWS = (7, 25, 99)
@@ -50,8 +51,9 @@ def core_v1(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
     out["sma_7_25_diff"] = (sma[7] - sma[25]) / close
     out["sma_25_99_diff"] = (sma[25] - sma[99]) / close
     out["sma_7_99_diff"] = (sma[7] - sma[99]) / close
+    seasonal = ind.seasonal_means(close, phase, SMA_WINDOWS)
     for n in SMA_WINDOWS:
-        out[f"seas_sma_{n}_ratio"] = close / ind.seasonal_mean(close, phase, n) - 1.0
+        out[f"seas_sma_{n}_ratio"] = close / seasonal[n] - 1.0
     for h in RETURN_HORIZONS:
         out[f"logret_{h}"] = ind.log_return(close, h)
     out["vol_20"] = ind.rolling_std(out["logret_1"], 20)
@@ -66,7 +68,8 @@ def core_v1(bars: pd.DataFrame, interval: str) -> pd.DataFrame:
         out["close_position"] = np.where(span > 0, (close - low) / span, 0.5)
     out["hl_range"] = (high - low) / close
     out["hl_range_20"] = ind.rolling_mean(out["hl_range"], 20)
-    return pd.DataFrame(out, index=bars.index)
+    # copy=False: one block per column, not a 20-column copy (a second of 10M bars)
+    return pd.DataFrame(out, index=bars.index, copy=False)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class FeatureSet:
     function: object
     seasonal_windows: tuple[int, ...] = SMA_WINDOWS
     plain_lookback: int = 100  # the longest plain window (99-bar SMA) plus one for returns
+    # Fingerprints of earlier code for this version that computes the same bits (checked
+    # against a frozen copy of that code in tests/test_indicators.py): a faster implementation
+    # is not a new definition, so a store registered under one of them keeps accepting writes.
+    same_bits_as: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -105,7 +112,10 @@ class FeatureSet:
 
 
 def _indicator_functions():
-    return [obj for _, obj in sorted(vars(ind).items()) if inspect.isfunction(obj)]
+    found = []
+    for module in (ind, window_sums):
+        found += [obj for _, obj in sorted(vars(module).items()) if inspect.isfunction(obj)]
+    return found
 
 
 def _code_without_docstrings(func) -> str:
@@ -149,6 +159,7 @@ CORE_V1 = FeatureSet(
         "hl_range_20",
     ),
     function=core_v1,
+    same_bits_as=("39eb3e89b61d7098",),  # NumPy-only window sums, before the compiled kernel
 )
 
 DEFAULT_FEATURE_SET = CORE_V1

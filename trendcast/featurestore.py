@@ -43,7 +43,7 @@ def register(engine: Engine, fs: FeatureSet) -> None:
             {"key": fs.key},
         ).first()
         if row is not None:
-            if row.fingerprint != fs.fingerprint:
+            if row.fingerprint != fs.fingerprint and row.fingerprint not in fs.same_bits_as:
                 raise InputError(
                     f"feature set {fs.key}: its definition changed (fingerprint {row.fingerprint} "
                     f"stored, {fs.fingerprint} now); a changed definition needs a new version"
@@ -265,17 +265,19 @@ def get_point_in_time(
     index = [fs.columns.index(f) for f in wanted]
     as_of = pd.to_datetime(entities["as_of"], utc=True).to_numpy(dtype="datetime64[ns]")
     as_of_ns = as_of.view("int64")
-    result = np.full((len(entities), len(wanted)), np.nan)
+    # one row per feature: each becomes a column by a contiguous copy, not a strided one
+    result = np.full((len(wanted), len(entities)), np.nan)
     event_out = np.full(len(entities), np.iinfo("int64").min)
-    symbols = entities["symbol"].to_numpy()
+    # integer codes: comparing a million symbol strings once per symbol took seconds
+    codes, symbols = pd.factorize(entities["symbol"])
     with driver_cursor(engine) as cur:
-        for symbol in pd.unique(symbols):
-            positions = np.flatnonzero(symbols == symbol)
+        for code, symbol in enumerate(symbols):
+            positions = np.flatnonzero(codes == code)
             times = as_of_ns[positions]
             events, ingests, values = _visible_candidates(cur, fs, symbol, interval, times)
             picked = _as_of_pick(events, ingests, times)
             ok = picked >= 0
-            result[positions[ok]] = values[picked[ok]][:, index]
+            result[:, positions[ok]] = values[picked[ok]][:, index].T
             event_out[positions[ok]] = events[picked[ok]]
     out = entities.copy()
     out["event_time"] = pd.to_datetime(
@@ -287,7 +289,7 @@ def get_point_in_time(
         utc=True,
     )
     for j, name in enumerate(wanted):
-        out[name] = result[:, j]
+        out[name] = result[j]
     return out
 
 

@@ -15,6 +15,7 @@ from trendcast.bar_store import LoadSummary, Rejected, store_bars
 from trendcast.bars import validate_bars
 from trendcast.errors import InputError
 from trendcast.schema import INTERVALS, series_key, validate_source
+from trendcast.stages import stage
 
 
 def rejected_rows(
@@ -49,11 +50,15 @@ def load_frame(
     A frame whose bars are spaced unlike ``interval`` is refused before anything is written."""
     key = series_key(symbol, interval)
     validate_source(source)
-    checked = validate_bars(frame, interval, now=now)
-    check_spacing(checked.good["open_time"], interval, origin)
-    rejected = rejected_rows(
-        frame if raw is None else raw, checked.rejected_positions, checked.rejected_reasons, origin
-    )
+    with stage("validate"):
+        checked = validate_bars(frame, interval, now=now)
+        check_spacing(checked.good["open_time"], interval, origin)
+        rejected = rejected_rows(
+            frame if raw is None else raw,
+            checked.rejected_positions,
+            checked.rejected_reasons,
+            origin,
+        )
     return store_bars(
         engine,
         key,
@@ -73,9 +78,17 @@ def most_common_spacing(open_times: pd.Series) -> pd.Timedelta | None:
     """The most frequent distance between consecutive open times (None under three bars)."""
     if len(open_times) < 3:
         return None
-    steps = open_times.sort_values().diff().dropna()
-    steps = steps[steps > pd.Timedelta(0)]
-    return None if steps.empty else pd.Timedelta(steps.mode().min())
+    ns = open_times.to_numpy(dtype="datetime64[ns]").view("int64")
+    ns = ns[~open_times.isna().to_numpy()]
+    steps = np.diff(ns)
+    if (steps < 0).any():
+        steps = np.diff(np.sort(ns))
+    steps = steps[steps > 0]
+    if not len(steps):
+        return None
+    counts = pd.Series(steps).value_counts(sort=False)  # hashing: few distinct steps, fast
+    tally = counts.to_numpy()
+    return pd.Timedelta(int(counts.index.to_numpy()[tally == tally.max()].min()))
 
 
 def check_spacing(open_times: pd.Series, interval: str, origin: str) -> None:
@@ -122,7 +135,8 @@ def load_history(
     """Load one CSV/Parquet file of bars for (symbol, interval); see :func:`load_frame`."""
     series_key(symbol, interval)  # reject bad arguments before reading a large file
     validate_source(source)
-    parsed = read_bar_file(path, time_format=time_format)
+    with stage("read file"):
+        parsed = read_bar_file(path, time_format=time_format)
     summary = load_frame(
         engine,
         parsed.frame,

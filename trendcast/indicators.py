@@ -1,22 +1,29 @@
 """The indicator library: pure functions on one symbol's bars, the single source of truth.
 
-Every window is reduced on its own values (NumPy sliding windows, never running sums), so a
-value at bar t depends only on the bars in its window: computing over the full history or over a
-short look-back gives the same bits, which is what makes offline and online features identical.
+Every window is summed on its own values (``window_sums``: NumPy's sum of each sliding window,
+or a compiled loop giving the same bits; never running sums), so a value at bar t depends only
+on the bars in its window: computing over the full history or over a short look-back gives the
+same bits, which is what makes offline and online features identical.
 A value at bar t uses bars <= t only; where a window is not full the value is NaN.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+
+from trendcast.window_sums import window_sums
 
 
-def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
-    """Mean of the last ``n`` values at each position (NaN until ``n`` values exist)."""
-    out = np.full(len(x), np.nan)
+def rolling_mean(x: np.ndarray, n: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Mean of the last ``n`` values at each position (NaN until ``n`` values exist), into
+    ``out`` if given (no temporaries: 10M bars pass through memory once)."""
+    out = np.empty(len(x)) if out is None else out
+    out[: n - 1] = np.nan
     if len(x) >= n:
-        out[n - 1 :] = sliding_window_view(x, n).sum(axis=1) / n
+        window_sums(x, n, out=out[n - 1 :])
+        out[n - 1 :] /= n
     return out
 
 
@@ -25,10 +32,15 @@ def rolling_std(x: np.ndarray, n: int) -> np.ndarray:
     and x² (no n-wide temporaries, so 10M bars fit in memory)."""
     out = np.full(len(x), np.nan)
     if len(x) >= n:
-        total = sliding_window_view(x, n).sum(axis=1)
-        squares = sliding_window_view(x * x, n).sum(axis=1)
-        variance = np.maximum(squares - total * total / n, 0.0) / (n - 1)
-        out[n - 1 :] = np.sqrt(variance)
+        total = window_sums(x, n)
+        squares = window_sums(x * x, n)
+        # max(squares - total * total / n, 0) / (n - 1), in place
+        total *= total
+        total /= n
+        squares -= total
+        np.maximum(squares, 0.0, out=squares)
+        squares /= n - 1
+        np.sqrt(squares, out=out[n - 1 :])
     return out
 
 
@@ -59,10 +71,25 @@ def rsi(close: np.ndarray, n: int = 14) -> np.ndarray:
 def seasonal_mean(x: np.ndarray, phase: np.ndarray, n: int) -> np.ndarray:
     """Mean of the last ``n`` values observed at the same phase (hour of day, minute of hour),
     including the current one: the seasonal counterpart of ``rolling_mean``."""
-    out = np.full(len(x), np.nan)
-    order = np.argsort(phase, kind="stable")
-    sorted_phase = phase[order]
-    bounds = np.flatnonzero(np.diff(sorted_phase)) + 1
-    for group in np.split(order, bounds):
-        out[group] = rolling_mean(x[group], n)
-    return out
+    return seasonal_means(x, phase, (n,))[n]
+
+
+def seasonal_means(
+    x: np.ndarray, phase: np.ndarray, windows: tuple[int, ...]
+) -> dict[int, np.ndarray]:
+    """``seasonal_mean`` for several windows, grouping the values by phase once."""
+    # phases are small: as int16 the stable sort is a radix sort (the same order, faster)
+    small = phase
+    if len(phase) and phase.min() >= 0 and phase.max() < 2**15:
+        small = phase.astype(np.int16)
+    order = np.argsort(small, kind="stable")
+    grouped = x[order]  # each phase's values, in time order, side by side
+    edges = [0, *(np.flatnonzero(np.diff(small[order])) + 1).tolist(), len(x)]
+    found = {}
+    for n in windows:
+        means = np.empty(len(x))
+        for start, stop in pairwise(edges):
+            rolling_mean(grouped[start:stop], n, out=means[start:stop])
+        found[n] = np.empty(len(x))
+        found[n][order] = means
+    return found

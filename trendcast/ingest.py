@@ -32,6 +32,7 @@ from trendcast.exchange import (
 from trendcast.gaps import calendar_of, missing_in, step_offset, stored_open_times
 from trendcast.history import rejected_rows
 from trendcast.schema import SeriesKey
+from trendcast.stages import stage
 
 
 @dataclass
@@ -108,6 +109,10 @@ class SeriesIngestor:
         """Validate one page and commit it; returns bars inserted. Conflicting copies of one
         open time are all quarantined (the open time stays a hole and is refetched); a bar
         that differs from the stored one is quarantined, or applied as a revision."""
+        with stage("store pages"):
+            return self._store_page(frame, rejected_entries, now)
+
+    def _store_page(self, frame: pd.DataFrame, rejected_entries, now: pd.Timestamp) -> int:
         frame = frame[closed_before(frame, self.key.interval, now)]
         exact_dups = frame.duplicated(
             subset=["open_time", "open", "high", "low", "close", "volume"]
@@ -169,6 +174,10 @@ class SeriesIngestor:
         """Record as holes the expected, closed bars missing from the repair window: the last
         ``repair_bars`` bars before the exchange's clock (never before the series' first
         stored bar or this run's start) and everything this run fetched."""
+        with stage("gap scan"):
+            self._scan(begin, now)
+
+    def _scan(self, begin: pd.Timestamp, now: pd.Timestamp) -> None:
         step = step_offset(self.key.interval)
         last_closed = now - step
         with self.engine.connect() as conn:
