@@ -256,7 +256,8 @@ def test_distributed_training_registers_like_a_local_model_and_is_deterministic(
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         versions[name] = client.get_model_version(name, "1")
-    assert "regressor fitted with xgboost.dask" in done.stdout and "ran on dask" in done.stdout
+    assert "regressor and classifier fitted with xgboost.dask" in done.stdout
+    assert "ran on dask" in done.stdout
     runs = {n: client.get_run(v.run_id) for n, v in versions.items()}
     exported = Path(runs["EURUSD_dask_a"].data.tags["export"])
     assert [p.name for p in exported.iterdir() if p.is_dir()] == ["symbol=EURUSD"]
@@ -375,3 +376,225 @@ def test_a_scheduler_lost_mid_grid_fails_with_one_line_and_keeps_finished_runs(c
     assert up.returncode == 0, up.stderr + up.stdout
     parts = {p["name"]: p for p in json.loads(run_cli("status", "--json", env=env).stdout)}
     assert parts["cluster"]["state"] == "up" and "2 worker(s)" in parts["cluster"]["detail"]
+
+
+def portfolio_rows(home: Path, run_id: int) -> tuple[list[tuple], list[tuple]]:
+    """A stored portfolio run's weights and daily returns, in a fixed order."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"postgresql+psycopg2://postgres@/trendcast?host={home}/pg")
+    try:
+        with engine.connect() as conn:
+            weights = conn.execute(
+                sa.text(
+                    "SELECT rebalance, member, weight FROM portfolio.run_weights "
+                    "WHERE run_id = :r ORDER BY rebalance, member"
+                ),
+                {"r": run_id},
+            ).all()
+            returns = conn.execute(
+                sa.text(
+                    "SELECT series, day, ret FROM portfolio.run_returns WHERE run_id = :r "
+                    "ORDER BY series, day"
+                ),
+                {"r": run_id},
+            ).all()
+        return [tuple(w) for w in weights], [tuple(r) for r in returns]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "rebalance",
+    [{"rule": "calendar", "every": "monthly"}, {"rule": "drift", "band": 0.05}],
+    ids=["calendar-a-task-per-rebalance", "drift-the-walk-a-task"],
+)
+def test_portfolio_backtest_on_the_cluster_equals_in_process(cluster, rebalance):
+    env, home, base = cluster
+    tested = run_cli("backtest", "--symbols", "all", env=env)  # the members' streams
+    assert tested.returncode == 0, tested.stderr
+    members = [
+        {"name": f"sma-{s}", "strategy": "sma-crossover", "symbols": [s]}
+        for s in ("GOOGL", "AAPL", "MSFT", "IBM")
+    ] + [{"name": "bh-IBM", "strategy": "buy-and-hold", "symbols": ["IBM"]}]
+    path = base / f"portfolio-{rebalance['rule']}.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": f"cluster-{rebalance['rule']}",
+                "method": "mean-cvar",
+                "lookback_days": 120,
+                "min_history_days": 30,
+                "risk": {"max_weight": 0.5},
+                "rebalance": rebalance,
+                "members": members,
+            }
+        )
+    )
+    command = ("portfolio", "backtest", "--config", str(path), "--no-mlflow", "--json")
+    local = run_cli(*command, env=env)
+    spread = run_cli(*command, "--cluster", env=env)
+    assert local.returncode == 0 and spread.returncode == 0, local.stderr + spread.stderr
+    assert "portfolio backtest ran in-process" in local.stderr
+    assert "portfolio backtest ran on dask tcp://127.0.0.1:" in spread.stderr
+    assert "(2 workers)" in spread.stderr
+    mine, theirs = json.loads(local.stdout), json.loads(spread.stdout)
+    assert mine["rebalances"] >= (10 if rebalance["rule"] == "calendar" else 2)
+    assert mine.pop("run") != theirs.pop("run")  # two recorded runs ...
+    assert theirs == mine  # ... with every figure of the report the same, to the bit
+    # and every stored weight and daily return
+    assert portfolio_rows(home, json.loads(spread.stdout)["run"]) == portfolio_rows(
+        home, json.loads(local.stdout)["run"]
+    )
+    shown = run_cli(*command[:-1], "--cluster", env=env)  # the table says where it ran too
+    assert shown.returncode == 0 and "portfolio backtest ran on dask" in shown.stdout
+
+
+def test_ctrl_c_on_a_cluster_grid_exits_like_in_process_and_leaves_the_cluster_idle(cluster):
+    """Mirrors test_grid's Ctrl-C test on the cluster path: exit 130 with one line, finished
+    runs kept, the rest KILLED, and no task still running on the workers afterwards."""
+    from distributed import Client
+
+    from trendcast.cluster import _running_keys
+
+    env, _, base = cluster
+    client = tracking(env)
+    before = set(parents(client))
+    many = grid_file(
+        base,
+        "EURUSD_interrupted",
+        params={
+            "max_depth": [2, 3, 4, 5, 6],
+            "min_child_weight": [1, 2, 3, 4, 5, 6, 7, 8],
+            "n_estimators": [25],
+        },
+    )
+    tasks = 40 * len(GRID["periods"])
+    exe = Path(sys.executable).with_name("trendcast")
+    process = subprocess.Popen(
+        [str(exe), "train", "--grid", str(many), "--cluster"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # as a terminal's process gets Ctrl-C (see test_grid: a background job ignores SIGINT)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        parent_id = wait_for_child(client, before, "FINISHED", timeout_s=180)
+        finished = {
+            c.info.run_id for c in children(client, parent_id) if c.info.status == "FINISHED"
+        }
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in stderr
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "KILLED" and parent.data.tags["grid_status"] == "interrupted"
+    assert parent.data.tags["grid_placement"] == "dask"
+    address = f"tcp://127.0.0.1:{env['TRENDCAST_DASK_SCHEDULER_PORT']}"
+    with Client(address, timeout=10, set_as_default=False) as dask:
+        running = dask.run(_running_keys)
+        processing = dask.processing()
+    assert len(running) == 2 and not any(running.values()), running  # the workers are idle
+    assert not any(processing.values()), processing
+    runs = children(client, parent_id)
+    assert finished <= {c.info.run_id for c in runs if c.info.status == "FINISHED"}
+    assert {c.info.status for c in runs} <= {"FINISHED", "KILLED"}  # none left RUNNING
+    assert len(runs) < tasks  # it really stopped early
+    time.sleep(3)  # nothing goes on writing after the command has gone
+    later = children(client, parent_id)
+    assert sorted((c.info.run_id, c.info.status) for c in later) == sorted(
+        (c.info.run_id, c.info.status) for c in runs
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise _Stop
+
+
+def test_a_cancelled_task_stops_on_its_worker(cluster):
+    """Dask cannot stop a running task; ours raise in their own thread once cancelled, so a
+    command that stops (Ctrl-C, an error) leaves no task of its own running on the cluster
+    (the grid's tasks are too short to show it: waiting them out would pass as well)."""
+    from distributed import Client
+
+    from trendcast.cluster import Placement, _running_keys, map_unordered
+
+    def slow(marker: str) -> str:
+        """A minute in Python (as a task between boosting rounds), marking start and end;
+        local, so it travels by value (the workers cannot import this module)."""
+        Path(f"{marker}.started").write_text("started")
+        for _ in range(600):
+            time.sleep(0.1)
+        Path(f"{marker}.ended").write_text("ran to its end")
+        return marker
+
+    env, _, base = cluster
+    address = f"tcp://127.0.0.1:{env['TRENDCAST_DASK_SCHEDULER_PORT']}"
+    markers = [base / f"slow-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    previous = signal.signal(signal.SIGALRM, _stop)  # an interrupt while the tasks run
+    try:
+        with Client(address, timeout=10, set_as_default=False) as dask:
+            where = Placement(dask, address, 2, timeout_s=10)
+            tasks = [(f"slow-{m.name}", (str(m),)) for m in markers]
+            signal.setitimer(signal.ITIMER_REAL, 8)
+            stopped = time.monotonic()
+            with pytest.raises(_Stop):
+                list(map_unordered(where, slow, tasks))
+            running = dask.run(_running_keys)
+        waited = time.monotonic() - stopped
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert all(Path(f"{m}.started").exists() for m in markers), "the tasks never ran"
+    assert not any(running.values()), running  # stopped on the workers, not left running
+    assert waited < 8 + 5, waited  # stopped within moments, not waited out
+    time.sleep(1)
+    assert not any(Path(f"{m}.ended").exists() for m in markers)
+
+
+def test_grid_tasks_log_as_the_commands_mlflow_user_with_auth_on(cluster):
+    """With MLflow auth on, the workers (started without any MLflow identity) log the grid's
+    nested runs as the user who ran the command; the password reaches no file or log."""
+    from sqlalchemy.engine import make_url
+
+    from trendcast.mlflow_auth import SCIENTIST
+    from trendcast.stack import mlflow_server
+
+    env, home, base = cluster
+    server = make_url(f"postgresql+psycopg2://postgres@/trendcast?host={home}/pg")
+    with mlflow_server.throwaway(server, base / "auth", auth=True) as (url, _):
+        password = (base / "auth" / "mlflow-auth" / f"{SCIENTIST}.password").read_text().strip()
+        as_scientist = {
+            **env,
+            "TRENDCAST_MLFLOW_TRACKING_URI": url,
+            "TRENDCAST_MLFLOW_USERNAME": SCIENTIST,
+            "TRENDCAST_MLFLOW_PASSWORD": password,
+        }
+        path = grid_file(base, "EURUSD_auth")
+        done = run_cli("train", "--grid", str(path), "--cluster", env=as_scientist)
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert "grid ran on dask" in done.stdout
+        client = MlflowClient(url, registry_uri=url)
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            SCIENTIST,
+            password,
+        )
+        try:
+            (parent_id,) = parents(client)
+            runs = children(client, parent_id)
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    # the workers have no identity of their own: without the command's, MLflow answers 401
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    leaked = [p for p in home.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert not leaked, leaked  # not in the workers' logs, not anywhere under home

@@ -1,7 +1,8 @@
 """Training on a Dask cluster (``trendcast train --distributed``): the point-in-time training set
-exported as Parquet partitioned by symbol, read by the workers, and the regressor fitted with
-``xgboost.dask``; the fitted booster becomes a plain ``XGBRegressor``, so the run logs,
-registers (sha256), verifies and serves exactly like a locally trained one.
+exported as Parquet partitioned by symbol, read by the workers, and both models (the regressor
+and the direction classifier) fitted with ``xgboost.dask`` on the same rows; each fitted
+booster becomes a plain ``XGBRegressor`` / ``XGBClassifier``, so the run logs, registers
+(sha256), verifies and serves exactly like a locally trained one.
 
 Equal to a local model within tolerance, not to the bit: ``hist`` builds its quantile sketch
 per worker partition and merges them, so split candidates can differ in the last bins. On the
@@ -66,15 +67,24 @@ def export_training_set(dataset: Dataset, location: str, endpoint_url: str | Non
 
 
 def fit_on_cluster(
-    client, export: str, dataset: Dataset, params: dict, endpoint_url: str | None = None
-) -> xgb.XGBRegressor:
-    """Fit the regressor with ``xgboost.dask`` on the exported rows (train split, early stopping
-    on validation), returned as a plain ``XGBRegressor`` with its evaluation history."""
+    client,
+    export: str,
+    dataset: Dataset,
+    params: dict,
+    endpoint_url: str | None = None,
+    direction: bool = False,
+) -> xgb.XGBRegressor | xgb.XGBClassifier:
+    """Fit the regressor (``direction``: the direction classifier, label > 0, as
+    :func:`training.train.fit_direction`) with ``xgboost.dask`` on the exported rows (train
+    split, early stopping on validation), returned as a plain XGBoost model with its evaluation
+    history."""
     import dask.dataframe as dd
     from xgboost import dask as dxgb
 
     features = dataset.features
     settings = {**DEFAULT_PARAMS, **params}
+    if direction:
+        settings["eval_metric"] = "logloss"
     with client.as_current():
         fs, path = filesystem(export, endpoint_url)
         frame = dd.read_parquet(path, columns=[*features, *_KEEP], filesystem=fs)
@@ -83,15 +93,19 @@ def fit_on_cluster(
         train, validation = client.persist(
             [frame[frame["split"] == "train"], frame[frame["split"] == "validation"]]
         )
-        model = dxgb.DaskXGBRegressor(**settings)
+
+        def target(part):
+            return (part["label"] > 0).astype(int) if direction else part["label"]
+
+        model = (dxgb.DaskXGBClassifier if direction else dxgb.DaskXGBRegressor)(**settings)
         model.client = client
         model.fit(
             train[features],
-            train["label"],
-            eval_set=[(validation[features], validation["label"])],
+            target(train),
+            eval_set=[(validation[features], target(validation))],
             verbose=False,
         )
-    local = xgb.XGBRegressor(**settings)
+    local = (xgb.XGBClassifier if direction else xgb.XGBRegressor)(**settings)
     local.load_model(bytearray(model.get_booster().save_raw("ubj")))
     local.evals_result_ = model.evals_result()
     return local

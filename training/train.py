@@ -156,6 +156,7 @@ def train(
     tags: dict[str, str] | None = None,
     selection: Selection | None = None,
     fitter=None,
+    direction_fitter=None,
 ) -> TrainResult:
     """One training run: regressor + direction classifier, everything logged to MLflow.
 
@@ -166,7 +167,8 @@ def train(
 
     ``register=False`` (grid candidates) logs and backtests but registers no version;
     ``parent_run_id`` nests the run under a grid's parent run; ``fitter(dataset, params)``
-    fits the regressor instead of :func:`fit` (``train --distributed``: on a Dask cluster)."""
+    fits the regressor instead of :func:`fit`, ``direction_fitter(dataset, params)`` the
+    classifier instead of :func:`fit_direction` (``train --distributed``: on a Dask cluster)."""
     from trendcast.strategy import ModelThreshold, median_threshold
 
     selection = selection or Selection()
@@ -195,7 +197,7 @@ def train(
         validation_scores = _prediction_scores(
             validation["label"].to_numpy(), val_predicted, "validation"
         )
-        direction = fit_direction(dataset, params)
+        direction = (direction_fitter or fit_direction)(dataset, params)
         scores |= _direction_scores(direction, test, features)
         validation_scores |= _direction_scores(direction, validation, features, "validation")
         mlflow.log_metrics(scores | validation_scores)
@@ -363,7 +365,7 @@ def train_series(
 ) -> TrainResult:
     """Build the point-in-time dataset of one series and train on it in experiment
     ``training`` of the settings' tracking server (what `trendcast train` does); ``where``
-    (a Dask placement): export it as Parquet and fit the regressor there with xgboost.dask."""
+    (a Dask placement): export it as Parquet and fit both models there with xgboost.dask."""
     from training.dataset import build_dataset
 
     dataset = build_dataset(
@@ -371,7 +373,7 @@ def train_series(
     )
     use_mlflow(settings.tracking_uri)
     mlflow.set_experiment("training")
-    fitter, tags = None, None
+    fitter, direction_fitter, tags = None, None, None
     if where is not None and where.distributed:
         from training.distributed import export_location, export_training_set, fit_on_cluster
 
@@ -379,6 +381,9 @@ def train_series(
         export = export_training_set(dataset, export_location(settings), endpoint)
         fitter = lambda data, chosen: fit_on_cluster(  # noqa: E731
             where.client, export, data, chosen, endpoint
+        )
+        direction_fitter = lambda data, chosen: fit_on_cluster(  # noqa: E731
+            where.client, export, data, chosen, endpoint, direction=True
         )
         tags = {"trained_on": where.describe().removeprefix("ran on "), "export": export}
     return train(
@@ -390,6 +395,7 @@ def train_series(
         params=params,
         tags=tags,
         fitter=fitter,
+        direction_fitter=direction_fitter,
     )
 
 

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from training.dataset import Dataset, build_dataset
 from training.grid import GridSpec, Period
 from training.train import Selection, TrainResult, dataset_source, train
-from trendcast.cluster import Placement, map_unordered
+from trendcast.cluster import Placement, map_unordered, task_cancelled
 from trendcast.errors import InputError
 from trendcast.registry import LOWER_IS_BETTER, better_first, resolve_metric, selection_metric
 from trendcast.tracking import mlflow_client, use_mlflow
@@ -96,10 +96,28 @@ def _run_candidate(
                 **({"grid_replaces": ",".join(replaced)} if replaced else {}),
             },
         )
+    except BaseException:
+        if task_cancelled():  # the grid stopped (Ctrl-C): cut short, like a killed run
+            _mark_cut_short(client, experiment_id, parent_run_id, task_key)
+        raise
     finally:
         engine.dispose()
     backtest = client.get_run(result.run_id).data.metrics
     return candidate, period, {**backtest, **result.metrics}, result.run_id
+
+
+def _mark_cut_short(client: MlflowClient, experiment_id: str, parent_run_id: str, key: str) -> None:
+    """This task's unfinished run KILLED (its context ended it FAILED), as an in-process
+    candidate stopped by Ctrl-C is."""
+    if not key:
+        return
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' AND tags.grid_task = '{key}'",
+    )
+    for run in runs:
+        if run.info.status != "FINISHED":
+            client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def task_key(parent_run_id: str, candidate: int, period: str) -> str:
@@ -234,6 +252,7 @@ def run_grid(
     thread_cap = {"n_jobs": max(1, (os.cpu_count() or 1) // workers)}
     scores: dict[tuple[int, str], float] = {}
     total = len(tasks) + spec.register_top
+    results = None
     try:
         if where.distributed:
             # the rows travel inside each task, not scattered once: scattered data dies with
@@ -289,6 +308,8 @@ def run_grid(
             engine, spec, ranking, candidates, parent_id, final, selection, on_progress, len(tasks)
         )
     except KeyboardInterrupt:
+        if where.distributed and results is not None:
+            results.close()  # cancels the tasks, and waits until none runs on the cluster
         _mark_interrupted(client, experiment_id, parent_id)
         raise
     except Exception:

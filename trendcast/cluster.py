@@ -10,12 +10,17 @@ with one line (:class:`ClusterLost`); results already gathered stay wherever the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import SecretStr
 
 from trendcast.config import Settings
 from trendcast.errors import InputError, TrendcastError
@@ -133,7 +138,11 @@ def map_unordered(
     from distributed.comm.core import CommClosedError
 
     client = where.client
-    futures = [client.submit(function, *args, key=key, pure=False) for key, args in tasks]
+    identity = mlflow_identity()
+    futures = [
+        client.submit(_stoppable, identity, function, *args, key=key, pure=False)
+        for key, args in tasks
+    ]
     ready = as_completed(futures, loop=client.loop)
     done = 0
     last_check = time.monotonic()
@@ -160,11 +169,136 @@ def map_unordered(
                     raise
                 done += 1
                 yield result
+    except (ClusterLost, ClusterUnavailable):
+        _cancel(where, futures, drain=False)  # nothing to wait for: the cluster is gone
+        raise
+    except BaseException:  # Ctrl-C, an error, the caller stopped: stop the running tasks too
+        _cancel(where, futures, drain=True)
+        raise
     finally:
-        left = [f for f in futures if not f.done()]
-        if left:
-            with contextlib.suppress(Exception):  # the scheduler may be gone already
-                client.cancel(left, force=True)
+        _cancel(where, futures, drain=False)
+
+
+class TaskCancelled(Exception):
+    """Raised inside a running task once its command cancelled it (Ctrl-C, an error)."""
+
+
+#: Keys of the tasks this worker process stopped (read by :func:`task_cancelled`).
+_STOPPED: set[str] = set()
+
+
+def task_cancelled() -> bool:
+    """Whether the current Dask task was stopped: code that catches what the stop raised (an
+    HTTP client wrapping it in its own error) can still tell a stop from a failure."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().get_current_task()) in _STOPPED
+    except ValueError:  # not on a worker
+        return False
+
+
+def mlflow_identity() -> tuple[str, SecretStr] | None:
+    """The MLflow user this command authenticates as (auth on), for its tasks: the workers of a
+    shared or remote cluster have no identity of their own, or another user's. The password
+    travels inside the task as a ``SecretStr`` (masked wherever Dask prints a task's
+    arguments), in memory only."""
+    from trendcast.config import get_settings
+    from trendcast.mlflow_auth import client_environment
+
+    known = {**client_environment(get_settings()), **os.environ}
+    user, password = known.get("MLFLOW_TRACKING_USERNAME"), known.get("MLFLOW_TRACKING_PASSWORD")
+    return (user, SecretStr(password)) if user and password else None
+
+
+@contextmanager
+def _as_identity(identity: tuple[str, SecretStr] | None) -> Iterator[None]:
+    """MLflow's client reads its credentials from the environment at each request: set them
+    for the task's duration, then put back what the worker had. Process-wide: two tasks of
+    different users in threads of one worker would share one (the local workers run a single
+    thread each)."""
+    if identity is None:
+        yield
+        return
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ[names[0]], os.environ[names[1]] = identity[0], identity[1].get_secret_value()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _stoppable(
+    identity: tuple[str, SecretStr] | None, function: Callable[..., Any], *args: Any
+) -> Any:
+    """``function(*args)`` in a Dask task, as ``identity`` on MLflow, that stops once the
+    scheduler cancels it.
+
+    Dask cannot stop a running task: a cancelled one runs to its end on the worker, writing
+    what it writes after its command has gone. A watcher thread sees the task cancelled on its
+    worker and raises :class:`TaskCancelled` in the task's thread (delivered at its next Python
+    instruction, so within a boosting round or a query), leaving the cluster idle."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker
+        with _as_identity(identity):
+            return function(*args)
+    key = worker.get_current_task()
+    target = threading.get_ident()
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.2):
+            state = worker.state.tasks.get(key)
+            if state is None or state.state in ("cancelled", "released", "forgotten"):
+                _STOPPED.add(str(key))
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(target), ctypes.py_object(TaskCancelled)
+                )
+                return
+
+    watcher = threading.Thread(target=watch, name=f"stop-{key}", daemon=True)
+    watcher.start()
+    try:
+        with _as_identity(identity):
+            return function(*args)
+    finally:
+        finished.set()
+        watcher.join()
+
+
+def _running_keys(dask_worker) -> list[str]:
+    """The keys occupying a worker's threads, cancelled ones included (run on each worker)."""
+    return [str(ts.key) for ts in dask_worker.state.all_running_tasks]
+
+
+def _cancel(where: Placement, futures: list, *, drain: bool) -> None:
+    """Cancel the tasks not done; with ``drain``, wait (up to the connect timeout) until none
+    of them still runs on a worker, so the command ends with the cluster idle."""
+    left = [f for f in futures if not f.done()]
+    if not left:
+        return
+    client = where.client
+    with contextlib.suppress(Exception):  # the scheduler may be gone already
+        client.cancel(left, force=True)
+    if not drain:
+        return
+    keys = {str(f.key) for f in left}
+    deadline = time.monotonic() + where.timeout_s
+    with contextlib.suppress(Exception):
+        while time.monotonic() < deadline:
+            running = client.run(_running_keys, on_error="return")
+            busy = {k for keys_ in running.values() if isinstance(keys_, list) for k in keys_}
+            if not busy & keys:
+                return
+            time.sleep(0.2)
 
 
 def _check_workers(where: Placement, since: float | None, done: int, total: int) -> float | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from trendcast.cli._common import out, settings
+from trendcast.cli._common import err, out, settings
 
 portfolio_app = typer.Typer(help="Portfolios of strategies: allocation, capital, substitution.")
 
@@ -27,18 +27,29 @@ def portfolio_backtest(
         True, "--log-to-mlflow/--no-mlflow", help="Record the run in MLflow ('portfolios')."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    cluster: bool = typer.Option(
+        False,
+        "--cluster",
+        help="Fit each rebalance as a task on the local Dask cluster (TRENDCAST_DASK_SCHEDULER: "
+        "any other).",
+    ),
 ) -> None:
     """Fit the weights at each rebalance on the returns before it; report against equal
     weight and the best single member."""
+    from trendcast.cluster import placement
     from trendcast.portfolio import service
     from trendcast.portfolio.config import load_config
 
     chosen = load_config(config)
     uri = settings().tracking_uri if log_to_mlflow else None
-    report, run_id, mlflow_run = service.backtest(_engine(), chosen, service.actor(), uri)
+    with placement(settings(), cluster) as where:
+        report, run_id, mlflow_run = service.backtest(
+            _engine(), chosen, service.actor(), uri, where
+        )
     if as_json:
         shown = {"run": run_id, "mlflow_run_id": mlflow_run, **report.as_dict()}
         out.print_json(json.dumps(shown, default=str))
+        err.print(f"portfolio backtest {where.describe()}", highlight=False)
         return
     table = Table(
         title=f"portfolio {chosen.name}: {chosen.method}, {len(report.run.weights)} "
@@ -80,6 +91,7 @@ def portfolio_backtest(
         out.print(f"[yellow]risk appetite breached:[/] {line}")
     if mlflow_run:
         out.print(f"MLflow run {mlflow_run} (experiment 'portfolios')")
+    out.print(f"portfolio backtest {where.describe()}", highlight=False)
 
 
 def _money(value) -> str:

@@ -108,7 +108,7 @@ def train_command(
         f"{result.model_name}/versions/{result.version}",
         highlight=False,
     )
-    fitted = " (regressor fitted with xgboost.dask)" if distributed else ""
+    fitted = " (regressor and classifier fitted with xgboost.dask)" if distributed else ""
     out.print(f"training {where.describe()}{fitted}", highlight=False)
 
 

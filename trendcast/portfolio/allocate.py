@@ -11,6 +11,7 @@ the rebalancing cost.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,18 +164,70 @@ def fit_window(window: pd.DataFrame, min_history: int) -> tuple[pd.DataFrame, li
     return window.iloc[first:, np.flatnonzero(alive)], names
 
 
-def walk_forward(
-    returns: pd.DataFrame, config: PortfolioConfig, method: str | None = None
-) -> WalkForward:
-    """Run the allocation over ``returns`` (days x members, NaN where a member has no return
-    yet), rebalancing by ``config.rebalance``. A member enters a fit only with a complete
-    window; before ``min_history_days`` of history nothing is invested."""
+def try_fit(
+    window: pd.DataFrame, config: PortfolioConfig, method: str | None = None
+) -> tuple[np.ndarray | None, str]:
+    """``fit_weights`` as a value: the weights and "", or None and the error's type name
+    (the walk then falls back), so a fit can run as a task and be handed back."""
+    try:
+        return fit_weights(window, config, method), ""
+    except Exception as exc:  # an infeasible optimisation: the walk decides the fallback
+        return None, type(exc).__name__
+
+
+def window_at(
+    returns: pd.DataFrame, t: int, config: PortfolioConfig
+) -> tuple[pd.DataFrame, list[str]]:
+    """The fit window of a rebalance on row ``t`` of the (alive-filled) ``returns``."""
+    start = 0 if config.lookback_days is None else max(0, t - config.lookback_days)
+    return fit_window(returns.iloc[start:t], config.min_history_days)
+
+
+def prepared(returns: pd.DataFrame) -> pd.DataFrame:
+    """The returns a walk runs on: sorted by day, flat days filled within each member's life."""
     if returns.empty or returns.shape[1] == 0:
         raise InputError("returns: no member has any return")
     returns = alive_days(returns.sort_index())
-    index = pd.DatetimeIndex(returns.index)
-    if index.has_duplicates:
+    if pd.DatetimeIndex(returns.index).has_duplicates:
         raise InputError("returns: duplicate days in the index")
+    return returns
+
+
+def calendar_windows(
+    returns: pd.DataFrame, config: PortfolioConfig
+) -> list[tuple[pd.Timestamp, pd.DataFrame]] | None:
+    """Every rebalance of a calendar walk over ``prepared`` returns with its fit window, known
+    before the walk (the first day with a complete window, then the calendar's days); None
+    for the drift band, whose rebalances depend on how the weights drifted since the last."""
+    rule = config.rebalance
+    if rule.rule != "calendar":
+        return None
+    index = pd.DatetimeIndex(returns.index)
+    calendar = calendar_days(index, rule.every)
+    windows, started = [], False
+    for t in range(config.min_history_days, len(index)):
+        if started and index[t] not in calendar:
+            continue
+        window, complete = window_at(returns, t, config)
+        if complete:
+            started = True
+            windows.append((index[t], window[complete]))
+    return windows
+
+
+def walk_forward(
+    returns: pd.DataFrame,
+    config: PortfolioConfig,
+    method: str | None = None,
+    fitted: Mapping[pd.Timestamp, tuple[np.ndarray | None, str]] | None = None,
+) -> WalkForward:
+    """Run the allocation over ``returns`` (days x members, NaN where a member has no return
+    yet), rebalancing by ``config.rebalance``. A member enters a fit only with a complete
+    window; before ``min_history_days`` of history nothing is invested. ``fitted``: the
+    ``try_fit`` outcomes of rebalance days computed elsewhere (on a cluster); a day missing
+    from it is fitted here."""
+    returns = prepared(returns)
+    index = pd.DatetimeIndex(returns.index)
     names = list(returns.columns)
     values = returns.to_numpy(dtype=float)
     rule = config.rebalance
@@ -196,21 +249,21 @@ def walk_forward(
         )
         cost = 0.0
         if due:
-            start = 0 if config.lookback_days is None else max(0, t - config.lookback_days)
-            window, complete = fit_window(returns.iloc[start:t], config.min_history_days)
+            window, complete = window_at(returns, t, config)
             if complete:
                 fallback = ""
-                try:
-                    fitted = fit_weights(window[complete], config, method)
-                except Exception as exc:  # an infeasible optimisation keeps the last weights
-                    if not started:
-                        fitted = fit_weights(window[complete], config, "equal")
-                        fallback = f"equal: {type(exc).__name__}"
-                    else:
-                        fitted = np.array([target[names.index(c)] for c in complete])
-                        fallback = f"previous: {type(exc).__name__}"
+                done = fitted.get(day) if fitted is not None else None
+                found, failed = done or try_fit(window[complete], config, method)
+                if not failed:
+                    chosen = found
+                elif not started:  # an infeasible optimisation keeps the last weights
+                    chosen = fit_weights(window[complete], config, "equal")
+                    fallback = f"equal: {failed}"
+                else:
+                    chosen = np.array([target[names.index(c)] for c in complete])
+                    fallback = f"previous: {failed}"
                 new = np.zeros(m)
-                new[[names.index(c) for c in complete]] = fitted
+                new[[names.index(c) for c in complete]] = chosen
                 traded = float(np.abs(new - held).sum())
                 cost = traded * cost_rate
                 target, held, started = new, new.copy(), True

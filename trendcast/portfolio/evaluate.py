@@ -109,13 +109,19 @@ class PortfolioReport:
         return float(self.run.turnover.sum() / days * self.config.periods_per_year) if days else 0.0
 
 
-def evaluate(returns: pd.DataFrame, config: PortfolioConfig) -> PortfolioReport:
+def evaluate(
+    returns: pd.DataFrame,
+    config: PortfolioConfig,
+    walks: tuple[WalkForward, WalkForward] | None = None,
+) -> PortfolioReport:
     """Walk the configured method and equal weight forward over ``returns`` and compare them
     with every member over the same days. The deflated Sharpe counts every series compared
-    (portfolio, equal weight, members) as a trial: picking the best of them is a selection."""
+    (portfolio, equal weight, members) as a trial: picking the best of them is a selection.
+    ``walks``: the method's and equal weight's walks when made elsewhere (on a cluster)."""
     ppy = config.periods_per_year
-    run = walk_forward(returns, config)
-    equal = walk_forward(returns, config, method="equal")
+    if walks is None:
+        walks = walk_forward(returns, config), walk_forward(returns, config, method="equal")
+    run, equal = walks
     days = run.returns.index
     series = {"portfolio": run.returns, "equal_weight": equal.returns.reindex(days)}
     members = {c: returns[c].reindex(days) for c in returns.columns}

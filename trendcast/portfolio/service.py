@@ -25,16 +25,26 @@ OUT_OF_BAND = "member_out_of_band"
 
 
 def backtest(
-    engine: Engine, config: PortfolioConfig, actor: str, tracking_uri: str | None = None
+    engine: Engine,
+    config: PortfolioConfig,
+    actor: str,
+    tracking_uri: str | None = None,
+    where=None,
 ) -> tuple[PortfolioReport, int, str | None]:
     """Walk the portfolio forward on its members' stored streams; record the run (and, with
     a tracking URI, an MLflow run in ``portfolios`` with the config and the weights). The
     live streams of the members' deployments are recorded first, from their equity, so a
-    deployed member goes on past its backtest with what it really earned."""
+    deployed member goes on past its backtest with what it really earned.
+    ``where``: a Dask :class:`~trendcast.cluster.Placement` fits the rebalances as tasks."""
     members = store.active_members(engine, config)
     record_live(engine, members, actor)
     frame = store.member_frame(engine, members)
-    report = evaluate(frame, config)
+    if where is not None and where.distributed:
+        from trendcast.portfolio.distributed import walks_on
+
+        report = evaluate(frame, config, walks_on(where, frame, config))
+    else:
+        report = evaluate(frame, config)
     run_id = None
     if tracking_uri:
         from trendcast.recorder import record_portfolio
