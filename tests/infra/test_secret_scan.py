@@ -22,6 +22,8 @@ AUDITED = {
     ("tests/test_cli.py", "Basic Auth Credentials"): "URL of an unreachable server (port 1)",
     ("tests/test_ingest.py", "Secret Keyword"): "secret created in moto's mocked Secrets Manager",
     ("tests/test_ingest.py", "Basic Auth Credentials"): "the URL built from that mocked secret",
+    ("trendcast/feature_sets.py", "Hex High Entropy String"): "a feature set's code fingerprint",
+    ("tests/test_indicators.py", "Hex High Entropy String"): "the same fingerprint, asserted",
 }
 
 
