@@ -189,6 +189,11 @@ class Settings(BaseSettings):
         description="BentoML's own per-request OpenTelemetry span and Prometheus middleware "
         "(off: they cost more than a prediction; the gateway counts requests itself).",
     )
+    no_numba: bool = Field(
+        default=False,
+        description="Sum indicator windows with NumPy instead of the compiled kernel (same "
+        "bits, slower; for a platform without Numba).",
+    )
     model_name: str | None = Field(
         default=None,
         description="Registered model name for training and serving "

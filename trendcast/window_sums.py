@@ -16,7 +16,6 @@ per process; bench_features measures it) and both paths give the same bits
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -53,7 +52,9 @@ def compiled() -> Callable[[np.ndarray, int, np.ndarray], np.ndarray] | None:
     global _kernel, _kernel_tried
     if not _kernel_tried:
         _kernel_tried = True
-        if os.environ.get("TRENDCAST_NO_NUMBA") != "1":
+        from trendcast.config import get_settings
+
+        if not get_settings().no_numba:
             try:
                 _kernel = _build()
             except ImportError:
