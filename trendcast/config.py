@@ -184,6 +184,14 @@ class Settings(BaseSettings):
     serving_max_body_bytes: int = Field(
         default=4 << 20, ge=1024, description="Largest request body the service reads (413)."
     )
+    serving_switch_interval_ms: float = Field(
+        default=0.5,
+        gt=0,
+        le=100,
+        description="The service's GIL switch interval: how long a background thread (the "
+        "prediction-log writer) may hold the interpreter before the event loop gets it back "
+        "(Python's default is 5 ms).",
+    )
     serving_framework_telemetry: bool = Field(
         default=False,
         description="BentoML's own per-request OpenTelemetry span and Prometheus middleware "
