@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.results_schema import Result, load_all
+from benchmarks.results_schema import OPS, Result, Target, load_all
 
 HERE = Path(__file__).parent
 RESULTS_MD = HERE / "RESULTS.md"
@@ -31,8 +31,14 @@ ORDER = (
 )
 
 
-def fmt(value: float | int | str, unit: str = "") -> str:
-    if isinstance(value, str):
+def fmt(value: float | int | str, unit: str = "", *, digits: int | None = None) -> str:
+    """A figure with its unit; ``digits`` significant digits where a verdict hangs on it."""
+    unit = unit.strip()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if digits is not None and isinstance(value, float):
+        text = f"{value:.{digits}g}"
+    elif isinstance(value, str):
         text = value
     elif isinstance(value, bool):
         text = str(value)
@@ -49,6 +55,18 @@ def fmt(value: float | int | str, unit: str = "") -> str:
     if not unit:
         return text
     return f"{text}{unit}" if unit in ("x", "%") else f"{text} {unit}"
+
+
+def measured(t: Target) -> str:
+    """The measured value with as many significant digits as its verdict needs (a value just
+    under its threshold must not print as the threshold)."""
+    if not isinstance(t.value, float):
+        return fmt(t.value, t.unit)
+    for digits in range(3, 7):
+        text = f"{t.value:.{digits}g}"
+        if OPS[t.op](float(text), t.threshold) == t.met:
+            return fmt(float(text), t.unit, digits=digits)
+    return fmt(t.value, t.unit, digits=6)
 
 
 def _table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
@@ -81,7 +99,7 @@ def section(r: Result) -> list[str]:
         rows = [
             [
                 t.label,
-                fmt(t.value, t.unit),
+                measured(t),
                 f"{t.op} {fmt(t.threshold, t.unit)}",
                 "**met**" if t.met else "**missed**",
             ]
@@ -139,7 +157,7 @@ def render(results: dict[str, Result] | None = None) -> str:
                 [
                     name,
                     t.label,
-                    fmt(t.value, t.unit),
+                    measured(t),
                     f"{t.op} {fmt(t.threshold, t.unit)}",
                     verdict,
                     f"`{r.commit[:10]}`",
