@@ -18,9 +18,11 @@ import time
 from typing import Any, ClassVar
 
 import prometheus_client
+from bentoml.exceptions import BentoMLException
 from pydantic import ValidationError
 
 from serving.contract import Contract, describe_errors, error_body
+from serving.request_metrics import request_metrics
 from trendcast.config import get_settings
 
 log = logging.getLogger("trendcast.serving")
@@ -46,27 +48,17 @@ NEEDS_MODEL = ("/predict", "/predict_latest", "/model")
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
 
 
-#: Request metrics the gateway keeps itself (one label lookup and one observation per request:
-#: BentoML's own middleware, off by default, costs more than the prediction).
-REQUESTS = prometheus_client.Counter(
-    "trendcast_http_requests",
-    "HTTP requests answered, by route, method and status",
-    ["endpoint", "method", "status"],
-)
-LATENCY = prometheus_client.Histogram(
-    "trendcast_http_request_duration_seconds",
-    "Time from the request's arrival at the gateway to its last body byte, by route",
-    ["endpoint"],
-    buckets=(5e-4, 1e-3, 2e-3, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
-
-
 class PayloadTooLarge(Exception):
     pass
 
 
 class Gateway:
     service: ClassVar[Any] = None  # the Trendcast instance, set when it starts (one worker)
+    max_concurrency: ClassVar[int] = 1_000_000  # its traffic.max_concurrency (429 beyond)
+
+    @classmethod
+    def attach(cls, service: Any, max_concurrency: int) -> None:
+        cls.service, cls.max_concurrency = service, max_concurrency
 
     def __init__(self, app) -> None:
         self.app = app
@@ -77,8 +69,10 @@ class Gateway:
         self.contract = Contract(settings.serving_max_batch, token_required=bool(token))
         self.models = self.contract.requests()
         self.openapi = json.dumps(self.contract.openapi).encode()
+        self.in_flight = 0  # /predict requests answered here, against max_concurrency
         # With BentoML's metrics on, /metrics is its own (which includes this registry).
         self.own_metrics = not settings.serving_framework_telemetry
+        self.metrics = request_metrics(shared=not self.own_metrics)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -93,7 +87,7 @@ class Gateway:
             await send(message)
 
         try:
-            await self._handle(scope, receive, tracked)
+            await self._handle(scope, receive, tracked, begun)
         except Exception:  # never a traceback to the client; the log has it
             log.exception("unexpected error on %s %s", scope["method"], scope["path"])
             if status is None:
@@ -102,10 +96,10 @@ class Gateway:
         finally:
             path = scope["path"]
             endpoint = path if path in ROUTES else "other"
-            REQUESTS.labels(endpoint, scope["method"], str(status or 500)).inc()
-            LATENCY.labels(endpoint).observe(time.perf_counter() - begun)
+            seconds = time.perf_counter() - begun
+            self.metrics.record(endpoint, scope["method"], str(status or 500), seconds)
 
-    async def _handle(self, scope, receive, send) -> None:
+    async def _handle(self, scope, receive, send, begun: float) -> None:
         path, method = scope["path"], scope["method"]
         if path.startswith(STATIC_PREFIX):
             methods, needs_token = GET, False
@@ -144,9 +138,9 @@ class Gateway:
             return await _raw(send, 200, payload, kind, head=head)
         if method != "POST":
             return await self.app(scope, receive, send)
-        return await self._post(scope, receive, send, path)
+        return await self._post(scope, receive, send, path, begun)
 
-    async def _post(self, scope, receive, send, path: str) -> None:
+    async def _post(self, scope, receive, send, path: str, begun: float) -> None:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
@@ -170,7 +164,7 @@ class Gateway:
                     ),
                 )
         try:
-            self.models[path].model_validate_json(body or b"{}")
+            request = self.models[path].model_validate_json(body or b"{}")
         except ValidationError as exc:
             field, message = describe_errors(exc)
             return await _json(send, 400, error_body(400, message, field))
@@ -178,6 +172,8 @@ class Gateway:
             reason = self.unavailable()
             if reason:
                 return await _json(send, 503, error_body(503, reason))
+        if path == "/predict":
+            return await self._predict(send, request, begun)
         if not body:  # BentoML wants a JSON object even for endpoints without arguments
             body = b"{}"
             kept = [h for h in scope["headers"] if h[0] not in (b"content-length", b"content-type")]
@@ -190,6 +186,26 @@ class Gateway:
                 ],
             }
         return await self.app(scope, _replay(body, receive), _normalising(send))
+
+    async def _predict(self, send, request, begun: float) -> None:
+        """``/predict`` answered here, from the request the contract has just validated, by
+        the service's own scoring code: BentoML's pipeline behind the gateway (its routing,
+        timeout and concurrency middlewares, and parsing the same body a second time) costs
+        several times the prediction and sets the 16-connection tail (bench_serving). The
+        scoring runs in the event loop, as BentoML ran it; the batch limit bounds it."""
+        if self.in_flight >= self.max_concurrency:  # BentoML's limit, kept on this path
+            return await _json(send, 429, error_body(429, "too many requests; retry shortly"))
+        self.in_flight += 1
+        try:
+            rows = [row.__dict__ for row in request.rows]
+            try:
+                payload = self.service.predict_rows(rows, begun)
+            except BentoMLException as exc:
+                status = int(exc.error_code)
+                return await _json(send, status, _as_error(status, _message_of(exc)))
+            return await _raw(send, 200, payload, b"application/json")
+        finally:
+            self.in_flight -= 1
 
     def _too_large(self) -> dict:
         return error_body(
@@ -234,6 +250,10 @@ class Gateway:
         if unaudited:
             body["unaudited"] = unaudited
         return 200, body
+
+
+def _message_of(exc: BentoMLException) -> bytes:
+    return json.dumps({"error": exc.message}).encode()
 
 
 async def _read_body(receive, limit: int) -> bytes:

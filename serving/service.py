@@ -46,6 +46,10 @@ class NotEnoughHistory(BentoMLException):
     error_code = HTTPStatus.CONFLICT
 
 
+#: BentoML's limits; the gateway keeps max_concurrency on the /predict it answers itself.
+TRAFFIC = {"timeout": 30, "max_concurrency": 256}
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -60,7 +64,7 @@ def _answer(body: dict) -> Response:
 @bentoml.service(
     name="trendcast",
     workers=1,
-    traffic={"timeout": 30, "max_concurrency": 256},
+    traffic=TRAFFIC,
     endpoints={"livez": "/livez", "readyz": "/readyz"},
     # Every prediction is already logged (with its latency) in serving.predictions; a second
     # per-request access-log line costs more than the prediction itself.
@@ -95,7 +99,7 @@ class Trendcast:
             journal=self.settings.home / "prediction-journal",
             spill_bytes=self.settings.prediction_log_spill_bytes,
         )
-        Gateway.service = self
+        Gateway.attach(self, TRAFFIC["max_concurrency"])
         changes = self.holder.check()
         log.info("model check at start: %s", changes)
         # Everything loaded so far (modules, the booster, settings) lives as long as the process:
@@ -237,23 +241,30 @@ class Trendcast:
         self.log.put(entries)
         return predictions
 
+    def predict_rows(self, rows: list[dict[str, Any]], started: float) -> bytes:
+        """The ``/predict`` answer as JSON bytes for rows the contract has accepted. The gateway
+        calls it directly (see ``serving.gateway``): BentoML's own request pipeline behind it
+        costs several times the scoring; ``started`` is the request's arrival there."""
+        model = self._model()  # one reference for the whole request
+        matrix = self._matrix(rows, model.features)
+        predictions = self._score(model, matrix, rows, started, [(None, None, None)] * len(rows))
+        return json.dumps(
+            {
+                "model": {"name": model.name, "version": model.version, "alias": model.alias},
+                "predictions": predictions.tolist(),
+            }
+        ).encode()
+
     # -- endpoints --------------------------------------------------------------------------
     @bentoml.api(route="/predict")
     async def predict(
         self, rows: list[dict[str, Any]] = Field(description="Feature rows: name -> number")
     ) -> Any:  # a ready JSON Response (see _answer)
-        """Predict the forward return for a batch of feature rows (in the event loop: the
-        native booster answers in microseconds, a thread hop would cost more)."""
-        started = time.perf_counter()
-        model = self._model()  # one reference for the whole request
-        matrix = self._matrix(rows, model.features)
-        predictions = self._score(model, matrix, rows, started, [(None, None, None)] * len(rows))
-        return _answer(
-            {
-                "model": {"name": model.name, "version": model.version, "alias": model.alias},
-                "predictions": [float(p) for p in predictions],
-            }
-        )
+        """Predict the forward return for a batch of feature rows. Over HTTP the gateway
+        answers ``/predict`` itself with ``predict_rows``; this endpoint is BentoML's own route
+        to the same code (its Python client, and the gateway switched off)."""
+        payload = self.predict_rows(rows, time.perf_counter())
+        return Response(payload, media_type="application/json")
 
     @bentoml.api(route="/predict_latest")
     def predict_latest(
