@@ -96,6 +96,10 @@ class ModelDescription(BaseModel):
     features: list[str]
     loaded_at: str
     sha256: str
+    scorer: Literal["compiled", "xgboost"] = Field(
+        description="compiled: the booster's trees walked by compiled code, checked at load to "
+        "give XGBoost's predictions bit for bit; xgboost: XGBoost's own predict"
+    )
 
 
 class ModelInfo(ModelDescription):

@@ -1,8 +1,10 @@
 """Resolve ``models:/NAME@ALIAS``, download, verify the SHA-256 tag, load the native booster.
 
 The generic pyfunc path spends ~4 ms per call on schema checks; the native XGBoost booster
-with ``inplace_predict`` on a NumPy matrix costs tens of microseconds. Verification hashes the
-exact ``model.ubj`` file MLflow stores, which training tagged at registration."""
+with ``inplace_predict`` on a NumPy matrix costs tens of microseconds, and the same trees
+compiled (``serving.tree_scorer``, used only where it matches XGBoost bit for bit) a few.
+Verification hashes the exact ``model.ubj`` file MLflow stores, which training tagged at
+registration."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import xgboost as xgb
 import yaml
 
 from serving.contract import FEATURES
+from serving.tree_scorer import CompiledTrees, compile_booster
 from trendcast.artifacts import sha256_file
 from trendcast.config import get_settings
 from trendcast.feature_sets import DEFAULT_FEATURE_SET
@@ -43,9 +46,13 @@ class LoadedModel:
     loaded_at: str
     booster: xgb.Booster = field(repr=False)
     iterations: tuple[int, int] = (0, 0)
+    #: the same trees compiled (``serving.tree_scorer``), when they reproduce XGBoost exactly
+    scorer: CompiledTrees | None = field(default=None, repr=False)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Predictions for rows in ``features`` order (same as the sklearn model's predict)."""
+        if self.scorer is not None:
+            return self.scorer.predict(matrix)
         return self.booster.inplace_predict(matrix, iteration_range=self.iterations)
 
     def describe(self) -> dict:
@@ -57,6 +64,7 @@ class LoadedModel:
             "features": self.features,
             "loaded_at": self.loaded_at,
             "sha256": self.checksum,
+            "scorer": "xgboost" if self.scorer is None else "compiled",
         }
 
 
@@ -94,6 +102,7 @@ def load_version(client, name: str, version: int, alias: str) -> LoadedModel:
     best = booster.attr("best_iteration")
     iterations = (0, int(best) + 1) if best is not None else (0, 0)
     features = list(booster.feature_names or [])
+    probes = None if example is None else example[features].to_numpy(dtype=np.float32)
     model = LoadedModel(
         name,
         int(version),
@@ -104,9 +113,10 @@ def load_version(client, name: str, version: int, alias: str) -> LoadedModel:
         datetime.now(UTC).isoformat(timespec="seconds"),
         booster,
         iterations,
+        compile_booster(booster, iterations, probes),
     )
-    if example is not None:  # warm-up: the first real request pays no lazy initialisation
-        model.predict(example[features].to_numpy(dtype=np.float32))
+    if probes is not None:  # warm-up: the first real request pays no lazy initialisation
+        model.predict(probes)
     return model
 
 

@@ -188,6 +188,15 @@ def test_predictions_equal_the_models_own(stack):
         stack.dataset.part("test")[stack.dataset.features].head(20)
     )
     np.testing.assert_allclose(body["predictions"], own, rtol=1e-6, atol=1e-9)
+    # The compiled scorer answers, and it answers XGBoost's own bits, not approximately them.
+    assert served["scorer"] == "compiled"
+    matrix = np.array([[row[f] for f in served["features"]] for row in rows], dtype=np.float32)
+    booster = mlflow.xgboost.load_model(f"models:/{NAME}/1").get_booster()
+    best = booster.attr("best_iteration")
+    exact = booster.inplace_predict(
+        matrix, iteration_range=(0, int(best) + 1) if best is not None else (0, 0)
+    )
+    assert body["predictions"] == exact.tolist()
 
     integers = {name: 1 for name in stack.dataset.features}  # ints are numbers too
     assert stack.post("/predict", {"rows": [integers]}).status_code == 200
