@@ -16,6 +16,7 @@ between the commit and the segment's deletion) adds nothing. Rows are dropped, a
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -84,6 +85,38 @@ class Entry:
         values = self.values()
         values[COLUMNS.index("inputs")] = json.dumps(self.inputs)
         return tuple(values)
+
+    def copy_line(self) -> str:
+        """The row in COPY's text format (tab-separated, ``\\N`` for NULL), in ``COLUMNS``
+        order: a few microseconds of the writer's time against an INSERT's tens."""
+        return (
+            f"{_text(self.request_id)}\t{_text(self.predicted_at)}\t{_text(self.symbol)}\t"
+            f"{_text(self.interval)}\t{_text(self.event_time)}\t{_text(self.model_name)}\t"
+            f"{int(self.model_version)}\t{_text(self.alias)}\t{'t' if self.shadow else 'f'}\t"
+            f"{_text(json.dumps(self.inputs))}\t{float(self.prediction)!r}\t"
+            f"{float(self.latency_ms)!r}\t{_text(self.log_key)}\n"
+        )
+
+
+def _text(value: str | None) -> str:
+    """A string field for COPY's text format: NULL as ``\\N``; backslash, tab, newline and
+    carriage return escaped (a model name or alias may hold any of them)."""
+    if value is None:
+        return "\\N"
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = (
+            value.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
+    return value
+
+
+class Rows(list):
+    """Entries on their way to the table, with their COPY text (``Entry.copy_line``)."""
+
+    text: str = ""
 
 
 class Journal:
@@ -166,7 +199,7 @@ class PredictionLog:
         journal: Path,
         spill_bytes: int = 1 << 30,
         batch: int = 2000,
-        linger_s: float = 0.5,
+        linger_s: float = 0.05,
         retry_s: float = 1.0,
     ) -> None:
         self._url = database_url
@@ -175,10 +208,10 @@ class PredictionLog:
         self._linger_s = linger_s
         self._retry_s = retry_s
         # SimpleQueue: put never blocks (unbounded, C), get sleeps until rows arrive (no polling)
-        self._pending: queue.SimpleQueue[list[Entry]] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[Rows] = queue.SimpleQueue()
         self._rows_in = 0  # rows appended by requests (one writer per counter: no lock)
         self._rows_out = 0  # rows taken by the drainer
-        self._handoff: queue.Queue[list[Entry]] = queue.Queue(maxsize=2)
+        self._handoff: queue.Queue[Rows] = queue.Queue(maxsize=2)
         self.journal = Journal(journal, spill_bytes)
         self._database_ok = True
         self._stop = threading.Event()
@@ -193,25 +226,35 @@ class PredictionLog:
 
     # -- the request path -------------------------------------------------------------------
     def put(self, entries: list[Entry]) -> None:
-        """Hand a request's rows over; returns at once, whatever the database does."""
-        self._pending.put(entries)
+        """Hand a request's rows over; returns at once, whatever the database does. Their COPY
+        text is rendered here, a few microseconds a row on every request alike, so the writer
+        holds the interpreter for no burst of formatting (the 1-connection tail)."""
+        rows = Rows(entries)
+        rows.text = "".join([e.copy_line() for e in entries])
+        self._pending.put(rows)
         self._rows_in += len(entries)
 
     # -- drainer ----------------------------------------------------------------------------
-    def _take(self) -> list[Entry]:
+    def _take(self) -> Rows:
         """Up to ``batch`` rows: the drainer wakes once for the first rows, then sleeps
-        ``linger_s`` and takes what came meanwhile: one INSERT and one commit per batch, and
-        no wake-up (and GIL hand-over from the event loop) per request."""
+        ``linger_s`` (unless a full batch is already waiting) and takes what came meanwhile:
+        one COPY and one commit per batch, no wake-up per request. 50 ms keeps each batch's
+        database work short (the tail it adds) without paying a commit per few rows."""
         try:
-            taken = list(self._pending.get(timeout=0.2))
+            parts = [self._pending.get(timeout=0.2)]
         except queue.Empty:
-            return []
-        self._stop.wait(self._linger_s)
-        while len(taken) < self._batch:
+            return Rows()
+        if self._rows_in - self._rows_out < self._batch:  # a full batch waits for nothing
+            self._stop.wait(self._linger_s)
+        count = len(parts[0])
+        while count < self._batch:
             try:
-                taken.extend(self._pending.get_nowait())
+                parts.append(self._pending.get_nowait())
             except queue.Empty:
                 break
+            count += len(parts[-1])
+        taken = Rows(entry for part in parts for entry in part)
+        taken.text = "".join([part.text for part in parts])
         self._rows_out += len(taken)
         return taken
 
@@ -256,7 +299,7 @@ class PredictionLog:
             try:
                 if taken:
                     connection = connection or self._connect()
-                    self._insert(connection, [e.row() for e in taken])
+                    self._copy(connection, taken)
                     self._written(len(taken))
                 if self.journal.pending() and (self._database_ok or taken is None):
                     connection = connection or self._connect()
@@ -310,6 +353,15 @@ class PredictionLog:
             options="-c statement_timeout=30000",
         )
         return connection
+
+    def _copy(self, connection, taken: Rows) -> None:
+        """A fresh batch, by COPY: its keys are new (a batch reaches the writer once; one that
+        failed is journaled, and the journal's replay skips rows already stored)."""
+        payload = taken.text.encode()
+        with connection, connection.cursor() as cur:
+            cur.copy_expert(
+                f"COPY serving.predictions ({', '.join(COLUMNS)}) FROM STDIN", io.BytesIO(payload)
+            )
 
     def _insert(self, connection, rows: list[tuple]) -> None:
         from psycopg2.extras import execute_values

@@ -79,6 +79,45 @@ def test_rows_reach_the_table_in_batches(engine, db_url, tmp_path):
     assert sorted(r.inputs["rsi_14"] for r in rows)[:2] == [50.0, 51.0]
 
 
+def test_every_field_lands_as_sent_whatever_characters_it_holds(engine, db_url, tmp_path):
+    """Rows go in by COPY's text format: a model name, alias or symbol with a tab, a newline, a
+    carriage return or a backslash (and a JSON value that needs escaping) must land as sent,
+    not split the row, shift a column or lose the batch."""
+    hostile = "m\tname\\with\nall\rof\\N them"
+    entry = Entry(
+        uuid.uuid4().hex,
+        "2026-11-22T10:00:00.123456+00:00",
+        "EUR\tUSD",
+        None,
+        None,
+        hostile,
+        7,
+        "alias\\N",
+        True,
+        {"rsi_14": -1.25e-300, 'quote"back\\slash': 3.4028234663852886e38},
+        -0.000123456789,
+        0.25,
+        3,
+    )
+    log = PredictionLog(
+        db_url.render_as_string(hide_password=False), 1000, tmp_path / "journal", linger_s=0.05
+    )
+    try:
+        log.put([entry])
+        assert log.flush()
+    finally:
+        log.close()
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM serving.predictions")).mappings().one()
+    assert (row["model_name"], row["alias"], row["symbol"]) == (hostile, "alias\\N", "EUR\tUSD")
+    assert row["interval"] is None and row["event_time"] is None
+    assert row["shadow"] is True and row["model_version"] == 7
+    assert {k: float(v) for k, v in row["inputs"].items()} == entry.inputs  # jsonb: numeric
+    assert row["prediction"] == entry.prediction and row["latency_ms"] == 0.25
+    assert row["predicted_at"].isoformat() == entry.predicted_at
+    assert row["log_key"] == entry.log_key and log.spilled == 0 and log.dropped == 0
+
+
 def test_a_burst_of_40_requests_of_1000_rows_loses_nothing(engine, db_url, tmp_path):
     """The issue's burst: 40 requests of 1,000 rows (and their shadow scores) in 2 s; before the
     journal the queue overflowed and 6,000 rows were dropped."""
