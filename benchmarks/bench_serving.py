@@ -1,5 +1,6 @@
 """Serving, one-row requests at one and at 16 connections (wrk, 20 s each), one server at a
-time, same client, same run: a plain Starlette app on uvicorn (the ASGI floor), a no-op BentoML
+time, same client, same run: a plain Starlette app on uvicorn (the ASGI floor), the same app
+recording every prediction through the service's prediction log, a no-op BentoML
 service as shipped, with serving/bentoml_fixes.py, and with BentoML's per-request telemetry off
 too, Trendcast's service with BentoML's telemetry on, with Python's default GIL switch
 interval, scoring with XGBoost's own predict instead of the compiled trees, and as shipped, and
@@ -312,7 +313,9 @@ def main() -> None:
             f"each, client {client}, one server at a time (every other server stopped), one "
             "worker each, the same client and body: a plain Starlette app on uvicorn (the ASGI "
             "floor), a no-op BentoML service as shipped, with `serving/bentoml_fixes.py`, and "
-            "with BentoML's telemetry off too; Trendcast's service with BentoML's telemetry on, "
+            "with BentoML's telemetry off too; the floor recording every prediction through the "
+            "service's prediction log into PostgreSQL; Trendcast's service with BentoML's "
+            "telemetry on, "
             "with Python's default GIL switch interval, scoring with XGBoost's own predict "
             "instead of the compiled trees, and as shipped; `mlflow models serve` on the same "
             "registered model. Then the "
@@ -324,6 +327,7 @@ def main() -> None:
         measures=[
             "serving",
             "benchmarks/_asgi_floor.py",
+            "benchmarks/_asgi_floor_logged.py",
             "benchmarks/_noop_service.py",
             "benchmarks/_noop_fixed_service.py",
             "benchmarks/_noop_quiet_service.py",
@@ -431,6 +435,24 @@ def run(rec: Recorder, engine, frame, dataset, url, tracking: str, home: Path) -
             body,
             "floor.log",
         )
+        floor_logged = alone(
+            "ASGI floor + prediction log",
+            lambda port: [
+                str(BIN / "uvicorn"),
+                "benchmarks._asgi_floor_logged:app",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            "/readyz",
+            "/predict",
+            body,
+            "floor-logged.log",
+        )
         noop = alone(
             "no-op BentoML",
             lambda port: bentoml_serve("benchmarks._noop_service:Noop", port),
@@ -512,6 +534,12 @@ def run(rec: Recorder, engine, frame, dataset, url, tracking: str, home: Path) -
 
         for key, label, out, role in (
             ("floor", "ASGI floor (Starlette on uvicorn)", floor, "reference"),
+            (
+                "floor_logged",
+                "ASGI floor recording every prediction (serving.prediction_log)",
+                floor_logged,
+                "reference",
+            ),
             ("noop", "no-op BentoML as shipped", noop, "reference"),
             ("noop_fixed", "no-op BentoML + bentoml_fixes", noop_fixed, "reference"),
             ("noop_quiet", "no-op BentoML + fixes, telemetry off", quiet, "reference"),
@@ -544,6 +572,22 @@ def run(rec: Recorder, engine, frame, dataset, url, tracking: str, home: Path) -
             "<=",
             3,
             "x",
+        )
+        rec.figure(
+            "floor_logged_p99_16c_vs_floor",
+            floor_logged["16 clients"]["p99"] / floor_many,
+            "x",
+            label=f"the prediction log's share: the ASGI floor recording every prediction, p99 at "
+            f"{CONCURRENT} connections against the floor's",
+            role="reference",
+        )
+        rec.figure(
+            "ours_p99_16c_vs_floor_logged",
+            many / floor_logged["16 clients"]["p99"],
+            "x",
+            label=f"Trendcast p99 at {CONCURRENT} connections against the floor recording every "
+            "prediction",
+            role="reference",
         )
         rec.figure(
             "framework_p99_16c_vs_floor",
