@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import xgboost as xgb
 
+from trendcast.lazy_kernel import LazyKernel
+
 log = logging.getLogger("trendcast.serving")
 
 #: Objectives whose prediction is the raw margin (no link function to reproduce).
@@ -30,9 +32,6 @@ IDENTITY_OBJECTIVES = frozenset(
     {"reg:squarederror", "reg:absoluteerror", "reg:pseudohubererror", "reg:squaredlogerror"}
 )
 PROBE_ROWS = 4096
-
-_kernel: Callable | None = None
-_kernel_tried = False
 
 
 @dataclass(frozen=True)
@@ -166,19 +165,8 @@ def _probe_rows(trees: CompiledTrees, width: int, given: np.ndarray | None) -> n
     return rows
 
 
-def _compiled() -> Callable | None:
-    """The walk, compiled on first use; None without Numba or with ``TRENDCAST_NO_NUMBA=1``."""
-    global _kernel, _kernel_tried
-    if not _kernel_tried:
-        _kernel_tried = True
-        from trendcast.config import get_settings
-
-        if not get_settings().no_numba:
-            try:
-                _kernel = _build()
-            except ImportError:
-                _kernel = None
-    return _kernel
+#: The walk, compiled on first use; None without Numba or with ``TRENDCAST_NO_NUMBA=1``.
+_compiled: LazyKernel[Callable] = LazyKernel(lambda: _build())
 
 
 def _build() -> Callable:

@@ -93,12 +93,13 @@ def window_path(request, monkeypatch):
     if request.param == "compiled":
         # numba is a dependency of both environments: build the kernel even where the setting
         # turned it off, and fail (ImportError) rather than skip where it is missing
-        monkeypatch.setattr(window_sums, "_kernel", window_sums.compiled() or window_sums._build())
-        monkeypatch.setattr(window_sums, "_kernel_tried", True)
+        kernel = window_sums.compiled() or window_sums._build()
+        monkeypatch.setattr(window_sums.compiled, "kernel", kernel)
+        monkeypatch.setattr(window_sums.compiled, "tried", True)
         monkeypatch.setattr(window_sums, "COMPILED_FROM", 0)
     else:
-        monkeypatch.setattr(window_sums, "_kernel", None)
-        monkeypatch.setattr(window_sums, "_kernel_tried", True)
+        monkeypatch.setattr(window_sums.compiled, "kernel", None)
+        monkeypatch.setattr(window_sums.compiled, "tried", True)
     return request.param
 
 

@@ -21,13 +21,12 @@ from collections.abc import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from trendcast.lazy_kernel import LazyKernel
+
 # Below this many values NumPy is fast enough and the first call's compile would dominate.
 COMPILED_FROM = 20_000
 _BLOCK = 256  # windows summed side by side: their partial sums stay in L1
 _WIDEST = 128  # NumPy splits wider windows in halves; those stay on the NumPy path
-
-_kernel: Callable[[np.ndarray, int], np.ndarray] | None = None
-_kernel_tried = False
 
 
 def window_sums_numpy(x: np.ndarray, n: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -46,20 +45,11 @@ def window_sums(x: np.ndarray, n: int, out: np.ndarray | None = None) -> np.ndar
     return window_sums_numpy(x, n, out)
 
 
-def compiled() -> Callable[[np.ndarray, int, np.ndarray], np.ndarray] | None:
-    """The compiled kernel (compiled on first use), or None without Numba or with
-    ``TRENDCAST_NO_NUMBA=1`` (the NumPy path gives the same bits)."""
-    global _kernel, _kernel_tried
-    if not _kernel_tried:
-        _kernel_tried = True
-        from trendcast.config import get_settings
-
-        if not get_settings().no_numba:
-            try:
-                _kernel = _build()
-            except ImportError:
-                _kernel = None
-    return _kernel
+#: The compiled kernel (compiled on first use), or None without Numba or with
+#: ``TRENDCAST_NO_NUMBA=1`` (the NumPy path gives the same bits).
+compiled: LazyKernel[Callable[[np.ndarray, int, np.ndarray], np.ndarray]] = LazyKernel(
+    lambda: _build()
+)
 
 
 def _build() -> Callable[[np.ndarray, int, np.ndarray], np.ndarray]:
