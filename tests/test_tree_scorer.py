@@ -19,6 +19,14 @@ X_MISSING = X.copy()
 X_MISSING[RNG.random(X.shape) < 0.05] = np.nan
 
 
+@pytest.fixture(autouse=True)
+def compiled_walk(monkeypatch):
+    """Numba is a dependency of the service's environment: build the walk even where
+    ``TRENDCAST_NO_NUMBA=1`` turned it off, and fail (ImportError) rather than skip without it."""
+    monkeypatch.setattr(tree_scorer._compiled, "kernel", tree_scorer._build())
+    monkeypatch.setattr(tree_scorer._compiled, "tried", True)
+
+
 def booster(**params) -> xgb.Booster:
     data = params.pop("data", X)
     model = xgb.XGBRegressor(n_estimators=params.pop("n_estimators", 80), **params)
@@ -88,10 +96,10 @@ def test_a_walk_that_differs_from_xgboost_is_never_used(monkeypatch):
 def test_no_numba_keeps_xgboost(monkeypatch):
     monkeypatch.setenv("TRENDCAST_NO_NUMBA", "1")
     get_settings.cache_clear()
-    monkeypatch.setattr(tree_scorer, "_kernel", None)
-    monkeypatch.setattr(tree_scorer, "_kernel_tried", False)
+    monkeypatch.setattr(tree_scorer._compiled, "kernel", None)
+    monkeypatch.setattr(tree_scorer._compiled, "tried", False)
     try:
         assert compile_booster(booster(max_depth=3), (0, 0)) is None
     finally:
         get_settings.cache_clear()
-        tree_scorer._kernel_tried = False
+        tree_scorer._compiled.tried = False
