@@ -202,7 +202,7 @@ class Gateway:
                 payload = self.service.predict_rows(rows, begun)
             except BentoMLException as exc:
                 status = int(exc.error_code)
-                return await _json(send, status, _as_error(status, _message_of(exc)))
+                return await _json(send, status, _error(status, exc.message))
             return await _raw(send, 200, payload, b"application/json")
         finally:
             self.in_flight -= 1
@@ -250,10 +250,6 @@ class Gateway:
         if unaudited:
             body["unaudited"] = unaudited
         return 200, body
-
-
-def _message_of(exc: BentoMLException) -> bytes:
-    return json.dumps({"error": exc.message}).encode()
 
 
 async def _read_body(receive, limit: int) -> bytes:
@@ -329,7 +325,12 @@ def _as_error(status: int, raw: bytes) -> dict:
         body = body[0]
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return body
-    message = body.get("error") if isinstance(body, dict) else None
+    return _error(status, body.get("error") if isinstance(body, dict) else None)
+
+
+def _error(status: int, message: object) -> dict:
+    """The one error body for an error's message (a 5xx gets a generic one: its cause is in the
+    service log), with the field when the message starts by naming one."""
     if status >= 500 or not isinstance(message, str):
         message = {
             503: "service unavailable",
