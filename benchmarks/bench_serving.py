@@ -406,6 +406,19 @@ def run(rec: Recorder, engine, frame, dataset, url, tracking: str, home: Path) -
         def bentoml_serve(target: str, port: int) -> list[str]:
             return [str(BIN / "bentoml"), "serve", target, "--port", str(port)]
 
+        def uvicorn_serve(target: str, port: int) -> list[str]:
+            return [
+                str(BIN / "uvicorn"),
+                target,
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
+
         def alone(label, command, health, path, payload, log, extra_env=None) -> dict:
             port = free_port()
             process = spawn(command(port), {**env, **(extra_env or {})}, home / log)
@@ -419,17 +432,7 @@ def run(rec: Recorder, engine, frame, dataset, url, tracking: str, home: Path) -
 
         floor = alone(
             "ASGI floor (Starlette)",
-            lambda port: [
-                str(BIN / "uvicorn"),
-                "benchmarks._asgi_floor:app",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            lambda port: uvicorn_serve("benchmarks._asgi_floor:app", port),
             "/readyz",
             "/predict",
             body,
@@ -437,17 +440,7 @@ def run(rec: Recorder, engine, frame, dataset, url, tracking: str, home: Path) -
         )
         floor_logged = alone(
             "ASGI floor + prediction log",
-            lambda port: [
-                str(BIN / "uvicorn"),
-                "benchmarks._asgi_floor_logged:app",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            lambda port: uvicorn_serve("benchmarks._asgi_floor_logged:app", port),
             "/readyz",
             "/predict",
             body,
