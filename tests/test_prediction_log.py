@@ -151,10 +151,10 @@ def test_database_down_journals_without_blocking_and_drops_only_past_the_budget(
     assert handed < 0.05  # the request path never waits on the database or the disk
     assert log.written == 0 and log.spilled + log.dropped == 300
     assert log.spilled > 100 and log.dropped > 0
-    journal = sum(p.stat().st_size for p in (tmp_path / "journal").glob("*.jsonl"))
+    journal = sum(p.stat().st_size for p in (tmp_path / "journal").glob("*.copy"))
     assert budget - 400 < journal <= budget  # full to the budget, never past it
     assert (
-        len(b"".join(p.read_bytes() for p in (tmp_path / "journal").glob("*.jsonl")).split(b"\n"))
+        len(b"".join(p.read_bytes() for p in (tmp_path / "journal").glob("*.copy")).split(b"\n"))
         - 1
         == log.spilled
     )
@@ -231,7 +231,7 @@ def test_postgres_stopped_30s_under_load_every_prediction_lands_exactly_once(own
     assert log.dropped == 0
     assert counts(engine) == (sent[0], sent[0])
     assert max(waits) < 0.05
-    assert not list((tmp_path / "journal").glob("*.jsonl"))  # replayed and removed
+    assert not list((tmp_path / "journal").glob("*.copy"))  # replayed and removed
     engine.dispose()
 
 
@@ -272,15 +272,125 @@ def test_a_journal_left_by_a_killed_process_is_replayed_once(engine, db_url, tmp
     while dead.spilled < 500 and time.monotonic() < deadline:
         time.sleep(0.05)
     dead.close(timeout_s=1)
-    (segment,) = (tmp_path / "journal").glob("*.jsonl")
+    (segment,) = (tmp_path / "journal").glob("*.copy")
     shutil.copy(segment, tmp_path / "journal" / f"9{segment.name}")  # as if replayed twice
     with open(segment, "ab") as handle:
         handle.write(b'["cut short by kill -9", ')  # a line the crash cut in half
     log = PredictionLog(db_url.render_as_string(hide_password=False), 10, tmp_path / "journal")
     try:
         deadline = time.monotonic() + 30
-        while list((tmp_path / "journal").glob("*.jsonl")) and time.monotonic() < deadline:
+        while list((tmp_path / "journal").glob("*.copy")) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         log.close()
     assert counts(engine) == (500, 500)
+
+
+def _wait_for_no_segments(directory: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while list(directory.glob("*.copy")) + list(directory.glob("*.jsonl")):
+        assert time.monotonic() < deadline, f"segments left: {sorted(os.listdir(directory))}"
+        time.sleep(0.1)
+
+
+def test_a_journal_left_by_the_previous_version_is_replayed(engine, db_url, tmp_path):
+    """Segments journaled before the log wrote COPY text (JSON lines, ``*.jsonl``) are still
+    stored, each row once, with its inputs as they were sent."""
+    import json
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    old = entries(40, request="before-the-upgrade")
+    lines = [json.dumps(e.values(), separators=(",", ":")) for e in old]
+    (journal / "1-1.jsonl").write_text("\n".join(lines) + "\n" + lines[0][:30])  # cut short
+    log = PredictionLog(db_url.render_as_string(hide_password=False), 10, journal)
+    try:
+        _wait_for_no_segments(journal)
+    finally:
+        log.close()
+    assert counts(engine) == (40, 40)
+    with engine.connect() as conn:
+        stored = dict(
+            conn.execute(sa.text("SELECT log_key, inputs FROM serving.predictions")).all()
+        )
+    assert stored == {e.log_key: e.inputs for e in old}
+
+
+def test_a_segment_postgresql_refuses_is_set_aside_and_the_next_ones_land(engine, db_url, tmp_path):
+    """A journal segment with a row PostgreSQL refuses (malformed by hand, a version that is
+    not a number) would fail every replay after it: it is renamed ``*.rejected``, kept whole for
+    an operator and counted; the segments after it land."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    first, last = entries(30), entries(20)
+    bad = entries(5)[0].copy_line().replace("\t1\tproduction\t", "\tone\tproduction\t")
+    (journal / "1-1.copy").write_text("".join(e.copy_line() for e in first))
+    (journal / "2-1.copy").write_text(entries(4)[1].copy_line() + bad)
+    (journal / "3-1.copy").write_text("".join(e.copy_line() for e in last))
+    log = PredictionLog(db_url.render_as_string(hide_password=False), 10, journal)
+    try:
+        _wait_for_no_segments(journal)
+        assert log.flush(timeout_s=5)
+    finally:
+        log.close()
+    assert counts(engine) == (50, 50)
+    assert log.rejected == 2 and log.dropped == 0
+    (rejected,) = journal.glob("*.rejected")
+    assert rejected.name == "2-1.rejected" and rejected.read_text().endswith(bad)
+
+
+def test_rows_rendered_by_the_service_parse_back_to_what_was_sent(engine, db_url, tmp_path):
+    """The request path's renderer (``copy_lines``: orjson for the inputs, the clock formatted
+    once a second): every value, the timestamp and the key reach the table as given."""
+    from datetime import UTC, datetime
+
+    from serving.prediction_log import copy_lines, model_columns, new_request_id, utc_now_text
+
+    request_id = new_request_id()
+    assert len(request_id) == 32 and int(request_id, 16) >= 0
+    assert request_id != new_request_id()
+    before = datetime.now(UTC)
+    at = utc_now_text()
+    assert before <= datetime.fromisoformat(at) <= datetime.now(UTC)
+    inputs = [
+        {"rsi_14": 1e-05, "ret_1": -0.0, "atr": 3.4e38, "big": 2**70, "small": 5e-324},
+        {"rsi_14": 0.1, "ret_1": 123456789.125, "atr": 1, "big": -(2**63), "small": -1e300},
+    ]
+    text = copy_lines(
+        request_id,
+        at,
+        [("EURUSD", "1h", "2017-10-02T12:00:00+00:00"), (None, None, None)],
+        model_columns("EURUSD_1h_h4", 7, "production", False),
+        inputs,
+        [0.25, -1.5e-7],
+        2.5,
+        shadow=False,
+    )
+    log = PredictionLog(db_url.render_as_string(hide_password=False), 10, tmp_path / "journal")
+    try:
+        log.put_text(text, 2)
+        assert log.flush()
+    finally:
+        log.close()
+    with engine.connect() as conn:
+        stored = (
+            conn.execute(sa.text("SELECT * FROM serving.predictions ORDER BY log_key"))
+            .mappings()
+            .all()
+        )
+    assert [r["log_key"] for r in stored] == [f"{request_id}:0:p", f"{request_id}:1:p"]
+    # jsonb keeps numbers as numeric (3.4e38 comes back as an integer): equal as numbers
+    assert [{k: float(v) for k, v in r["inputs"].items()} for r in stored] == [
+        {k: float(v) for k, v in row.items()} for row in inputs
+    ]
+    assert stored[0]["inputs"]["big"] == 2**70 and stored[1]["inputs"]["big"] == -(2**63)
+    assert [r["prediction"] for r in stored] == [0.25, -1.5e-7]
+    assert stored[0]["predicted_at"] == datetime.fromisoformat(at)
+    assert (stored[0]["symbol"], stored[1]["symbol"], stored[1]["event_time"]) == (
+        "EURUSD",
+        None,
+        None,
+    )
+    assert {(r["model_name"], r["model_version"], r["alias"], r["shadow"]) for r in stored} == {
+        ("EURUSD_1h_h4", 7, "production", False)
+    }
