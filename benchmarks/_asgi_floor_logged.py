@@ -1,6 +1,6 @@
 """The ASGI floor that also records every prediction: the plain Starlette app of
 ``_asgi_floor`` plus the service's prediction log (``serving.prediction_log``: one row per
-request into ``serving.predictions``, the same entries, COPY writer and database). What is left
+request into ``serving.predictions``, the same renderer, COPY writer and database). What is left
 between it and the floor is what recording every prediction costs on this machine, where
 PostgreSQL shares the two cores with the server and the load client."""
 
@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.prediction_log import Entry, PredictionLog
+from serving.prediction_log import (
+    PredictionLog,
+    copy_lines,
+    model_columns,
+    new_request_id,
+    utc_now_text,
+)
 from trendcast.config import get_settings
 from trendcast.db import database_url
 
@@ -28,14 +32,20 @@ async def predict(request: Request) -> Response:
     started = time.perf_counter()
     body = json.loads(await request.body())
     rows = body["rows"]
-    request_id, at = uuid.uuid4().hex, datetime.now(UTC).isoformat()
+    predictions = [0.0 for _ in rows]
     latency = (time.perf_counter() - started) * 1000
-    entries = [
-        Entry(request_id, at, None, None, None, "floor", 0, "floor", False, row, 0.0, latency, i)
-        for i, row in enumerate(rows)
-    ]
-    LOG[0].put(entries)
-    payload = json.dumps({"predictions": [0.0 for _ in rows]})
+    text = copy_lines(
+        new_request_id(),
+        utc_now_text(),
+        [(None, None, None)] * len(rows),
+        model_columns("floor", 0, "floor", False),
+        rows,
+        predictions,
+        latency,
+        shadow=False,
+    )
+    LOG[0].put_text(text, len(rows))
+    payload = json.dumps({"predictions": predictions})
     return Response(payload, media_type="application/json")
 
 

@@ -17,8 +17,6 @@ import math
 import sys
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -31,7 +29,13 @@ from starlette.responses import Response
 from serving import bentoml_fixes
 from serving.gateway import Gateway
 from serving.models import LoadedModel, ModelHolder
-from serving.prediction_log import Entry, PredictionLog
+from serving.prediction_log import (
+    PredictionLog,
+    copy_lines,
+    model_columns,
+    new_request_id,
+    utc_now_text,
+)
 from trendcast import governance
 from trendcast.config import get_settings
 
@@ -48,10 +52,6 @@ class NotEnoughHistory(BentoMLException):
 
 #: BentoML's limits; the gateway keeps max_concurrency on the /predict it answers itself.
 TRAFFIC = {"timeout": 30, "max_concurrency": 256}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def _answer(body: dict) -> Response:
@@ -192,53 +192,41 @@ class Trendcast:
         inputs: list[dict],
         started: float,
         keys: list[tuple[str | None, str | None, str | None]],
-    ) -> np.ndarray:
-        """Score with ``model``, the one reference the request took when it started."""
-        predictions = model.predict(matrix)
+    ) -> list[float]:
+        """Score with ``model``, the one reference the request took when it started, and hand
+        the rows (and the shadow's) to the prediction log as COPY text."""
+        predictions = model.predict(matrix).tolist()
         latency = (time.perf_counter() - started) * 1000
-        request_id, at = uuid.uuid4().hex, _now()
-        entries = [
-            Entry(
-                request_id,
-                at,
-                *key,
-                model.name,
-                model.version,
-                model.alias,
-                False,
-                row,
-                float(p),
-                latency,
-                i,
-            )
-            for i, (key, row, p) in enumerate(zip(keys, inputs, predictions, strict=True))
-        ]
+        request_id, at = new_request_id(), utc_now_text()
+        text = copy_lines(
+            request_id,
+            at,
+            keys,
+            model_columns(model.name, model.version, model.alias, False),
+            inputs,
+            predictions,
+            latency,
+            shadow=False,
+        )
+        rows = len(predictions)
         shadow = self.holder.shadow.model if self.holder.shadow else None
         if shadow is not None and shadow.version != model.version:
             try:
-                ordered = matrix if shadow.features == model.features else None
-                if ordered is not None:
-                    entries += [
-                        Entry(
-                            request_id,
-                            at,
-                            *key,
-                            shadow.name,
-                            shadow.version,
-                            shadow.alias,
-                            True,
-                            row,
-                            float(p),
-                            latency,
-                            i,
-                        )
-                        for i, (key, row, p) in enumerate(
-                            zip(keys, inputs, shadow.predict(ordered), strict=True)
-                        )
-                    ]
+                if shadow.features == model.features:
+                    text += copy_lines(
+                        request_id,
+                        at,
+                        keys,
+                        model_columns(shadow.name, shadow.version, shadow.alias, True),
+                        inputs,
+                        shadow.predict(matrix).tolist(),
+                        latency,
+                        shadow=True,
+                    )
+                    rows *= 2
             except Exception as exc:  # the shadow never fails a request
                 log.warning("shadow scoring failed: %s", exc)
-        self.log.put(entries)
+        self.log.put_text(text, rows)
         return predictions
 
     def predict_rows(self, rows: list[dict[str, Any]], started: float) -> bytes:
@@ -251,7 +239,7 @@ class Trendcast:
         return json.dumps(
             {
                 "model": {"name": model.name, "version": model.version, "alias": model.alias},
-                "predictions": predictions.tolist(),
+                "predictions": predictions,
             }
         ).encode()
 
@@ -306,7 +294,7 @@ class Trendcast:
                         "interval": key[1],
                         "event_time": key[2],
                         "features": row,
-                        "prediction": float(p),
+                        "prediction": p,
                     }
                     for key, row, p in zip(keys, rows, predictions, strict=True)
                 ],
