@@ -22,6 +22,7 @@ from typing import Any
 
 import bentoml
 import numpy as np
+import orjson
 from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from pydantic import Field
 from starlette.responses import Response
@@ -236,12 +237,12 @@ class Trendcast:
         model = self._model()  # one reference for the whole request
         matrix = self._matrix(rows, model.features)
         predictions = self._score(model, matrix, rows, started, [(None, None, None)] * len(rows))
-        return json.dumps(
+        return orjson.dumps(  # a tenth of json.dumps's time (a few % of a one-row request)
             {
                 "model": {"name": model.name, "version": model.version, "alias": model.alias},
                 "predictions": predictions,
             }
-        ).encode()
+        )
 
     # -- endpoints --------------------------------------------------------------------------
     @bentoml.api(route="/predict")
