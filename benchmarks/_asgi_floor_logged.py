@@ -18,7 +18,6 @@ from starlette.routing import Route
 from serving.prediction_log import (
     PredictionLog,
     copy_lines,
-    model_columns,
     new_request_id,
     utc_now_text,
 )
@@ -38,11 +37,11 @@ async def predict(request: Request) -> Response:
         new_request_id(),
         utc_now_text(),
         [(None, None, None)] * len(rows),
-        model_columns("floor", 0, "floor", False),
+        ("floor", 0, "floor"),
+        False,
         rows,
         predictions,
         latency,
-        shadow=False,
     )
     LOG[0].put_text(text, len(rows))
     payload = json.dumps({"predictions": predictions})

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 from prometheus_client import Counter, Gauge
@@ -105,31 +106,38 @@ def inputs_json(inputs: dict) -> str:
 
 
 @lru_cache(maxsize=1024)
-def model_columns(model_name: str, model_version: int, alias: str, shadow: bool) -> str:
+def _model_columns(model_name: str, model_version: int, alias: str, shadow: bool) -> str:
     """The model's four columns of a COPY line, rendered once per model, alias and role."""
     return f"{_text(model_name)}\t{int(model_version)}\t{_text(alias)}\t{'t' if shadow else 'f'}"
+
+
+def log_key(request_id: str, index: int, shadow: bool) -> str:
+    """A row's unique key: its request, its position there and its role (production or
+    shadow); what makes a replay add nothing twice."""
+    return f"{request_id}:{index}:{'s' if shadow else 'p'}"
 
 
 def copy_lines(
     request_id: str,
     predicted_at: str,
     keys: Iterable[tuple[str | None, str | None, str | None]],
-    model: str,
+    model: tuple[str, int, str],
+    shadow: bool,
     inputs: Iterable[dict],
     predictions: Iterable[float],
     latency_ms: float,
-    shadow: bool,
     start: int = 0,
 ) -> str:
     """A request's rows in COPY's text format (tab-separated, ``\\N`` for NULL) in ``COLUMNS``
-    order; ``keys`` are (symbol, interval, event time), ``model`` is ``model_columns(...)``.
+    order; ``keys`` are (symbol, interval, event time), ``model`` is (name, version, alias).
     The one renderer of a row: the service and ``Entry`` both call it."""
     head = f"{_text(request_id)}\t{_text(predicted_at)}\t"
-    tail = f"\t{float(latency_ms)!r}\t{_text(request_id)}:"
+    columns = _model_columns(*model, shadow)
+    tail = f"\t{float(latency_ms)!r}\t{_text(request_id)}:"  # log_key(), inlined
     role = "s\n" if shadow else "p\n"
     return "".join(
         [
-            f"{head}{_text(symbol)}\t{_text(interval)}\t{_text(event_time)}\t{model}\t"
+            f"{head}{_text(symbol)}\t{_text(interval)}\t{_text(event_time)}\t{columns}\t"
             f"{_text(inputs_json(row))}\t{float(p)!r}{tail}{i}:{role}"
             for i, ((symbol, interval, event_time), row, p) in enumerate(
                 zip(keys, inputs, predictions, strict=True), start
@@ -156,7 +164,7 @@ class Entry:
 
     @property
     def log_key(self) -> str:
-        return f"{self.request_id}:{self.index}:{'s' if self.shadow else 'p'}"
+        return log_key(self.request_id, self.index, self.shadow)
 
     def values(self) -> list:
         return [*(getattr(self, c) for c in COLUMNS[:-1]), self.log_key]
@@ -172,11 +180,11 @@ class Entry:
             self.request_id,
             self.predicted_at,
             [(self.symbol, self.interval, self.event_time)],
-            model_columns(self.model_name, self.model_version, self.alias, self.shadow),
+            (self.model_name, self.model_version, self.alias),
+            self.shadow,
             [self.inputs],
             [self.prediction],
             self.latency_ms,
-            self.shadow,
             self.index,
         )
 
@@ -196,9 +204,9 @@ def _text(value: str | None) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Rows on their way to the table: their COPY text and how many they are."""
+class Batch(NamedTuple):
+    """Rows on their way to the table: their COPY text and how many they are (a tuple: one
+    is made per request)."""
 
     text: str
     rows: int
@@ -308,7 +316,7 @@ class PredictionLog:
         self._linger_s = linger_s
         self._retry_s = retry_s
         # SimpleQueue: put never blocks (unbounded, C), get sleeps until rows arrive (no polling)
-        self._pending: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self._rows_in = 0  # rows appended by requests (one writer per counter: no lock)
         self._rows_out = 0  # rows taken by the drainer
         self._handoff: queue.Queue[Batch] = queue.Queue(maxsize=2)
@@ -330,7 +338,7 @@ class PredictionLog:
         """Hand over a request's rows rendered by ``copy_lines``; returns at once, whatever the
         database does. Rendering there, a few microseconds a row on every request alike, leaves
         the threads behind no burst of per-row work that would hold the interpreter."""
-        self._pending.put((text, rows))
+        self._pending.put(Batch(text, rows))
         self._rows_in += rows
 
     def put(self, entries: Sequence[Entry]) -> None:
@@ -350,15 +358,15 @@ class PredictionLog:
             return None
         if self._rows_in - self._rows_out < self._batch:  # a full batch waits for nothing
             self._stop.wait(self._linger_s)
-        count = parts[0][1]
+        count = parts[0].rows
         while count < self._batch:
             try:
                 parts.append(self._pending.get_nowait())
             except queue.Empty:
                 break
-            count += parts[-1][1]
+            count += parts[-1].rows
         self._rows_out += count
-        return Batch("".join([text for text, _ in parts]), count)
+        return Batch("".join([part.text for part in parts]), count)
 
     def _drain(self) -> None:
         while not (self._stop.is_set() and self._pending.empty()):
@@ -525,7 +533,7 @@ class PredictionLog:
                 leftover.append(self._handoff.get_nowait())
         with contextlib.suppress(queue.Empty):
             while True:
-                leftover.append(Batch(*self._pending.get_nowait()))
+                leftover.append(self._pending.get_nowait())
         if leftover:
             self._spill(Batch("".join(b.text for b in leftover), sum(b.rows for b in leftover)))
         self.journal.close()

@@ -33,7 +33,6 @@ from serving.models import LoadedModel, ModelHolder
 from serving.prediction_log import (
     PredictionLog,
     copy_lines,
-    model_columns,
     new_request_id,
     utc_now_text,
 )
@@ -203,11 +202,11 @@ class Trendcast:
             request_id,
             at,
             keys,
-            model_columns(model.name, model.version, model.alias, False),
+            (model.name, model.version, model.alias),
+            False,
             inputs,
             predictions,
             latency,
-            shadow=False,
         )
         rows = len(predictions)
         shadow = self.holder.shadow.model if self.holder.shadow else None
@@ -218,11 +217,11 @@ class Trendcast:
                         request_id,
                         at,
                         keys,
-                        model_columns(shadow.name, shadow.version, shadow.alias, True),
+                        (shadow.name, shadow.version, shadow.alias),
+                        True,
                         inputs,
                         shadow.predict(matrix).tolist(),
                         latency,
-                        shadow=True,
                     )
                     rows *= 2
             except Exception as exc:  # the shadow never fails a request

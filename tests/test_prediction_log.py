@@ -344,7 +344,7 @@ def test_rows_rendered_by_the_service_parse_back_to_what_was_sent(engine, db_url
     once a second): every value, the timestamp and the key reach the table as given."""
     from datetime import UTC, datetime
 
-    from serving.prediction_log import copy_lines, model_columns, new_request_id, utc_now_text
+    from serving.prediction_log import copy_lines, new_request_id, utc_now_text
 
     request_id = new_request_id()
     assert len(request_id) == 32 and int(request_id, 16) >= 0
@@ -360,11 +360,11 @@ def test_rows_rendered_by_the_service_parse_back_to_what_was_sent(engine, db_url
         request_id,
         at,
         [("EURUSD", "1h", "2017-10-02T12:00:00+00:00"), (None, None, None)],
-        model_columns("EURUSD_1h_h4", 7, "production", False),
+        ("EURUSD_1h_h4", 7, "production"),
+        False,
         inputs,
         [0.25, -1.5e-7],
         2.5,
-        shadow=False,
     )
     log = PredictionLog(db_url.render_as_string(hide_password=False), 10, tmp_path / "journal")
     try:
